@@ -59,3 +59,28 @@ def save_tiny_llama(path, **kwargs) -> str:
     model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
     return str(path)
+
+
+def random_sae(d_model: int, d_sae: int, layer: int, activation: str = "jumprelu",
+               seed: int = 0, k: int | None = None):
+    """A random SAE whose features fire on a fair share of inputs (for engine tests)."""
+    import torch
+
+    from featurepath.sae.model import SAE
+
+    g = torch.Generator().manual_seed(seed + 1000 * layer)
+    W_dec = torch.randn(d_sae, d_model, generator=g)
+    W_dec = W_dec / W_dec.norm(dim=1, keepdim=True)
+    # Residuals of a random tiny LLaMA are small (norm ~0.2-1), so the encoder is scaled up to
+    # make about half the features fire on any token.
+    W_enc = 10.0 * (W_dec.T.clone() + 0.1 * torch.randn(d_model, d_sae, generator=g))
+    b_enc = torch.zeros(d_sae)
+    thr = torch.full((d_sae,), 1e-3)
+    return SAE(W_enc, b_enc, W_dec, torch.zeros(d_model), activation, thr,
+               k if activation == "topk" else None, False, layer)
+
+
+def tiny_saes(model, d_sae: int = 128, activation: str = "jumprelu") -> dict:
+    """One random SAE per decoder block of a tiny model."""
+    n, d = model.config.num_hidden_layers, model.config.hidden_size
+    return {layer: random_sae(d, d_sae, layer, activation, k=16) for layer in range(n)}

@@ -1,0 +1,78 @@
+"""The ``featurepath`` command: one sub-command per pipeline stage.
+
+Every user-facing problem is a :class:`FeaturepathError`; :func:`main` prints it as a single
+``error: ...`` line and exits with status 2, so a bad config, SAE file, model name or log never
+ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from featurepath import __version__
+from featurepath.errors import FeaturepathError
+
+app = typer.Typer(
+    name="featurepath",
+    help=(
+        "Find which SAE features cause a model's behaviour, how they drive each other across "
+        "layers, and which words they put into its output.\n\n"
+        "Pipeline (one run directory holds every stage): play -> discover -> patch -> causal / "
+        "pathways / words -> report. `featurepath demo` runs it all on the embedded default "
+        "(SmolLM2-135M-Instruct with SAEs featurepath trains itself)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"featurepath {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """featurepath command line."""
+
+
+def _register() -> None:
+    """Attach the stage commands; each lives beside its stage so this file stays small."""
+    from featurepath import commands  # noqa: F401  (registers commands on `app`)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point that turns FeaturepathError into one clear line."""
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except FeaturepathError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        typer.echo("interrupted; finished work is kept — rerun with --resume", err=True)
+        return 130
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

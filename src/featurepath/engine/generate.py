@@ -1,0 +1,201 @@
+"""Batched sampling and teacher-forced replay under per-row interventions.
+
+A hand-written decoding loop instead of ``model.generate`` because featurepath needs three things
+``generate`` does not give together: a random generator *per row* (a trial's tokens depend only on
+its own seed, not on its batch-mates), to know for every forward call which position is the
+decision token and which are generated tokens (for the hooks), and to drop finished rows from the
+batch (a short answer should not pay for the longest one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from featurepath.engine.hooks import CallState, Intervention, PatchRecorder, RecordSpec
+from featurepath.sae.model import SAE
+
+
+@dataclass
+class SamplingConfig:
+    """How answers are sampled. ``temperature = 0`` means greedy decoding."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 32
+    stop_strings: tuple[str, ...] = ()
+
+
+@dataclass
+class GenResult:
+    """Per row: the answer text and tokens, P(stop) at the decision token, and the recorded
+    features at the decision token and over the generated tokens (mean and max)."""
+
+    texts: list[str]
+    tokens: list[list[int]]
+    p_stop: torch.Tensor
+    decision: torch.Tensor
+    gen_mean: torch.Tensor
+    gen_max: torch.Tensor
+    n_new_tokens: list[int] = field(default_factory=list)
+
+
+def _encode(tok, prompts: Sequence[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+    tok.padding_side = "left"
+    enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _p_stop(logits: torch.Tensor, option_ids: dict[str, list[int]] | None) -> torch.Tensor:
+    if not option_ids:
+        return torch.full(logits.shape[:-1], float("nan"))
+    from featurepath.tasks.slot_machine.readout import p_stop_from_logits
+
+    return p_stop_from_logits(logits.float(), option_ids).cpu()
+
+
+def _sample(logits: torch.Tensor, gens: list[torch.Generator], cfg: SamplingConfig) -> torch.Tensor:
+    """One token per row, each row drawing from its own generator."""
+    if cfg.temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / cfg.temperature, dim=-1)
+    if cfg.top_p < 1.0:
+        sp, si = probs.sort(dim=-1, descending=True)
+        keep = sp.cumsum(-1) - sp < cfg.top_p
+        sp = sp * keep
+        probs = torch.zeros_like(probs).scatter_(-1, si, sp)
+    probs = probs.cpu()
+    out = [torch.multinomial(probs[i], 1, generator=gens[i]) for i in range(len(gens))]
+    return torch.cat(out).to(logits.device)
+
+
+def _forward(model, ids, mask, pos, cache):
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
+                use_cache=True, logits_to_keep=1)
+    new_cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+    return out.logits[:, -1], new_cache
+
+
+@torch.no_grad()
+def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
+             sampling: SamplingConfig | None = None, saes: dict[int, SAE] | None = None,
+             interventions: Sequence[Intervention | None] | None = None,
+             record: RecordSpec | None = None,
+             option_ids: dict[str, list[int]] | None = None) -> GenResult:
+    """Sample one answer per prompt, row ``i`` patched by ``interventions[i]`` and seeded by
+    ``seeds[i]``; the decision token is the last prompt token."""
+    cfg = sampling or SamplingConfig()
+    n = len(prompts)
+    device = next(model.parameters()).device
+    ivs = list(interventions) if interventions is not None else [None] * n
+    rec = PatchRecorder(model, saes or {}, ivs, record)
+    ids, mask = _encode(tok, prompts, device)
+    gens = [torch.Generator().manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF) for s in seeds]
+    eos = set()
+    for e in (tok.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(e, int):
+            eos.add(e)
+        elif isinstance(e, (list, tuple)):
+            eos.update(int(x) for x in e)
+    out_tokens: list[list[int]] = [[] for _ in range(n)]
+    finished = torch.zeros(n, dtype=torch.bool)
+    rows = torch.arange(n)
+    T = ids.shape[1]
+    p_stop = torch.full((n,), float("nan"))
+    with rec:
+        rec.state = CallState(rows, torch.full((n,), T - 1), torch.zeros(n, T, dtype=torch.bool),
+                              mask.bool().cpu(), prefill=True)
+        logits, cache = _forward(model, ids, mask, _positions(mask), None)
+        p_stop[:] = _p_stop(logits, option_ids)
+        for _step in range(cfg.max_new_tokens):
+            nxt = _sample(logits, [gens[int(r)] for r in rows], cfg)
+            keep = []
+            for i, r in enumerate(rows.tolist()):
+                t = int(nxt[i])
+                if t in eos:
+                    finished[r] = True
+                    continue
+                out_tokens[r].append(t)
+                if cfg.stop_strings:
+                    tail = tok.decode(out_tokens[r][-8:])
+                    if any(s in tail for s in cfg.stop_strings):
+                        finished[r] = True
+                        continue
+                if len(out_tokens[r]) >= cfg.max_new_tokens:
+                    finished[r] = True
+                    continue
+                keep.append(i)
+            if not keep:
+                break
+            if len(keep) < len(rows):
+                k = torch.tensor(keep, device=device)
+                cache.batch_select_indices(k)
+                mask = mask[k]
+                nxt = nxt[k]
+                rows = rows[torch.tensor(keep)]
+            mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=device)], 1)
+            pos = (mask.long().sum(-1, keepdim=True) - 1)
+            rec.state = CallState(rows, torch.full((len(rows),), -1),
+                                  torch.ones(len(rows), 1, dtype=torch.bool),
+                                  torch.ones(len(rows), 1, dtype=torch.bool), prefill=False)
+            logits, cache = _forward(model, nxt.view(-1, 1), mask, pos, cache)
+            rec.count_generated()
+        rec.state = None
+    texts = [tok.decode(t, skip_special_tokens=True) for t in out_tokens]
+    if cfg.stop_strings:
+        texts = [_cut(t, cfg.stop_strings) for t in texts]
+    return GenResult(texts, out_tokens, p_stop, rec.decision, rec.gen_mean(), rec.gen_max,
+                     [len(t) for t in out_tokens])
+
+
+def _cut(text: str, stops: tuple[str, ...]) -> str:
+    cut = min((text.find(s) for s in stops if s in text), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+@torch.no_grad()
+def replay(model, tok, prompts: Sequence[str], responses: Sequence[str] | None = None,
+           saes: dict[int, SAE] | None = None,
+           interventions: Sequence[Intervention | None] | None = None,
+           record: RecordSpec | None = None,
+           option_ids: dict[str, list[int]] | None = None) -> GenResult:
+    """Teacher-forced: one forward pass over each prompt (plus its fixed response, if given)
+    with the patch; exact and much cheaper than sampling. Response tokens count as generated
+    tokens for recording and for ``last`` positions."""
+    n = len(prompts)
+    device = next(model.parameters()).device
+    ivs = list(interventions) if interventions is not None else [None] * n
+    rec = PatchRecorder(model, saes or {}, ivs, record)
+    p_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    r_ids = [tok(r, add_special_tokens=False)["input_ids"] if r else [] for r in
+             (responses or [""] * n)]
+    lens = [len(a) + len(b) for a, b in zip(p_ids, r_ids, strict=True)]
+    T = max(lens)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.full((n, T), pad, dtype=torch.long)
+    mask = torch.zeros(n, T, dtype=torch.long)
+    dec = torch.zeros(n, dtype=torch.long)
+    gen = torch.zeros(n, T, dtype=torch.bool)
+    for i, (a, b) in enumerate(zip(p_ids, r_ids, strict=True)):
+        off = T - lens[i]
+        ids[i, off:] = torch.tensor(a + b, dtype=torch.long)
+        mask[i, off:] = 1
+        dec[i] = off + len(a) - 1
+        gen[i, off + len(a):] = True
+    ids, mask = ids.to(device), mask.to(device)
+    with rec:
+        rec.state = CallState(torch.arange(n), dec, gen, mask.bool().cpu(), prefill=True)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
+                    use_cache=False)
+        rec.count_generated()
+        rec.state = None
+    dec_logits = out.logits[torch.arange(n, device=device), dec.to(device)]
+    return GenResult(list(responses or [""] * n), [b for b in r_ids],
+                     _p_stop(dec_logits, option_ids), rec.decision, rec.gen_mean(),
+                     rec.gen_max, [len(b) for b in r_ids])
