@@ -1,0 +1,55 @@
+"""P(stop) read from the decision token's logits.
+
+Sampling 30 responses per condition measures the stop rate with +-9 points of noise; the next-token
+distribution after ``Choice: `` gives the same quantity exactly from one forward pass. Tokenizers
+spell the option digits several ways ("1", " 1", "Ġ1", "▁1"), so every single-token spelling is
+collected and their probability mass pooled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+_OPTIONS = {"bet": "1", "stop": "2"}
+_VARIANTS = ("{d}", " {d}", "\n{d}")
+
+
+def option_token_ids(tokenizer: Any) -> dict[str, list[int]]:
+    """``{"bet": [...], "stop": [...]}``: ids of every single-token spelling of "1" and "2".
+
+    Spellings come from encoding "1", " 1", "\\n1" without special tokens (kept only when they
+    are one token) and from the vocabulary entries "1", "Ġ1", "▁1". Raises ``ValueError`` if an
+    option has no single-token spelling, since P(stop) would silently be wrong.
+    """
+    vocab = tokenizer.get_vocab()
+    out: dict[str, list[int]] = {}
+    for name, digit in _OPTIONS.items():
+        ids: set[int] = set()
+        for pattern in _VARIANTS:
+            enc = tokenizer.encode(pattern.format(d=digit), add_special_tokens=False)
+            if len(enc) == 1:
+                ids.add(int(enc[0]))
+        for spelled in (digit, "Ġ" + digit, "▁" + digit):
+            if spelled in vocab:
+                ids.add(int(vocab[spelled]))
+        if not ids:
+            raise ValueError(f"tokenizer has no single token for option {digit!r}")
+        out[name] = sorted(ids)
+    if set(out["bet"]) & set(out["stop"]):
+        raise ValueError("bet and stop option tokens overlap")
+    return out
+
+
+def p_stop_from_logits(logits: torch.Tensor, ids: dict[str, list[int]]) -> torch.Tensor:
+    """P(stop | the next token is an option) = mass on stop ids / mass on bet + stop ids.
+
+    Computed as ``sigmoid(logsumexp(stop) - logsumexp(bet))`` in float32: the softmax
+    normaliser cancels, so no full-vocabulary softmax is needed and extreme logits cannot
+    overflow. ``logits`` is ``[..., vocab]``; the result is ``[...]``.
+    """
+    x = logits.float()
+    stop = torch.logsumexp(x[..., ids["stop"]], dim=-1)
+    bet = torch.logsumexp(x[..., ids["bet"]], dim=-1)
+    return torch.sigmoid(stop - bet)
