@@ -1,0 +1,1 @@
+"""Statistical analyses shared by discover, causal, pathways and words."""
