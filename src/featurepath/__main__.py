@@ -1,0 +1,5 @@
+"""``python -m featurepath`` = the ``featurepath`` command."""
+
+from featurepath.cli import entry
+
+entry()

@@ -1,0 +1,203 @@
+"""Run configuration: one YAML file per run directory, validated by pydantic.
+
+The config round-trips (``load_config(save_config(c)) == c``), unknown keys are errors (a typo
+must not silently fall back to a default), and every problem is one :class:`ConfigError` line
+naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from featurepath.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SamplingSection(_Strict):
+    temperature: float = Field(0.7, ge=0.0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(24, ge=1, le=4096)
+    stop_strings: list[str] = Field(default_factory=lambda: ["\n\n"])
+
+
+class PlaySection(_Strict):
+    """Batched games: every prompt condition × bet type, ``games_per_condition`` games each."""
+
+    conditions: list[str] = Field(default_factory=lambda: ["BASE", "GMHWP"],
+                                  description="component combinations, e.g. BASE, G, GM, GMHWP")
+    bet_types: list[Literal["fixed", "variable"]] = Field(
+        default_factory=lambda: ["fixed", "variable"])
+    games_per_condition: int = Field(10, ge=1)
+    max_rounds: int = Field(20, ge=1)
+    max_retries: int = Field(2, ge=0, description="resamples of an invalid answer")
+    batch_size: int = Field(32, ge=1)
+    protocol: Literal["completion", "chat"] = "completion"
+    sampling: SamplingSection = Field(default_factory=SamplingSection)
+    # Game rules (the study's defaults); cross-field checks (bet range vs balance) are made by
+    # featurepath.pipeline.play.validate_play, which builds the games' GameConfig.
+    initial_balance: float = Field(100.0, gt=0.0)
+    win_prob: float = Field(0.30, ge=0.0, le=1.0)
+    payout: float = Field(3.0, gt=0.0, description="a win returns payout x the bet")
+    fixed_bet: float = Field(10.0, gt=0.0)
+    min_bet: float = Field(5.0, gt=0.0)
+    max_bet: float = Field(100.0, gt=0.0)
+
+
+class DiscoverSection(_Strict):
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    min_d: float = Field(0.3, ge=0.0)
+    max_candidates: int = Field(24, ge=1, description="strongest candidates passed to patch")
+    batch_size: int = Field(32, ge=1)
+
+
+class ConditionSpec(_Strict):
+    """A named patch condition: a prompt context and what the patch sets the feature to.
+
+    ``patch``: ``none`` (baseline), ``safe`` / ``risky`` (the feature's mean activation in
+    voluntary-stop / bankrupt games, from discover), ``value`` (``value``) or ``scale``
+    (``scale`` × the feature's current activation).
+    """
+
+    name: str
+    context: str
+    patch: Literal["none", "safe", "risky", "value", "scale"] = "none"
+    value: float | None = None
+    scale: float | None = None
+
+    @model_validator(mode="after")
+    def _needs_number(self) -> ConditionSpec:
+        if self.patch == "value" and self.value is None:
+            raise ValueError(f"condition {self.name!r}: patch 'value' needs a value")
+        if self.patch == "scale" and self.scale is None:
+            raise ValueError(f"condition {self.name!r}: patch 'scale' needs a scale")
+        return self
+
+
+STANDARD_CONDITIONS = [
+    ConditionSpec(name="safe_baseline", context="safe"),
+    ConditionSpec(name="safe_with_safe_patch", context="safe", patch="safe"),
+    ConditionSpec(name="safe_with_risky_patch", context="safe", patch="risky"),
+    ConditionSpec(name="risky_baseline", context="risky"),
+    ConditionSpec(name="risky_with_safe_patch", context="risky", patch="safe"),
+    ConditionSpec(name="risky_with_risky_patch", context="risky", patch="risky"),
+]
+
+
+class PatchSection(_Strict):
+    features: list[str] = Field(default_factory=list,
+                                description="L{layer}-{id}; empty = candidates from discover")
+    record: list[str] = Field(default_factory=list,
+                              description="features to record; empty = the patched features "
+                                          "plus discover's candidates")
+    conditions: list[ConditionSpec] = Field(default_factory=lambda: list(STANDARD_CONDITIONS))
+    trials: int = Field(30, ge=1, description="trials per feature × condition")
+    batch_size: int = Field(32, ge=1, description="rows per work unit (one forward batch)")
+    mode: Literal["sample", "replay"] = "sample"
+    method: Literal["delta", "reconstruct"] = "delta"
+    positions: Literal["last", "prompt", "all"] = "last"
+    prompt_set: Literal["builtin", "play"] = Field(
+        "builtin", description="builtin: the study's safe/risky prompts; play: decision points "
+                               "recorded by play (safe = games that stopped, risky = bankrupt)")
+    protocol: Literal["completion", "chat"] = "completion"
+    store_dtype: Literal["float16", "float32"] = "float16"
+    sampling: SamplingSection = Field(default_factory=SamplingSection)
+
+    @field_validator("features", "record")
+    @classmethod
+    def _feature_keys(cls, v: list[str]) -> list[str]:
+        for key in v:
+            parse_feature_key(key)
+        return v
+
+
+class AnalysisSection(_Strict):
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    min_d: float = Field(0.5, ge=0.0)
+
+
+class RunConfig(_Strict):
+    model: str = "embedded"
+    saes: str = "embedded"
+    dtype: str | None = None
+    device: str | None = None
+    seed: int = 0
+    play: PlaySection = Field(default_factory=PlaySection)
+    discover: DiscoverSection = Field(default_factory=DiscoverSection)
+    patch: PatchSection = Field(default_factory=PatchSection)
+    analysis: AnalysisSection = Field(default_factory=AnalysisSection)
+
+
+def parse_feature_key(key: str) -> tuple[int, int]:
+    """``"L12-345"`` -> ``(12, 345)``."""
+    import re
+
+    m = re.fullmatch(r"[Ll](\d+)-(\d+)", key.strip())
+    if not m:
+        raise ConfigError(f"bad feature {key!r}: write features as L<layer>-<id>, e.g. L12-345")
+    return int(m.group(1)), int(m.group(2))
+
+
+def feature_key(layer: int, fid: int) -> str:
+    return f"L{layer}-{fid}"
+
+
+def _fmt_error(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"].replace("Extra inputs are not permitted", "unknown key")
+        parts.append(f"{loc}: {msg}")
+    more = f" (+{len(exc.errors()) - 3} more)" if len(exc.errors()) > 3 else ""
+    return f"{source}: " + "; ".join(parts) + more
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(_fmt_error(exc, source)) from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping of settings")
+    return config_from_dict(data or {}, str(p))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> Path:
+    p = Path(path)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(dump_config(cfg))
+    tmp.replace(p)
+    return p
+
+
+def diff_configs(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ (for refusing a resume with a changed config)."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        key = f"{prefix}{k}"
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += diff_configs(va, vb, key + ".")
+        elif va != vb:
+            out.append(f"{key}: {va!r} -> {vb!r}")
+    return out

@@ -1,0 +1,1 @@
+"""Pipeline stages (play, discover, patch) and the run store they write."""

@@ -1,0 +1,355 @@
+"""The patch + cache stage: for every feature and condition, N trials with the feature clamped,
+recording every recorded feature at every SAE layer in the same forward hooks.
+
+Work is a fixed list of units (one forward batch each, mixing features and conditions), planned
+once and stored, so a resumed or sharded run computes each unit with the same batch
+composition and seeds as an uninterrupted one: identical results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from featurepath.config import (
+    ConditionSpec,
+    RunConfig,
+    dump_config,
+    feature_key,
+    load_config,
+    parse_feature_key,
+    save_config,
+)
+from featurepath.engine.generate import SamplingConfig, generate, replay
+from featurepath.engine.hooks import Intervention, RecordSpec
+from featurepath.errors import ConfigError, DataError
+from featurepath.pipeline.seeds import derive_seed
+from featurepath.pipeline.store import ARRAYS, TRIAL_COLUMNS, Item, Plan, RunStore, Unit
+
+
+# ---------------------------------------------------------------- prompts
+@dataclass
+class PromptRecord:
+    prompt_id: str
+    text: str
+    parse: dict[str, Any]
+
+
+def builtin_prompt_sets(tok, protocol: str) -> dict[str, list[PromptRecord]]:
+    from featurepath.tasks.slot_machine import builtin_prompt, render
+
+    out = {}
+    for name in ("safe", "risky"):
+        p = builtin_prompt(name, protocol)
+        out[name] = [PromptRecord(p.prompt_id, render(p, tok), p.parse_kwargs())]
+    return out
+
+
+def play_prompt_sets(run_dir: Path, max_per_set: int = 256) -> dict[str, list[PromptRecord]]:
+    """Decision points recorded by ``play``: ``safe`` = from games that ended with a voluntary
+    stop, ``risky`` = from games that went bankrupt. Deterministic order (by prompt id)."""
+    path = run_dir / "play" / "decisions.parquet"
+    if not path.exists():
+        raise DataError(f"prompt_set 'play' needs {path}; run `featurepath play` first")
+    df = pd.read_parquet(path)
+    out: dict[str, list[PromptRecord]] = {}
+    for ctx, reason in (("safe", "stop"), ("risky", "bankrupt")):
+        sub = df[df["end_reason"] == reason].drop_duplicates("prompt_id").sort_values("prompt_id")
+        recs = []
+        for row in sub.head(max_per_set).itertuples():
+            parse = {"bet_type": row.bet_type, "protocol": getattr(row, "protocol", "completion"),
+                     "balance": float(row.balance_before)}
+            recs.append(PromptRecord(str(row.prompt_id), str(row.prompt), parse))
+        if not recs:
+            raise DataError(f"play recorded no decision points from games that ended with "
+                            f"'{reason}'; play more games or use prompt_set: builtin")
+        out[ctx] = recs
+    return out
+
+
+# ---------------------------------------------------------------- planning
+def _baseline_item_key(cond: ConditionSpec, layer: int | None) -> str:
+    return "" if layer is None else f"L{layer}"
+
+
+def plan_units(features: list[str], conditions: list[ConditionSpec], trials: int,
+               batch_size: int, method: str) -> list[Unit]:
+    """Rows in a fixed order — baselines first (once per context, or once per layer and
+    context for ``reconstruct``), then every feature × patched condition — cut into units of
+    ``batch_size`` rows."""
+    rows: list[tuple[str, str, int]] = []
+    layers = sorted({parse_feature_key(f)[0] for f in features})
+    for cond in conditions:
+        if cond.patch == "none":
+            keys = [""] if method == "delta" else [f"L{lay}" for lay in layers]
+            for key in keys:
+                rows += [(key, cond.name, t) for t in range(trials)]
+    for f in features:
+        for cond in conditions:
+            if cond.patch != "none":
+                rows += [(f, cond.name, t) for t in range(trials)]
+    units = []
+    for u, start in enumerate(range(0, len(rows), batch_size)):
+        chunk = rows[start:start + batch_size]
+        items: list[Item] = []
+        for feat, cname, t in chunk:
+            last = items[-1] if items else None
+            if last and last.feature == feat and last.condition == cname and \
+                    last.trial_start + last.n == t:
+                last.n += 1
+            else:
+                items.append(Item(feat, cname, t, 1))
+        units.append(Unit(u, items, u * batch_size))
+    return units
+
+
+def _digest(cfg: RunConfig) -> str:
+    relevant = {"model": cfg.model, "saes": cfg.saes, "dtype": cfg.dtype, "seed": cfg.seed,
+                "patch": cfg.patch.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _relevant(cfg: RunConfig) -> dict[str, Any]:
+    return {"model": cfg.model, "saes": cfg.saes, "dtype": cfg.dtype, "seed": cfg.seed,
+            "patch": cfg.patch.model_dump(mode="json")}
+
+
+# ---------------------------------------------------------------- features
+def candidate_features(run_dir: Path, limit: int) -> pd.DataFrame | None:
+    path = run_dir / "discover.parquet"
+    if not path.exists():
+        return None
+    df = pd.read_parquet(path)
+    if "candidate" in df:
+        df = df[df["candidate"]]
+    return df.head(limit)
+
+
+def measure_patch_values(model, tok, saes, features: list[str],
+                         prompt_sets: dict[str, list[PromptRecord]]) -> dict[str, dict[str, float]]:
+    """Fallback patch values when discover has not run: each feature's mean activation at the
+    decision token over the safe and over the risky prompt set."""
+    spec = RecordSpec([parse_feature_key(f) for f in features])
+    out: dict[str, dict[str, float]] = {f: {} for f in features}
+    for ctx in ("safe", "risky"):
+        recs = prompt_sets[ctx]
+        res = replay(model, tok, [r.text for r in recs], saes=saes, record=spec)
+        means = res.decision.float().mean(0).tolist()
+        for f, m in zip(features, means, strict=True):
+            out[f][ctx] = float(m)
+    return out
+
+
+# ---------------------------------------------------------------- running
+@dataclass
+class PatchJob:
+    """Everything a worker needs to run any unit of a run (picklable, for Ray)."""
+
+    run_dir: str
+    cfg: RunConfig
+    plan: Plan
+
+
+def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool = False,
+            features: list[str] | None = None) -> PatchJob:
+    """Plan the run (or check the stored plan on resume) and create the store."""
+    root = Path(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    store = RunStore(root)
+    if store.exists():
+        plan = store.plan()
+        stored = load_config(root / "patch" / "config.yaml")
+        if plan.config_digest != _digest(cfg):
+            from featurepath.config import diff_configs
+
+            diffs = diff_configs(_relevant(stored), _relevant(cfg))
+            raise ConfigError(f"{root} was planned with another config ({'; '.join(diffs[:4])}); "
+                              "use the same config to resume, or a new run directory")
+        if not resume:
+            raise ConfigError(f"{root} already holds a patch run; pass --resume to continue it "
+                              "or choose a new run directory")
+        return PatchJob(str(root), cfg, plan)
+    pc = cfg.patch
+    feats = list(features or pc.features)
+    cands = candidate_features(root, cfg.discover.max_candidates)
+    if not feats:
+        if cands is None or cands.empty:
+            raise ConfigError("no features to patch: give --features L12-345,... or run "
+                              "`featurepath discover` first")
+        feats = [feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()]
+    for f in feats:
+        layer, fid = parse_feature_key(f)
+        if layer not in saes:
+            raise ConfigError(f"feature {f}: no SAE for layer {layer} (have layers "
+                              f"{sorted(saes)})")
+        if fid >= saes[layer].d_sae:
+            raise ConfigError(f"feature {f}: id beyond the SAE's {saes[layer].d_sae} features")
+    record = list(pc.record) or sorted(
+        set(feats) | ({feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()}
+                      if cands is not None else set()), key=lambda k: parse_feature_key(k))
+    for f in record:
+        if parse_feature_key(f)[0] not in saes:
+            raise ConfigError(f"recorded feature {f}: no SAE for its layer")
+    contexts = {c.context for c in pc.conditions}
+    prompt_sets = builtin_prompt_sets(tok, pc.protocol) if pc.prompt_set == "builtin" \
+        else play_prompt_sets(root)
+    missing = contexts - set(prompt_sets)
+    if missing:
+        raise ConfigError(f"conditions use unknown contexts {sorted(missing)}; known: "
+                          f"{sorted(prompt_sets)}")
+    values: dict[str, dict[str, float]] = {}
+    needs_values = any(c.patch in ("safe", "risky") for c in pc.conditions)
+    if needs_values:
+        if cands is not None and not cands.empty:
+            by_key = {feature_key(int(r.layer), int(r.feature_id)): r for r in cands.itertuples()}
+        else:
+            by_key = {}
+        unknown = [f for f in feats if f not in by_key]
+        measured = measure_patch_values(model, tok, saes, unknown, prompt_sets) if unknown else {}
+        for f in feats:
+            if f in by_key:
+                values[f] = {"safe": float(by_key[f].mean_safe),
+                             "risky": float(by_key[f].mean_bankrupt), "source": "discover"}
+            else:
+                values[f] = {**measured[f], "source": "measured on the safe/risky prompts"}
+    units = plan_units(feats, pc.conditions, pc.trials, pc.batch_size, pc.method)
+    plan = Plan(units, pc.batch_size, record, _digest(cfg), {
+        "features": feats, "values": values,
+        "prompts": {k: [vars(r) for r in v] for k, v in prompt_sets.items()},
+    })
+    (root / "patch").mkdir(parents=True, exist_ok=True)
+    save_config(cfg, root / "patch" / "config.yaml")
+    if not (root / "config.yaml").exists():
+        save_config(cfg, root / "config.yaml")
+    rec = [parse_feature_key(f) for f in record]
+    store.create(plan, [a for a, _ in rec], [b for _, b in rec], pc.store_dtype)
+    return PatchJob(str(root), cfg, plan)
+
+
+def _unit_rows(job: PatchJob, unit: Unit) -> list[dict[str, Any]]:
+    pc = job.cfg.patch
+    conds = {c.name: c for c in pc.conditions}
+    prompts = {k: [PromptRecord(**r) for r in v] for k, v in job.plan.extra["prompts"].items()}
+    values = job.plan.extra["values"]
+    rows = []
+    r = unit.row_start
+    for it in unit.items:
+        cond = conds[it.condition]
+        recs = prompts[cond.context]
+        for t in range(it.trial_start, it.trial_start + it.n):
+            pr = recs[t % len(recs)]
+            layer, fid = (-1, -1)
+            iv = None
+            if it.feature.startswith("L") and "-" in it.feature:
+                layer, fid = parse_feature_key(it.feature)
+                if cond.patch in ("safe", "risky"):
+                    iv = Intervention(layer, fid, value=values[it.feature][cond.patch],
+                                      method=pc.method, positions=pc.positions)
+                elif cond.patch == "value":
+                    iv = Intervention(layer, fid, value=float(cond.value), method=pc.method,
+                                      positions=pc.positions)
+                else:
+                    iv = Intervention(layer, fid, scale=float(cond.scale), method=pc.method,
+                                      positions=pc.positions)
+            elif it.feature.startswith("L"):  # reconstruct baseline at this layer
+                layer = int(it.feature[1:])
+                iv = Intervention(layer, -1, method="reconstruct", positions=pc.positions)
+            value = iv.value if iv is not None and iv.value is not None else float("nan")
+            scale = iv.scale if iv is not None and iv.scale is not None else float("nan")
+            rows.append(dict(
+                unit=unit.unit, row=r, feature=it.feature if fid >= 0 else "", layer=layer,
+                feature_id=fid, condition=cond.name, context=cond.context, patch=cond.patch,
+                value=value, scale=scale, method=pc.method, trial=t,
+                seed=derive_seed(job.cfg.seed, it.feature, cond.name, t),
+                prompt_id=pr.prompt_id, _text=pr.text, _parse=pr.parse, _iv=iv))
+            r += 1
+    return rows
+
+
+def run_unit(job: PatchJob, unit: Unit, model, tok, saes) -> tuple[pd.DataFrame, dict]:
+    """Compute one unit (no writing): the trials table and the recorded arrays."""
+    from featurepath.tasks.slot_machine import parse_response
+    from featurepath.tasks.slot_machine.readout import option_token_ids
+
+    pc = job.cfg.patch
+    rows = _unit_rows(job, unit)
+    spec = RecordSpec([parse_feature_key(f) for f in job.plan.record])
+    try:
+        option_ids = option_token_ids(tok)
+    except ValueError:
+        option_ids = None
+    prompts = [r["_text"] for r in rows]
+    ivs = [r["_iv"] for r in rows]
+    if pc.mode == "sample":
+        s = pc.sampling
+        res = generate(model, tok, prompts, [r["seed"] for r in rows],
+                       SamplingConfig(s.temperature, s.top_p, s.max_new_tokens,
+                                      tuple(s.stop_strings)), saes, ivs, spec, option_ids)
+    else:
+        res = replay(model, tok, prompts, None, saes, ivs, spec, option_ids)
+    out = []
+    for i, r in enumerate(rows):
+        text = res.texts[i]
+        if pc.mode == "sample":
+            d = parse_response(text, **r["_parse"])
+            action, bet, valid = d.action, d.bet, d.valid
+        else:
+            action, bet, valid = None, None, False
+        rec = {k: v for k, v in r.items() if not k.startswith("_")}
+        rec.update(response=text, action=action, bet=float("nan") if bet is None else float(bet),
+                   valid=bool(valid), p_stop=float(res.p_stop[i]),
+                   n_new_tokens=int(res.n_new_tokens[i]))
+        out.append(rec)
+    df = pd.DataFrame(out, columns=TRIAL_COLUMNS)
+    arrays = {"decision": res.decision.numpy(), "gen_mean": res.gen_mean.numpy(),
+              "gen_max": res.gen_max.numpy()}
+    return df, arrays
+
+
+def run_local(job: PatchJob, model, tok, saes, units: list[Unit] | None = None,
+              progress: bool = True, on_unit: Callable[[int], None] | None = None) -> dict:
+    """Run the pending units in this process, committing each as it finishes."""
+    from tqdm.auto import tqdm
+
+    store = RunStore(job.run_dir)
+    todo = units if units is not None else store.pending()
+    t0 = time.time()
+    n_trials = 0
+    bar = tqdm(total=len(todo), desc="patch units", unit="unit", disable=not progress,
+               dynamic_ncols=True)
+    for unit in todo:
+        df, arrays = run_unit(job, unit, model, tok, saes)
+        store.commit(unit, df, arrays, job.plan.batch_size)
+        n_trials += len(df)
+        el = time.time() - t0
+        bar.set_postfix(trials_per_s=f"{n_trials / max(el, 1e-9):.2f}")
+        bar.update(1)
+        if on_unit is not None:
+            on_unit(unit.unit)
+    bar.close()
+    store.consolidate()
+    return {"units": len(todo), "trials": n_trials, "seconds": time.time() - t0}
+
+
+def arrays_equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return all(np.array_equal(a[k], b[k], equal_nan=True) for k in ARRAYS)
+
+
+def describe(job: PatchJob) -> str:
+    p = job.plan
+    n_rows = sum(u.n_rows for u in p.units)
+    return (f"{len(p.extra['features'])} features x {len(job.cfg.patch.conditions)} conditions "
+            f"-> {n_rows} trials in {len(p.units)} units of <= {p.batch_size}; recording "
+            f"{len(p.record)} features")
+
+
+__all__ = ["prepare", "run_local", "run_unit", "plan_units", "PatchJob", "describe",
+           "dump_config"]

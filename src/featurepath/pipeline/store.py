@@ -1,0 +1,257 @@
+"""The run store: a run directory that survives kills, resumes and concurrent writers.
+
+Layout (patch stage)::
+
+    RUN/config.yaml            resolved config
+    RUN/patch/plan.json        the work units (fixed before any work starts)
+    RUN/patch/parts/u00042.parquet   one trials file per committed unit
+    RUN/patch/commits/u00042.json    commit record: checksums of the unit's data
+    RUN/activations.zarr       decision / gen_mean / gen_max [row, recorded feature]
+    RUN/trials.parquet         all committed units, consolidated (rebuilt from parts)
+
+A unit owns the fixed row range ``[unit * batch_size, unit * batch_size + n)`` of the Zarr
+arrays, and Zarr chunks are ``batch_size`` rows, so units never share a chunk: concurrent
+writers (Ray workers, SLURM shards) cannot clobber each other. A unit counts as done only when
+its commit record exists *and* the checksums of its parquet part and its Zarr rows still match:
+a half-written or corrupted unit is detected and redone. The commit record is written last,
+atomically (temp file + rename), so a kill at any point leaves either a committed unit or one
+that will be redone.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from featurepath.errors import DataError, FeaturepathError
+
+ARRAYS = ("decision", "gen_mean", "gen_max")
+
+TRIAL_COLUMNS = ["unit", "row", "feature", "layer", "feature_id", "condition", "context", "patch",
+                 "value", "scale", "method", "trial", "seed", "prompt_id", "response", "action",
+                 "bet", "valid", "p_stop", "n_new_tokens"]
+
+
+class DiskFullError(FeaturepathError):
+    """The disk filled up; committed units are intact and ``--resume`` continues."""
+
+
+@dataclass
+class Item:
+    """One feature × condition × block of trials inside a unit."""
+
+    feature: str          # "" for a baseline
+    condition: str
+    trial_start: int
+    n: int
+
+
+@dataclass
+class Unit:
+    unit: int
+    items: list[Item]
+    row_start: int
+
+    @property
+    def n_rows(self) -> int:
+        return sum(it.n for it in self.items)
+
+
+@dataclass
+class Plan:
+    units: list[Unit]
+    batch_size: int
+    record: list[str]
+    config_digest: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.units) * self.batch_size
+
+    def to_json(self) -> str:
+        return json.dumps({"batch_size": self.batch_size, "record": self.record,
+                           "config_digest": self.config_digest, "extra": self.extra,
+                           "units": [asdict(u) for u in self.units]})
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        d = json.loads(text)
+        units = [Unit(u["unit"], [Item(**it) for it in u["items"]], u["row_start"])
+                 for u in d["units"]]
+        return cls(units, d["batch_size"], d["record"], d["config_digest"], d.get("extra", {}))
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError(f"disk full while writing {path}; finished units are kept — "
+                                "free space and rerun with --resume") from None
+        raise
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class RunStore:
+    """Reads and writes one run directory's patch stage."""
+
+    def __init__(self, run_dir: str | Path):
+        self.root = Path(run_dir)
+        self.patch_dir = self.root / "patch"
+        self.parts = self.patch_dir / "parts"
+        self.commits = self.patch_dir / "commits"
+        self.zarr_path = self.root / "activations.zarr"
+
+    # ------------------------------------------------------------ creation
+    def exists(self) -> bool:
+        return (self.patch_dir / "plan.json").exists()
+
+    def create(self, plan: Plan, rec_layers: list[int], rec_features: list[int],
+               store_dtype: str = "float16") -> None:
+        import zarr
+
+        self.parts.mkdir(parents=True, exist_ok=True)
+        self.commits.mkdir(parents=True, exist_ok=True)
+        n_rec = len(rec_layers)
+        g = zarr.open_group(str(self.zarr_path), mode="w")
+        for name in ARRAYS:
+            g.create_array(name, shape=(plan.n_rows, max(n_rec, 1)),
+                           chunks=(plan.batch_size, max(n_rec, 1)), dtype=store_dtype,
+                           fill_value=np.nan)
+        g.create_array("rec_layer", data=np.asarray(rec_layers, dtype="int32").reshape(-1))
+        g.create_array("rec_feature", data=np.asarray(rec_features, dtype="int32").reshape(-1))
+        g.attrs["rec"] = [f"L{a}-{b}" for a, b in zip(rec_layers, rec_features, strict=True)]
+        _atomic_write(self.patch_dir / "plan.json", plan.to_json().encode())
+
+    def plan(self) -> Plan:
+        p = self.patch_dir / "plan.json"
+        if not p.exists():
+            raise DataError(f"{self.root} has no patch plan; run `featurepath patch` first")
+        return Plan.from_json(p.read_text())
+
+    # ------------------------------------------------------------ commits
+    def _region(self, unit: Unit, batch_size: int) -> slice:
+        return slice(unit.row_start, unit.row_start + unit.n_rows)
+
+    def _arrays_digest(self, g, region: slice) -> str:
+        h = hashlib.sha256()
+        for name in ARRAYS:
+            h.update(np.ascontiguousarray(g[name][region]).tobytes())
+        return h.hexdigest()
+
+    def commit(self, unit: Unit, trials: pd.DataFrame, arrays: dict[str, np.ndarray],
+               batch_size: int) -> None:
+        """Write one unit: parquet part, Zarr rows, then the commit record (last, atomic)."""
+        import io
+
+        import zarr
+
+        region = self._region(unit, batch_size)
+        try:
+            g = zarr.open_group(str(self.zarr_path), mode="r+")
+            for name in ARRAYS:
+                g[name][region] = arrays[name].astype(g[name].dtype)
+            buf = io.BytesIO()
+            trials.to_parquet(buf, index=False)
+            part = buf.getvalue()
+            _atomic_write(self.parts / f"u{unit.unit:05d}.parquet", part)
+            record = {"unit": unit.unit, "rows": [region.start, region.stop],
+                      "parquet_sha256": _sha(part),
+                      "arrays_sha256": self._arrays_digest(g, region)}
+            _atomic_write(self.commits / f"u{unit.unit:05d}.json",
+                          json.dumps(record).encode())
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFullError("disk full; finished units are kept — free space and rerun "
+                                    "with --resume") from None
+            raise
+
+    def is_done(self, unit: Unit, batch_size: int, verify: bool = True) -> bool:
+        rec_path = self.commits / f"u{unit.unit:05d}.json"
+        part = self.parts / f"u{unit.unit:05d}.parquet"
+        if not rec_path.exists() or not part.exists():
+            return False
+        try:
+            record = json.loads(rec_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return False
+        if not verify:
+            return True
+        if _sha(part.read_bytes()) != record.get("parquet_sha256"):
+            return False
+        import zarr
+
+        try:
+            g = zarr.open_group(str(self.zarr_path), mode="r")
+            return self._arrays_digest(g, self._region(unit, batch_size)) == \
+                record.get("arrays_sha256")
+        except Exception:  # unreadable chunk = corrupt unit
+            return False
+
+    def pending(self, verify: bool = True) -> list[Unit]:
+        plan = self.plan()
+        todo = []
+        for u in plan.units:
+            if not self.is_done(u, plan.batch_size, verify):
+                (self.commits / f"u{u.unit:05d}.json").unlink(missing_ok=True)
+                todo.append(u)
+        return todo
+
+    def done_units(self) -> list[int]:
+        return sorted(int(p.stem[1:]) for p in self.commits.glob("u*.json"))
+
+    # ------------------------------------------------------------ reading
+    def consolidate(self) -> Path:
+        """Rebuild ``trials.parquet`` from the committed parts, in unit order."""
+        parts = sorted(self.parts.glob("u*.parquet"))
+        done = set(self.done_units())
+        frames = [pd.read_parquet(p) for p in parts if int(p.stem[1:]) in done]
+        df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=TRIAL_COLUMNS)
+        df = df.sort_values(["unit", "row"]).reset_index(drop=True)
+        out = self.root / "trials.parquet"
+        import io
+
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        _atomic_write(out, buf.getvalue())
+        return out
+
+    def trials(self) -> pd.DataFrame:
+        p = self.root / "trials.parquet"
+        if not p.exists():
+            raise DataError(f"{self.root} has no trials.parquet; run `featurepath patch` first")
+        return pd.read_parquet(p)
+
+    def activations(self, name: str = "decision") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        import zarr
+
+        if not self.zarr_path.exists():
+            raise DataError(f"{self.root} has no activations.zarr")
+        g = zarr.open_group(str(self.zarr_path), mode="r")
+        return g[name][:], g["rec_layer"][:], g["rec_feature"][:]
+
+    def bytes_stored(self) -> int:
+        total = 0
+        for base in (self.zarr_path, self.parts):
+            for dirpath, _, files in os.walk(base):
+                total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+        return total

@@ -1,0 +1,100 @@
+"""The patch stage and its run store on the tiny model: plans, commits, resume, corruption."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from featurepath.config import ConditionSpec, RunConfig
+from featurepath.errors import ConfigError
+from featurepath.pipeline.patch import plan_units, prepare, run_local
+from featurepath.pipeline.store import RunStore
+
+
+def _cfg(**patch) -> RunConfig:
+    cfg = RunConfig()
+    cfg.patch.features = ["L1-3", "L2-5"]
+    cfg.patch.record = ["L0-1", "L1-3", "L2-5", "L3-7"]
+    cfg.patch.trials = 3
+    cfg.patch.batch_size = 8
+    cfg.patch.sampling.max_new_tokens = 4
+    cfg.patch.sampling.temperature = 1.0
+    for k, v in patch.items():
+        setattr(cfg.patch, k, v)
+    return cfg
+
+
+def _run(tmp, tiny, saes, cfg, **kw):
+    model, tok = tiny
+    job = prepare(tmp, cfg, model, tok, saes, **kw)
+    run_local(job, model, tok, saes, progress=False)
+    st = RunStore(tmp)
+    return st.trials(), {n: st.activations(n)[0] for n in ("decision", "gen_mean", "gen_max")}
+
+
+def test_plan_covers_every_trial_once():
+    conds = [ConditionSpec(name="b", context="safe"),
+             ConditionSpec(name="p", context="safe", patch="scale", scale=2.0)]
+    units = plan_units(["L1-3", "L2-5"], conds, trials=5, batch_size=4, method="delta")
+    seen = [(it.feature, it.condition, t) for u in units for it in u.items
+            for t in range(it.trial_start, it.trial_start + it.n)]
+    assert len(seen) == len(set(seen)) == 5 + 2 * 5
+    assert all(u.n_rows <= 4 for u in units)
+    recon = plan_units(["L1-3", "L2-5"], conds, 2, 4, "reconstruct")
+    keys = {it.feature for u in recon for it in u.items if it.condition == "b"}
+    assert keys == {"L1", "L2"}  # a reconstruct baseline per layer
+
+
+def test_patch_run_writes_store_and_resume_is_idempotent(tmp_path, tiny, tiny_saes):
+    trials, arrays = _run(tmp_path / "a", tiny, tiny_saes, _cfg())
+    n = 3 * 2 + 2 * 3 * 4  # baselines once per context + features x patched conditions
+    assert len(trials) == n
+    assert set(trials["condition"]) == {c.name for c in RunConfig().patch.conditions}
+    assert (trials.loc[trials.feature == "", "layer"] == -1).all()
+    assert np.isfinite(arrays["decision"][trials["row"].to_numpy()]).all()
+    # same config again: identical results (determinism)
+    trials2, arrays2 = _run(tmp_path / "b", tiny, tiny_saes, _cfg())
+    pd.testing.assert_frame_equal(trials, trials2)
+    for k in arrays:
+        assert np.array_equal(arrays[k], arrays2[k], equal_nan=True)
+
+
+def test_resume_redoes_only_missing_and_corrupt_units(tmp_path, tiny, tiny_saes):
+    model, tok = tiny
+    ref_trials, ref_arrays = _run(tmp_path / "ref", tiny, tiny_saes, _cfg())
+    run = tmp_path / "run"
+    job = prepare(run, _cfg(), model, tok, tiny_saes)
+    st = RunStore(run)
+    plan = st.plan()
+    run_local(job, model, tok, tiny_saes, units=plan.units[:2], progress=False)
+    # corrupt unit 1's parquet part, and half-write unit 2 (part without a commit record)
+    part = st.parts / "u00001.parquet"
+    part.write_bytes(part.read_bytes()[:-10])
+    with pytest.raises(ConfigError, match="--resume"):
+        prepare(run, _cfg(), model, tok, tiny_saes)
+    job = prepare(run, _cfg(), model, tok, tiny_saes, resume=True)
+    pending = [u.unit for u in st.pending()]
+    assert 0 not in pending and 1 in pending
+    run_local(job, model, tok, tiny_saes, progress=False)
+    pd.testing.assert_frame_equal(st.trials(), ref_trials)
+    for k in ref_arrays:
+        assert np.array_equal(st.activations(k)[0], ref_arrays[k], equal_nan=True)
+
+
+def test_resume_with_changed_config_is_refused(tmp_path, tiny, tiny_saes):
+    model, tok = tiny
+    prepare(tmp_path, _cfg(), model, tok, tiny_saes)
+    with pytest.raises(ConfigError, match="trials"):
+        prepare(tmp_path, _cfg(trials=5), model, tok, tiny_saes, resume=True)
+
+
+def test_replay_mode_and_reconstruct_baselines(tmp_path, tiny, tiny_saes):
+    trials, arrays = _run(tmp_path, tiny, tiny_saes, _cfg(mode="replay", method="reconstruct"))
+    base = trials[trials.condition == "safe_baseline"]
+    assert set(base["layer"]) == {1, 2}
+    assert trials["p_stop"].notna().all()
+    # replay is deterministic per prompt: identical prompt & patch -> identical activations
+    a = arrays["decision"][trials[(trials.feature == "L1-3") &
+                                  (trials.condition == "safe_with_risky_patch")]["row"]]
+    assert np.allclose(a, a[0], equal_nan=True)
