@@ -1,8 +1,19 @@
-"""Sub-commands of ``featurepath``, registered on :data:`featurepath.cli.app`."""
+"""Sub-commands of ``featurepath``, registered on :data:`featurepath.cli.app` in pipeline order
+(``--help`` lists them in this order): each stage module registers its own commands when
+imported."""
 
 from __future__ import annotations
 
-from featurepath.cli import app  # noqa: F401
+import importlib
 
-# Each stage module registers its own commands when imported.
-import featurepath.sae.commands  # noqa: E402,F401
+STAGE_COMMANDS = (
+    "featurepath.pipeline.play_commands",
+    "featurepath.pipeline.commands",
+    "featurepath.analysis.commands",
+    "featurepath.report.commands",
+    "featurepath.pipeline.demo",
+    "featurepath.sae.commands",
+)
+
+for _name in STAGE_COMMANDS:
+    importlib.import_module(_name)

@@ -1,0 +1,349 @@
+"""Which patched features change behaviour: stop rate, bet size and P(stop), with FDR control.
+
+Every patched condition (feature x prompt context x patch value) is compared with the baseline of
+its own context and method (see :mod:`featurepath.analysis.run_data` for the matching rule; a
+``reconstruct`` condition is only ever compared with the no-clamp reconstruction of its layer).
+
+Three metrics per comparison:
+
+- ``stop_rate``: share of *valid* trials that stopped; Fisher's exact test, effect = difference of
+  proportions (patched - baseline) with Newcombe's score CI. Invalid (unparsed) trials are
+  excluded and counted, never read as stops: the original analysis counted them as stops, which
+  makes any feature that breaks the output format look "safe".
+- ``bet``: bet sizes of valid betting trials; Mann–Whitney U, effect = rank-biserial correlation
+  (Wendt 1972), percentile bootstrap CI (Efron & Tibshirani 1993).
+- ``p_stop``: P(stop) from the decision-token logits, paired by prompt (baseline trial i and
+  patched trial i of one context share the prompt); paired t-test, effect = mean difference in
+  probability with a t-interval.
+
+Comparisons without variance (e.g. greedy decoding of one prompt: every trial identical) are
+reported as degenerate with p = q = NaN instead of being tested. Benjamini–Hochberg (1995) runs
+once over every test actually run — all features x contexts x conditions x metrics — rather than
+over a per-feature minimum p-value, which would not control the FDR.
+
+Feature classes: a significant test moves behaviour toward *safe* (stop more, bet less, higher
+P(stop)) or toward *risky*. ``same_effect`` flags features whose safe-value and risky-value patches
+move behaviour the same way by about the same amount: then the intervention, not the value,
+drives the effect (the reconstruction artefact of the original study).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from scipy import stats as sps
+
+from featurepath.analysis.run_data import (
+    ANALYSIS_COLUMNS,
+    normalise_trials,
+    pair_trials,
+    patched_groups,
+)
+from featurepath.analysis.stats import (
+    TestResult,
+    bh_fdr,
+    bootstrap_ci,
+    fisher_exact,
+    mann_whitney,
+    paired_t,
+    spearman,
+)
+from featurepath.errors import DataError
+
+__all__ = [
+    "METRICS",
+    "TEST_COLUMNS",
+    "FEATURE_COLUMNS",
+    "DOSE_COLUMNS",
+    "causal_table",
+    "classify_features",
+    "dose_response",
+]
+
+METRICS = ("stop_rate", "bet", "p_stop")
+TEST_COLUMNS = [
+    "feature", "layer", "feature_id", "context", "condition", "patch", "method", "value",
+    "scale", "metric", "n_patched", "n_baseline", "n_invalid_patched", "n_invalid_baseline",
+    "baseline_value", "patched_value", "effect", "ci_low", "ci_high", "statistic", "p", "q",
+    "degenerate", "test",
+]
+FEATURE_COLUMNS = [
+    "feature", "layer", "feature_id", "method", "class", "same_effect", "same_effect_where",
+    "n_tests", "n_degenerate", "n_significant", "best_q", "summary",
+]
+DOSE_COLUMNS = [
+    "feature", "layer", "feature_id", "context", "method", "metric", "n_levels", "scales",
+    "values", "rho", "ci_low", "ci_high", "p", "q", "degenerate",
+]
+
+_NAN = float("nan")
+
+
+# ------------------------------------------------------------------------------ single tests
+
+
+@dataclass
+class _MetricResult:
+    metric: str
+    n_patched: int
+    n_baseline: int
+    baseline_value: float
+    patched_value: float
+    res: TestResult
+
+
+def _usable_mask(df: pd.DataFrame) -> NDArray[np.bool_]:
+    """Valid trials with a parsed decision; everything else is 'invalid' and only counted."""
+    return df["valid"].to_numpy(dtype=bool) & df["action"].notna().to_numpy()
+
+
+def _stop_counts(df: pd.DataFrame) -> tuple[int, int]:
+    """(stops, usable trials): an invalid trial is never a stop."""
+    u = _usable_mask(df)
+    return int((u & (df["action"] == "stop").to_numpy()).sum()), int(u.sum())
+
+
+def _rank_biserial(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
+    """Rank-biserial r = P(a > b) - P(a < b) over all pairs (Kerby 2014), vectorised."""
+    if a.size == 0 or b.size == 0:
+        return _NAN
+    return float(np.mean(np.sign(a[:, None] - b[None, :])))
+
+
+def _stop_rate(p: pd.DataFrame, b: pd.DataFrame) -> _MetricResult:
+    kp, np_ = _stop_counts(p)
+    kb, nb = _stop_counts(b)
+    res = fisher_exact(kp, np_, kb, nb)
+    return _MetricResult("stop_rate", np_, nb, kb / nb if nb else _NAN, kp / np_ if np_ else _NAN,
+                         res)
+
+
+def _bets(df: pd.DataFrame) -> NDArray[np.float64]:
+    m = _usable_mask(df) & (df["action"] == "bet").to_numpy()
+    v = df["bet"].to_numpy(dtype=float)[m]
+    return v[np.isfinite(v)]
+
+
+def _bet(p: pd.DataFrame, b: pd.DataFrame, n_boot: int, seed: int) -> _MetricResult:
+    bp, bb = _bets(p), _bets(b)
+    res = mann_whitney(bp, bb)
+    if not res.degenerate and n_boot > 0:
+        lo, hi = bootstrap_ci(_rank_biserial, bp, bb, n_boot=n_boot, seed=seed)
+        res = TestResult(res.statistic, res.p, res.effect, lo, hi, res.n1, res.n2, False,
+                         res.method)
+    return _MetricResult("bet", bp.size, bb.size,
+                         float(bb.mean()) if bb.size else _NAN,
+                         float(bp.mean()) if bp.size else _NAN, res)
+
+
+def _p_stop(p: pd.DataFrame, b: pd.DataFrame) -> _MetricResult:
+    pairs = pair_trials(p, b, columns=["p_stop"])
+    x = pairs["p_stop_p"].to_numpy(dtype=float)
+    y = pairs["p_stop_b"].to_numpy(dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = int(x.size)
+    diff = x - y
+    mean_diff = float(diff.mean()) if n else _NAN
+    t = paired_t(x, y)
+    lo = hi = _NAN
+    if not t.degenerate:
+        half = float(sps.t.ppf(0.975, n - 1)) * float(diff.std(ddof=1)) / math.sqrt(n)
+        lo, hi = mean_diff - half, mean_diff + half
+    res = TestResult(t.statistic, t.p, mean_diff, lo, hi, n, n, t.degenerate, t.method)
+    return _MetricResult("p_stop", n, n, float(y.mean()) if n else _NAN,
+                         float(x.mean()) if n else _NAN, res)
+
+
+# ------------------------------------------------------------------------------ causal table
+
+
+def causal_table(
+    trials: pd.DataFrame,
+    alpha: float = 0.05,
+    same_effect_tol: float = 0.5,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Test every patched condition against its baseline; return ``(tests_df, features_df)``.
+
+    ``tests_df`` has one row per feature x context x condition x metric (columns
+    :data:`TEST_COLUMNS`); ``features_df`` one row per feature (and method), see
+    :func:`classify_features`. Groups without a matching baseline are skipped with a warning.
+    """
+    if not (0.0 < alpha < 1.0):
+        raise DataError(f"alpha must lie in (0, 1), got {alpha}")
+    df = normalise_trials(trials)[list(ANALYSIS_COLUMNS)]
+    rows: list[dict[str, object]] = []
+    skipped: list[str] = []
+    for i, g in enumerate(patched_groups(df)):
+        if g.baseline is None:
+            skipped.append(f"{g.feature}/{g.context}/{g.condition}")
+            continue
+        n_inv_p = int(len(g.patched) - _usable_mask(g.patched).sum())
+        n_inv_b = int(len(g.baseline) - _usable_mask(g.baseline).sum())
+        results = (
+            _stop_rate(g.patched, g.baseline),
+            _bet(g.patched, g.baseline, n_boot, seed + i),
+            _p_stop(g.patched, g.baseline),
+        )
+        for m in results:
+            r = m.res
+            rows.append({
+                "feature": g.feature, "layer": g.layer, "feature_id": g.feature_id,
+                "context": g.context, "condition": g.condition, "patch": g.patch,
+                "method": g.method, "value": g.value, "scale": g.scale, "metric": m.metric,
+                "n_patched": m.n_patched, "n_baseline": m.n_baseline,
+                "n_invalid_patched": n_inv_p, "n_invalid_baseline": n_inv_b,
+                "baseline_value": m.baseline_value, "patched_value": m.patched_value,
+                "effect": r.effect, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                "statistic": r.statistic, "p": r.p if not r.degenerate else _NAN,
+                "degenerate": bool(r.degenerate), "test": r.method,
+            })
+    if skipped:
+        warnings.warn(
+            f"{len(skipped)} patched group(s) have no matching baseline and were not tested "
+            f"(e.g. {skipped[0]})", stacklevel=2,
+        )
+    if not rows:
+        if skipped:
+            raise DataError("no patched condition has a matching baseline in the trials table")
+        raise DataError("the trials table holds no patched trials")
+    tests = pd.DataFrame(rows)
+    tests["q"] = bh_fdr(tests["p"].to_numpy(dtype=float))
+    tests = tests[TEST_COLUMNS]
+    return tests, classify_features(tests, alpha=alpha, same_effect_tol=same_effect_tol)
+
+
+def _toward_safe(metric: str, effect: float) -> int:
+    """+1 when an effect moves behaviour toward safe (stop more, bet less), -1 toward risky."""
+    if not math.isfinite(effect) or effect == 0:
+        return 0
+    s = 1 if effect > 0 else -1
+    return -s if metric == "bet" else s
+
+
+_METRIC_LABEL = {"stop_rate": "stop rate", "bet": "bet", "p_stop": "P(stop)"}
+
+
+def _describe(row: pd.Series) -> str:
+    return (
+        f"{row['patch']}-value patch in {row['context']} context: {_METRIC_LABEL[row['metric']]} "
+        f"{row['baseline_value']:.3g} -> {row['patched_value']:.3g} "
+        f"(effect {row['effect']:+.3g}, q={row['q']:.2g})"
+    )
+
+
+def classify_features(
+    tests: pd.DataFrame, alpha: float = 0.05, same_effect_tol: float = 0.5
+) -> pd.DataFrame:
+    """Summarise ``tests`` per feature: class, same-effect flag, counts and a one-line summary.
+
+    class: "bidirectional" when the safe-value patch significantly pushes toward safe *and* the
+    risky-value patch toward risky; otherwise "safe"/"risky" when every significant test points
+    that way; "mixed" when significant tests disagree in another pattern; "none" without a
+    significant test. ``same_effect``: for some (context, metric) the safe-value and risky-value
+    effects share a sign, |e_safe - e_risky| <= same_effect_tol * max(|e_safe|, |e_risky|), and at
+    least one of the two is significant.
+    """
+    out: list[dict[str, object]] = []
+    if tests.empty:
+        return pd.DataFrame(columns=FEATURE_COLUMNS)
+    t = tests.copy()
+    t["significant"] = (~t["degenerate"]) & (t["q"] < alpha)
+    t["toward"] = [_toward_safe(m, e) for m, e in zip(t["metric"], t["effect"], strict=True)]
+    for (feature, layer, fid, method), g in t.groupby(
+        ["feature", "layer", "feature_id", "method"], sort=True
+    ):
+        sig = g[g["significant"]]
+        dirs = set(sig["toward"]) - {0}
+        if ((sig["patch"] == "safe") & (sig["toward"] > 0)).any() and (
+            (sig["patch"] == "risky") & (sig["toward"] < 0)
+        ).any():
+            cls = "bidirectional"
+        elif dirs == {1}:
+            cls = "safe"
+        elif dirs == {-1}:
+            cls = "risky"
+        elif dirs:
+            cls = "mixed"
+        else:
+            cls = "none"
+        where: list[str] = []
+        for (ctx, metric), cm in g.groupby(["context", "metric"], sort=True):
+            s, r = cm[cm["patch"] == "safe"], cm[cm["patch"] == "risky"]
+            if s.empty or r.empty:
+                continue
+            es, er = float(s["effect"].iloc[0]), float(r["effect"].iloc[0])
+            if not (math.isfinite(es) and math.isfinite(er)) or es * er <= 0:
+                continue
+            close = abs(es - er) <= same_effect_tol * max(abs(es), abs(er))
+            if close and (bool(s["significant"].iloc[0]) or bool(r["significant"].iloc[0])):
+                where.append(f"{ctx}/{metric}")
+        qs = g["q"].to_numpy(dtype=float)
+        best_q = float(np.nanmin(qs)) if np.isfinite(qs).any() else _NAN
+        n_deg = int(g["degenerate"].sum())
+        if sig.empty:
+            summary = f"{feature} [none]: no significant change in {len(g)} tests ({n_deg} degenerate)"
+        else:
+            top = sig.loc[sig["q"].idxmin()]
+            summary = f"{feature} [{cls}]: {_describe(top)}; {len(sig)} significant of {len(g)}"
+        if where:
+            summary += (f"; same effect from safe and risky values ({', '.join(where)}): "
+                        "the intervention, not the value, drives it")
+        out.append({
+            "feature": feature, "layer": int(layer), "feature_id": int(fid), "method": method,
+            "class": cls, "same_effect": bool(where), "same_effect_where": ",".join(where),
+            "n_tests": len(g), "n_degenerate": n_deg, "n_significant": len(sig),
+            "best_q": best_q, "summary": summary,
+        })
+    res = pd.DataFrame(out, columns=FEATURE_COLUMNS)
+    return res.sort_values(["best_q", "n_significant"], ascending=[True, False],
+                           na_position="last", kind="mergesort").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------ dose response
+
+
+def dose_response(trials: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation of patch scale with stop rate and with mean bet, per feature x context.
+
+    Uses the patched conditions that carry a finite ``scale`` (one level per distinct scale,
+    aggregated over its valid trials); needs three or more levels, else degenerate. BH-FDR over
+    all features x contexts x metrics. Empty (with :data:`DOSE_COLUMNS`) when no condition has a
+    scale.
+    """
+    df = normalise_trials(trials)
+    df = df[np.isfinite(df["scale"]) & (df["feature"] != "")]
+    rows: list[dict[str, object]] = []
+    for (feature, layer, fid, ctx, method), g in df.groupby(
+        ["feature", "layer", "feature_id", "context", "method"], sort=True
+    ):
+        levels: list[tuple[float, float, float]] = []
+        for scale, lv in g.groupby("scale", sort=True):
+            k, n_ok = _stop_counts(lv)
+            stop = k / n_ok if n_ok else _NAN
+            bets = _bets(lv)
+            levels.append((float(scale), stop, float(bets.mean()) if bets.size else _NAN))
+        arr = np.array(levels, dtype=float)
+        for j, metric in ((1, "stop_rate"), (2, "bet")):
+            ok = np.isfinite(arr[:, j])
+            res = spearman(arr[ok, 0], arr[ok, j])
+            rows.append({
+                "feature": feature, "layer": int(layer), "feature_id": int(fid), "context": ctx,
+                "method": method, "metric": metric, "n_levels": int(ok.sum()),
+                "scales": ",".join(f"{s:g}" for s in arr[ok, 0]),
+                "values": ",".join(f"{v:.4g}" for v in arr[ok, j]),
+                "rho": res.effect, "ci_low": res.ci_low, "ci_high": res.ci_high,
+                "p": res.p, "degenerate": bool(res.degenerate),
+            })
+    if not rows:
+        return pd.DataFrame(columns=DOSE_COLUMNS)
+    out = pd.DataFrame(rows)
+    out["q"] = bh_fdr(out["p"].to_numpy(dtype=float))
+    return out[DOSE_COLUMNS]

@@ -1,0 +1,93 @@
+"""Statistics of the discover stage: which SAE features separate bankrupt from safe games.
+
+The lead's pipeline computes one activation per decision point and feature; this module tests,
+feature by feature, whether games that ended bankrupt differ from games that stopped voluntarily.
+
+Why these choices:
+- Welch's t-test (Welch 1947): the two groups differ in size and spread.
+- Benjamini–Hochberg FDR (Benjamini & Hochberg 1995) over *all* features of *all* layers at once:
+  correcting layer by layer would let the number of layers inflate the false discoveries.
+- Cohen's d (Cohen 1988) next to q: with thousands of decision points tiny shifts are
+  "significant", and a patch at a value barely different from the natural one does nothing.
+- Constant features (dead latents, or identical states) are degenerate: not tested, q NaN, so
+  they neither dilute nor join the FDR family.
+
+Each row keeps the two patch values used later: ``mean_safe`` (the safe patch value) and
+``mean_bankrupt`` (the risky patch value).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+
+from featurepath.analysis.stats import bh_fdr, welch_t_matrix
+from featurepath.errors import DataError
+
+__all__ = ["DISCOVER_COLUMNS", "discover_features"]
+
+DISCOVER_COLUMNS = [
+    "feature", "layer", "feature_id", "mean_safe", "mean_bankrupt", "t", "p", "q", "d",
+    "degenerate", "candidate", "direction",
+]
+
+
+def discover_features(
+    acts: ArrayLike,
+    bankrupt: ArrayLike,
+    layers: ArrayLike,
+    feature_ids: ArrayLike,
+    alpha: float = 0.05,
+    min_d: float = 0.3,
+) -> pd.DataFrame:
+    """Test every feature (column of ``acts`` [n_points, n_feat]) for bankrupt vs safe games.
+
+    ``bankrupt`` [n_points] is True for decision points of games that went bankrupt and False
+    for games that stopped voluntarily. ``t`` and ``d`` are signed bankrupt minus safe, so
+    ``direction`` is "risky" when the feature is higher before bankruptcy (d > 0), "safe" when
+    lower, and "none" for degenerate (untested) features. ``candidate`` = q < alpha and
+    |d| > min_d. Sorted by q, then |d| descending; degenerate features come last.
+    """
+    X = np.asarray(acts, dtype=np.float64)
+    y = np.asarray(bankrupt)
+    lay = np.asarray(layers).astype(np.int64).ravel()
+    fid = np.asarray(feature_ids).astype(np.int64).ravel()
+    if X.ndim != 2:
+        raise DataError(f"activations must be [points, features], got shape {X.shape}")
+    if y.ndim != 1 or y.shape[0] != X.shape[0]:
+        raise DataError(f"bankrupt has {y.size} labels for {X.shape[0]} decision points")
+    if lay.size != X.shape[1] or fid.size != X.shape[1]:
+        raise DataError(
+            f"{X.shape[1]} feature columns but {lay.size} layers and {fid.size} feature ids"
+        )
+    if not (0.0 < alpha < 1.0) or min_d < 0:
+        raise DataError("alpha must lie in (0, 1) and min_d must be non-negative")
+    y = y.astype(bool)
+    if y.sum() < 2 or (~y).sum() < 2:
+        raise DataError(
+            f"discover needs at least two decision points from bankrupt and from safe games "
+            f"(got {int(y.sum())} bankrupt, {int((~y).sum())} safe)"
+        )
+    t, p, d, mean_b, mean_s, deg = welch_t_matrix(X[y], X[~y])
+    q = bh_fdr(p)
+    with np.errstate(invalid="ignore"):
+        candidate = (~deg) & (q < alpha) & (np.abs(d) > min_d)
+    direction = np.where(deg | ~np.isfinite(d), "none", np.where(d > 0, "risky", "safe"))
+    df = pd.DataFrame({
+        "feature": [f"L{a}-{b}" for a, b in zip(lay, fid, strict=True)],
+        "layer": lay,
+        "feature_id": fid,
+        "mean_safe": mean_s,
+        "mean_bankrupt": mean_b,
+        "t": t,
+        "p": p,
+        "q": q,
+        "d": d,
+        "degenerate": deg.astype(bool),
+        "candidate": candidate.astype(bool),
+        "direction": direction,
+    })
+    df["_absd"] = -np.abs(df["d"])
+    df = df.sort_values(["q", "_absd"], na_position="last", kind="mergesort")
+    return df.drop(columns="_absd").reset_index(drop=True)

@@ -1,0 +1,310 @@
+"""Feature -> feature pathways: which recorded features move when a source feature is patched.
+
+For each patched source feature S (layer Ls), condition and context, and every recorded target T,
+the shift of T's activation is tested between the patched trials and the baseline trials of the
+same context, *paired by prompt* (trial i of both saw the same prompt; see
+:func:`featurepath.analysis.run_data.pair_trials`). The paired t-test removes the prompt-to-prompt
+variance that dominates activations, which is why pathways need a population of prompts: with one
+fixed prompt every decision-token activation is identical across trials and the comparison is
+degenerate (reported, not tested).
+
+Why these choices:
+- Causality flows forward: at the decision token, patching layer Ls can only move layers > Ls,
+  so by default only targets with ``target_layer > source_layer`` are tested (for ``gen_mean``
+  everything can move through the sampled tokens; pass ``forward_only=False`` to test all
+  layers, the source itself excepted).
+- Effect size is Cohen's d_z of the paired differences, next to the mean shift.
+- Benjamini–Hochberg (1995) over all (source, condition, context, target) pairs of one call.
+- Edge: q < alpha and |d_z| > min_d.
+
+Output layout of :func:`export` (one directory ``RUN/pathways/``): the tables ``edges``,
+``chains`` and ``layer_pairs`` hold every signal in one file with a ``signal`` column; graphs are
+written once per signal as ``graph_{signal}.graphml``/``.json``, and ``graph.graphml``/``.json``
+hold the primary graph (``decision`` when present, else the first signal given).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+
+from featurepath.analysis.run_data import (
+    ANALYSIS_COLUMNS,
+    SIGNALS,
+    feature_name,
+    normalise_trials,
+    pair_trials,
+    patched_groups,
+)
+from featurepath.analysis.stats import bh_fdr, paired_t_matrix
+from featurepath.errors import DataError
+
+__all__ = [
+    "EDGE_COLUMNS",
+    "CHAIN_COLUMNS",
+    "LAYER_PAIR_COLUMNS",
+    "pathway_edges",
+    "build_graph",
+    "find_chains",
+    "layer_pair_summary",
+    "export",
+]
+
+EDGE_COLUMNS = [
+    "source", "source_layer", "source_feature", "target", "target_layer", "target_feature",
+    "context", "condition", "patch", "method", "signal", "n_pairs", "mean_shift", "d",
+    "statistic", "p", "q", "degenerate", "edge", "sign",
+]
+CHAIN_COLUMNS = ["signal", "chain", "nodes", "layers", "length", "sign", "strength", "signs"]
+LAYER_PAIR_COLUMNS = [
+    "signal", "source_layer", "target_layer", "n_tested", "n_edges", "n_positive", "n_negative",
+    "mean_abs_d",
+]
+
+
+def pathway_edges(
+    trials: pd.DataFrame,
+    acts: ArrayLike,
+    rec_layer: ArrayLike,
+    rec_feature: ArrayLike,
+    signal: str = "decision",
+    alpha: float = 0.05,
+    min_d: float = 0.5,
+    forward_only: bool = True,
+) -> pd.DataFrame:
+    """Test every (patched source, condition, context) x recorded target for a paired shift.
+
+    ``acts`` [n_rows, n_rec] is indexed by ``trials.row``; ``rec_layer``/``rec_feature`` [n_rec]
+    name its columns. Returns one row per tested pair (columns :data:`EDGE_COLUMNS`), sorted by
+    q then |d|. ``mean_shift`` and ``d`` are patched minus baseline; ``sign`` is +1/-1 by the
+    direction of the shift (0 when there is none). Degenerate pairs (fewer than two pairs, or
+    every paired difference identical) have p = q = NaN and are never edges.
+    """
+    _check_signal(signal)
+    if not (0.0 < alpha < 1.0) or min_d < 0:
+        raise DataError("alpha must lie in (0, 1) and min_d must be non-negative")
+    A = np.asarray(acts)
+    lay = np.asarray(rec_layer, dtype=np.int64).ravel()
+    fid = np.asarray(rec_feature, dtype=np.int64).ravel()
+    if A.ndim != 2 or A.shape[1] != lay.size or lay.size != fid.size:
+        raise DataError(
+            f"activations of shape {A.shape} do not match {lay.size} recorded layers / "
+            f"{fid.size} features"
+        )
+    df = normalise_trials(trials)[list(ANALYSIS_COLUMNS)]
+    rows = df["row"].to_numpy()
+    if (rows < 0).any() or (rows >= A.shape[0]).any():
+        raise DataError(
+            f"trials.row must index the {A.shape[0]} activation rows (found {rows.min()}..{rows.max()})"
+        )
+    targets = [feature_name(a, b) for a, b in zip(lay, fid, strict=True)]
+    parts: list[pd.DataFrame] = []
+    for g in patched_groups(df):
+        if g.baseline is None:
+            continue
+        pairs = pair_trials(g.patched, g.baseline, columns=["row"])
+        if pairs.empty:
+            continue
+        if forward_only:
+            cols = np.flatnonzero(lay > g.layer)
+        else:
+            cols = np.flatnonzero(~((lay == g.layer) & (fid == g.feature_id)))
+        if cols.size == 0:
+            continue
+        P = A[pairs["row_p"].to_numpy()][:, cols].astype(np.float64)
+        B = A[pairs["row_b"].to_numpy()][:, cols].astype(np.float64)
+        t, p, d, _, _, deg = paired_t_matrix(P, B)
+        keep = np.isfinite(P) & np.isfinite(B)
+        n_pairs = keep.sum(axis=0)
+        diff = np.where(keep, P - B, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shift = diff.sum(axis=0) / n_pairs
+        parts.append(pd.DataFrame({
+            "source": g.feature, "source_layer": g.layer, "source_feature": g.feature_id,
+            "target": [targets[c] for c in cols], "target_layer": lay[cols],
+            "target_feature": fid[cols], "context": g.context, "condition": g.condition,
+            "patch": g.patch, "method": g.method, "signal": signal,
+            "n_pairs": n_pairs.astype(np.int64), "mean_shift": shift, "d": d, "statistic": t,
+            "p": p, "degenerate": np.asarray(deg, dtype=bool),
+        }))
+    if not parts:
+        return pd.DataFrame(columns=EDGE_COLUMNS)
+    out = pd.concat(parts, ignore_index=True)
+    out["q"] = bh_fdr(out["p"].to_numpy(dtype=float))
+    with np.errstate(invalid="ignore"):
+        out["edge"] = (~out["degenerate"]) & (out["q"] < alpha) & (out["d"].abs() > min_d)
+    out["sign"] = np.sign(out["mean_shift"].fillna(0.0)).astype(np.int8)
+    out["_absd"] = -out["d"].abs()
+    out = out.sort_values(["q", "_absd"], na_position="last", kind="mergesort")
+    return out.drop(columns="_absd").reset_index(drop=True)[EDGE_COLUMNS]
+
+
+def build_graph(edges: pd.DataFrame, signal: str | None = None) -> nx.DiGraph:
+    """A directed graph of the significant edges (``edge == True``), optionally of one signal.
+
+    Nodes are "L{layer}-{id}" with ``layer`` and ``feature`` attributes. Several conditions or
+    contexts can link the same source to the same target; the graph keeps one edge, the one with
+    the largest |d|, with attributes weight (= |d|), d, sign, q, mean_shift, condition, context
+    and signal. All attributes are plain Python scalars, so GraphML can store them.
+    """
+    g = nx.DiGraph()
+    if edges.empty:
+        return g
+    e = edges[edges["edge"].astype(bool)]
+    if signal is not None and "signal" in e.columns:
+        e = e[e["signal"] == signal]
+    e = e.assign(_absd=e["d"].abs()).sort_values("_absd", ascending=False, kind="mergesort")
+    e = e.drop_duplicates(["source", "target"])
+    for r in e.itertuples(index=False):
+        g.add_node(r.source, layer=int(r.source_layer), feature=int(r.source_feature))
+        g.add_node(r.target, layer=int(r.target_layer), feature=int(r.target_feature))
+        g.add_edge(
+            r.source, r.target, weight=float(abs(r.d)), d=float(r.d), sign=int(r.sign),
+            q=float(r.q), mean_shift=float(r.mean_shift), condition=str(r.condition),
+            context=str(r.context), signal=str(r.signal),
+        )
+    return g
+
+
+def find_chains(
+    graph: nx.DiGraph, min_len: int = 2, max_len: int = 8, max_chains: int = 100_000,
+    signal: str = "",
+) -> pd.DataFrame:
+    """Paths of >= ``min_len`` edges whose layers strictly increase (e.g. L9 -> L17 -> L26).
+
+    sign = product of the edge signs (a chain of two inhibitions excites); strength = the
+    weakest |d| along the chain (a chain is as strong as its weakest link). Every such path is
+    listed, sub-paths of longer chains included; enumeration stops at ``max_len`` edges and
+    ``max_chains`` paths so that a dense graph cannot run away. Sorted by strength, then length.
+    """
+    if min_len < 1:
+        raise DataError("min_len must be at least 1")
+    found: list[dict[str, object]] = []
+
+    def layer(n: str) -> int:
+        return int(graph.nodes[n].get("layer", -1))
+
+    def walk(path: list[str], signs: list[int], ds: list[float]) -> bool:
+        if len(path) - 1 >= min_len:
+            if len(found) >= max_chains:
+                return False
+            found.append({
+                "signal": signal, "chain": " -> ".join(path), "nodes": list(path),
+                "layers": [layer(n) for n in path], "length": len(path) - 1,
+                "sign": int(math.prod(signs)), "strength": float(min(ds)), "signs": list(signs),
+            })
+        if len(path) - 1 >= max_len:
+            return True
+        last = path[-1]
+        for nxt in sorted(graph.successors(last)):
+            if layer(nxt) > layer(last):
+                a = graph.edges[last, nxt]
+                if not walk(path + [nxt], signs + [int(a["sign"])], ds + [float(a["weight"])]):
+                    return False
+        return True
+
+    for start in sorted(graph.nodes):
+        if not walk([start], [], []):
+            break
+    if not found:
+        return pd.DataFrame(columns=CHAIN_COLUMNS)
+    out = pd.DataFrame(found, columns=CHAIN_COLUMNS)
+    return out.sort_values(["strength", "length"], ascending=[False, False],
+                           kind="mergesort").reset_index(drop=True)
+
+
+def layer_pair_summary(edges: pd.DataFrame) -> pd.DataFrame:
+    """Per (signal, source_layer, target_layer): pairs tested, edges found (+/-), mean |d| of edges.
+
+    Shows *where* the network routes influence (e.g. mostly L9 -> L17) and, through n_tested,
+    how dense that routing is.
+    """
+    if edges.empty:
+        return pd.DataFrame(columns=LAYER_PAIR_COLUMNS)
+    e = edges.copy()
+    if "signal" not in e.columns:
+        e["signal"] = ""
+    e["_tested"] = ~e["degenerate"].astype(bool)
+    e["_edge"] = e["edge"].astype(bool)
+    e["_pos"] = e["_edge"] & (e["sign"] > 0)
+    e["_neg"] = e["_edge"] & (e["sign"] < 0)
+    e["_absd"] = e["d"].abs().where(e["_edge"])
+    out = e.groupby(["signal", "source_layer", "target_layer"], sort=True).agg(
+        n_tested=("_tested", "sum"), n_edges=("_edge", "sum"), n_positive=("_pos", "sum"),
+        n_negative=("_neg", "sum"), mean_abs_d=("_absd", "mean"),
+    ).reset_index()
+    return out[LAYER_PAIR_COLUMNS]
+
+
+def _graph_json(graph: nx.DiGraph, signal: str) -> dict[str, object]:
+    def num(x: float) -> float | None:
+        return float(x) if math.isfinite(float(x)) else None
+
+    return {
+        "signal": signal,
+        "nodes": [{"id": n, "layer": int(a.get("layer", -1)), "feature": int(a.get("feature", -1))}
+                  for n, a in sorted(graph.nodes(data=True))],
+        "edges": [
+            {"source": u, "target": v, "weight": num(a["weight"]), "sign": int(a["sign"]),
+             "d": num(a["d"]), "q": num(a["q"]), "mean_shift": num(a["mean_shift"]),
+             "condition": a["condition"]}
+            for u, v, a in sorted(graph.edges(data=True), key=lambda x: (x[0], x[1]))
+        ],
+    }
+
+
+def _write_graph(graph: nx.DiGraph, signal: str, stem: Path) -> None:
+    nx.write_graphml(graph, stem.with_suffix(".graphml"))
+    stem.with_suffix(".json").write_text(json.dumps(_graph_json(graph, signal), indent=1))
+
+
+def export(
+    edges: pd.DataFrame,
+    graph: nx.DiGraph | Mapping[str, nx.DiGraph],
+    chains: pd.DataFrame,
+    out_dir: str | Path,
+) -> dict[str, Path]:
+    """Write the pathway results under ``out_dir/pathways/``; returns the paths written.
+
+    Files: ``edges.parquet``/``edges.csv`` (every tested pair), ``chains.parquet``,
+    ``layer_pairs.parquet`` (tables carry a ``signal`` column), ``graph.graphml``/``graph.json``
+    (the primary graph) and, when ``graph`` maps signals to graphs, ``graph_{signal}.*`` for each.
+    """
+    d = Path(out_dir) / "pathways"
+    d.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    edges.to_parquet(d / "edges.parquet", index=False)
+    edges.to_csv(d / "edges.csv", index=False)
+    chains.to_parquet(d / "chains.parquet", index=False)
+    layer_pair_summary(edges).to_parquet(d / "layer_pairs.parquet", index=False)
+    for name in ("edges.parquet", "edges.csv", "chains.parquet", "layer_pairs.parquet"):
+        written[name] = d / name
+    if isinstance(graph, nx.DiGraph):
+        sig = str(edges["signal"].iloc[0]) if not edges.empty else ""
+        graphs: dict[str, nx.DiGraph] = {sig: graph}
+        per_signal = False
+    else:
+        graphs = {str(k): v for k, v in graph.items()}
+        per_signal = True
+    if graphs:
+        primary = "decision" if "decision" in graphs else next(iter(graphs))
+        _write_graph(graphs[primary], primary, d / "graph")
+        written["graph.graphml"], written["graph.json"] = d / "graph.graphml", d / "graph.json"
+        if per_signal:
+            for sig, gr in graphs.items():
+                _write_graph(gr, sig, d / f"graph_{sig}")
+                written[f"graph_{sig}.graphml"] = d / f"graph_{sig}.graphml"
+                written[f"graph_{sig}.json"] = d / f"graph_{sig}.json"
+    return written
+
+
+def _check_signal(signal: str) -> None:
+    if signal not in SIGNALS:
+        raise DataError(f"unknown signal {signal!r}; choose one of {', '.join(SIGNALS)}")
