@@ -15,7 +15,7 @@ CONFIG = typer.Option(None, "--config", "-c", help="YAML config (default: RUN_DI
                                                    "else built-in defaults).")
 
 
-@app.command("discover")
+@app.command("discover", short_help="Candidate features: bankrupt vs stopped games, Welch t, Cohen's d, BH-FDR.")
 def discover_cmd(
     run_dir: Path = RUN_DIR,
     config: Path = CONFIG,
@@ -43,7 +43,7 @@ def discover_cmd(
     typer.echo(f"wrote {run_dir / 'discover.parquet'}")
 
 
-@app.command("patch")
+@app.command("patch", short_help="Clamp features per batch row and record every candidate feature in one pass.")
 def patch_cmd(
     run_dir: Path = RUN_DIR,
     config: Path = CONFIG,
@@ -121,7 +121,7 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-@app.command("words")
+@app.command("words", short_help="Words each feature's patch adds to or removes from the answers.")
 def words_cmd(
     run_dir: Path = typer.Argument(None, help="Run directory with trials.parquet."),
     jsonl: Path = typer.Option(None, "--jsonl", help="An Exp2-style JSONL log instead of a run "
