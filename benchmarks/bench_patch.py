@@ -36,7 +36,7 @@ def reference(model, tok, saes, features, record, prompts, n_trials, tokens, tem
         prompt = prompts[t % len(prompts)]
         cache: list[torch.Tensor] = []
 
-        def make_hook(lay):
+        def make_hook(lay, layer=layer, fid=fid, value=value, cache=cache):
             def hook(module, args, output):
                 h = output[0] if isinstance(output, tuple) else output
                 sae = saes[lay]
