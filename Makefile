@@ -7,7 +7,7 @@ OUT ?= runs/demo
 PRESET ?= quick
 STAMP := $(VENV)/.featurepath-installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup browser demo test lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,8 +33,10 @@ browser:
 demo: setup
 	$(BIN)/featurepath demo --out $(OUT) --preset $(PRESET)
 
+# pytest exits 5 when it collects no test: that is a failure here, not a pass.
 test: setup browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	@$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
