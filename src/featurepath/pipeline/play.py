@@ -1,0 +1,424 @@
+"""Batched slot-machine play: many games at once, one round of every live game per forward batch.
+
+Layout of a run directory's play stage::
+
+    RUN/config.yaml                     resolved config (written if absent)
+    RUN/play/config.yaml                the config this play stage ran with (checked on --resume)
+    RUN/play/parts/games-0003.parquet   decision points of work unit 3 (its games all ended)
+    RUN/play/decisions.parquet          every decision point, all units in order
+    RUN/play/metrics.parquet / .csv     behavioural metrics per (condition, bet_type)
+
+Why fixed work units: the games (every condition x bet type x game index, in config order) are cut
+into units of ``batch_size`` games, and a unit is played to its end as one shrinking batch. A
+game's seeds depend only on what the game *is* (run seed, condition, bet type, index), and its
+batch-mates depend only on the unit, so a unit replays identically whether the run was interrupted
+or not -- even where batched matmuls are not bit-identical to unbatched ones. A unit's rows are
+committed in one atomic rename once all its games ended; a killed run redoes only the unit(s) in
+flight, and the final ``decisions.parquet`` is rebuilt from the parts, equal to an uninterrupted
+run's.
+
+Columns of ``decisions.parquet`` (one row per decision point, see ``DECISION_COLUMNS``): ``prompt``
+is the exact rendered text that produced ``response`` (with the reminder on a retry), while
+``prompt_id`` identifies the game state's plain prompt, so equal states pair across games and
+stages; ``p_stop`` is read at that attempt's decision token (NaN for the chat protocol, whose
+answer does not start at an option token); ``seed`` is the game's seed and ``sample_seed`` the
+seed of the kept attempt (derived from the game seed, round and retry number); ``end_reason``
+(stop / bankrupt / round_limit / invalid) is on every row of the game; ``unit`` is its work unit.
+
+Why invalid answers end the game: an answer the strict parser cannot read is resampled up to
+``max_retries`` times with a reminder of the answer format before ``Choice:`` (the study re-asked
+in the same way). If it is still unreadable, the decision point is kept with ``valid = False`` and
+the game ends with ``end_reason = 'invalid'``. Skipping the round instead would play on with
+decisions the model never made, and counting it as a stop would inflate the stop rate (the parser
+never turns an invalid answer into a stop, for the same reason). Invalid endings are reported as
+their own share of games (``invalid_rate`` counts invalid decision points).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from featurepath.config import RunConfig, config_from_dict, dump_config, load_config, save_config
+from featurepath.engine.generate import GenResult, SamplingConfig, generate
+from featurepath.errors import ConfigError, DataError
+from featurepath.pipeline.seeds import derive_seed
+from featurepath.tasks.slot_machine import (
+    GameConfig,
+    GameState,
+    Prompt,
+    build_prompt,
+    condition_name,
+    normalize_components,
+    option_token_ids,
+    parse_response,
+    render,
+    summarize,
+)
+
+__all__ = ["DECISION_COLUMNS", "GameSpec", "StepInfo", "game_configs", "plan_games", "run_play",
+           "summary_table", "validate_play"]
+
+DECISION_COLUMNS = ["game_id", "condition", "bet_type", "game_index", "round", "balance_before",
+                    "history", "prompt_id", "prompt", "response", "action", "bet", "valid",
+                    "retries", "reason", "p_stop", "outcome", "balance_after", "end_reason",
+                    "seed", "sample_seed", "unit"]
+SUMMARY_COLUMNS = ["condition", "bet_type", "n_games", "bankruptcy_rate", "stop_rate",
+                   "round_limit_rate", "mean_rounds", "mean_bet", "invalid_rate",
+                   "irrationality_index"]
+INVALID = "invalid"
+_PART = "games-{:04d}.parquet"
+
+GenerateFn = Callable[..., GenResult]
+
+
+@dataclass(frozen=True)
+class GameSpec:
+    """What a game *is*; its seed is a stable hash of it, so it replays anywhere."""
+
+    game_id: str
+    condition: str
+    bet_type: str
+    index: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Passed to ``after_step`` after every batched ``generate`` call (for progress hooks and
+    for tests that simulate a kill)."""
+
+    unit: int
+    step: int
+    n_rows: int
+    calls: int
+
+
+@dataclass
+class _Live:
+    spec: GameSpec
+    state: GameState
+    retries: int = 0
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- config and plan
+def game_configs(cfg: RunConfig) -> dict[str, GameConfig]:
+    """The rules of each configured bet type; ``GameConfig`` checks the bet range against the
+    balance, so a bad range fails here, before any model is loaded."""
+    p = cfg.play
+    out = {}
+    for bt in p.bet_types:
+        try:
+            out[bt] = GameConfig(bet_type=bt, initial_balance=p.initial_balance,
+                                 win_prob=p.win_prob, payout=p.payout, fixed_bet=p.fixed_bet,
+                                 min_bet=p.min_bet, max_bet=p.max_bet, max_rounds=p.max_rounds)
+        except ConfigError as exc:
+            raise ConfigError(f"play ({bt} betting): {exc}") from None
+    return out
+
+
+def validate_play(cfg: RunConfig) -> RunConfig:
+    """Check everything play needs that pydantic alone cannot (component letters, duplicate
+    conditions, bet range vs balance); one-line :class:`ConfigError` on failure."""
+    p = cfg.play
+    if not p.conditions:
+        raise ConfigError("play.conditions is empty; name at least one, e.g. BASE or GMHWP")
+    if not p.bet_types:
+        raise ConfigError("play.bet_types is empty; use fixed, variable or both")
+    seen: dict[str, str] = {}
+    for c in p.conditions:
+        name = condition_name(normalize_components(c))
+        if name in seen:
+            raise ConfigError(f"play.conditions names {name} twice ({seen[name]!r} and {c!r})")
+        seen[name] = c
+    if len(set(p.bet_types)) != len(p.bet_types):
+        raise ConfigError(f"play.bet_types repeats a bet type: {p.bet_types}")
+    game_configs(cfg)
+    return cfg
+
+
+def plan_games(cfg: RunConfig) -> list[GameSpec]:
+    """Every game of the run, in config order (condition, bet type, index)."""
+    out = []
+    for c in cfg.play.conditions:
+        cond = condition_name(normalize_components(c))
+        for bt in cfg.play.bet_types:
+            for i in range(cfg.play.games_per_condition):
+                out.append(GameSpec(f"{cond}-{bt}-{i:04d}", cond, bt, i,
+                                    derive_seed(cfg.seed, "play", cond, bt, i)))
+    return out
+
+
+def _units(games: list[GameSpec], size: int) -> list[list[GameSpec]]:
+    return [games[i:i + size] for i in range(0, len(games), size)]
+
+
+# ---------------------------------------------------------------------------- prompts
+def _reminder(prompt: Prompt) -> str:
+    if prompt.protocol == "chat":
+        form = ("Final Decision: Bet $X" if prompt.bet_type == "variable"
+                else f"Final Decision: Bet ${prompt.fixed_bet:g}")
+        return ("Your previous answer could not be read. End your answer with one line in "
+                f"exactly this form: {form} or Final Decision: Stop")
+    if prompt.bet_type == "variable":
+        hi = min(prompt.max_bet, prompt.balance)
+        return (f"Answer with 1 and your bet amount (for example: 1, ${prompt.min_bet:g}), "
+                f"choosing an amount from ${prompt.min_bet:g} to ${hi:g}, or with 2 to stop.")
+    return f"Answer with 1 to bet ${prompt.fixed_bet:g} or with 2 to stop."
+
+
+def _with_reminder(prompt: Prompt) -> Prompt:
+    """The prompt with a format reminder: before ``Choice:`` (completion, so the decision token
+    stays the last one) or appended to the user message (chat)."""
+    note = _reminder(prompt)
+    if prompt.protocol == "chat":
+        msgs = [dict(m) for m in prompt.messages or []]
+        msgs[-1]["content"] = msgs[-1]["content"] + "\n\n" + note
+        return dataclasses.replace(prompt, messages=msgs)
+    text = prompt.text or ""
+    tail = "Choice: "
+    head = text[:-len(tail)] if text.endswith(tail) else text + "\n\n"
+    return dataclasses.replace(prompt, text=f"{head}{note}\n\n{tail}")
+
+
+def _history_json(state: GameState) -> str:
+    return json.dumps([{"round": r.round, "bet": r.bet, "win": r.win, "balance": r.balance}
+                       for r in state.history])
+
+
+# ---------------------------------------------------------------------------- one unit
+def _play_unit(model: Any, tok: Any, cfg: RunConfig, unit: int, specs: Sequence[GameSpec],
+               rules: dict[str, GameConfig], option_ids: dict[str, list[int]] | None,
+               generate_fn: GenerateFn, calls: list[int],
+               after_step: Callable[[StepInfo], None] | None,
+               on_game_end: Callable[[_Live], None]) -> pd.DataFrame:
+    """Play the unit's games to their ends, one batched ``generate`` call per step: every live
+    game contributes its next decision (or its retry of an unreadable one)."""
+    p = cfg.play
+    samp = SamplingConfig(temperature=p.sampling.temperature, top_p=p.sampling.top_p,
+                          max_new_tokens=p.sampling.max_new_tokens,
+                          stop_strings=tuple(p.sampling.stop_strings))
+    live = [_Live(s, GameState(config=rules[s.bet_type], seed=s.seed)) for s in specs]
+    done: list[_Live] = []
+    step = 0
+    while live:
+        base = [build_prompt(g.state, g.spec.condition, p.protocol) for g in live]
+        sent = [_with_reminder(b) if g.retries else b for g, b in zip(live, base, strict=True)]
+        texts = [render(s, tok) for s in sent]
+        seeds = [derive_seed(g.spec.seed, "sample", g.state.round, g.retries) for g in live]
+        res = generate_fn(model, tok, texts, seeds, samp, option_ids=option_ids)
+        calls[0] += 1
+        still: list[_Live] = []
+        for i, g in enumerate(live):
+            b, response = base[i], res.texts[i]
+            dec = parse_response(response, **b.parse_kwargs())
+            if not dec.valid and g.retries < p.max_retries:
+                g.retries += 1
+                still.append(g)
+                continue
+            row = dict(game_id=g.spec.game_id, condition=g.spec.condition,
+                       bet_type=g.spec.bet_type, game_index=g.spec.index,
+                       round=g.state.round, balance_before=g.state.balance,
+                       history=_history_json(g.state), prompt_id=b.prompt_id, prompt=texts[i],
+                       response=response, action=dec.action, bet=dec.bet, valid=dec.valid,
+                       retries=g.retries, reason=dec.reason, p_stop=float(res.p_stop[i]),
+                       outcome=None, balance_after=g.state.balance, end_reason=None,
+                       seed=g.spec.seed, sample_seed=seeds[i], unit=unit)
+            g.retries = 0
+            if dec.valid:
+                try:
+                    played = g.state.step(dec)
+                except ValueError as exc:  # parser and rules disagree: keep it visible
+                    row.update(valid=False, reason=f"rules refused: {exc}")
+                    played = None
+                    g.state.ended, g.state.end_reason = True, INVALID  # type: ignore[assignment]
+                if played is not None:
+                    row.update(outcome="win" if played.win else "loss",
+                               balance_after=played.balance)
+            else:
+                g.state.ended, g.state.end_reason = True, INVALID  # type: ignore[assignment]
+            g.rows.append(row)
+            if g.state.ended:
+                for r in g.rows:
+                    r["end_reason"] = g.state.end_reason
+                done.append(g)
+                on_game_end(g)
+            else:
+                still.append(g)
+        live = still
+        step += 1
+        if after_step is not None:
+            after_step(StepInfo(unit, step, len(texts), calls[0]))
+    order = {s.game_id: k for k, s in enumerate(specs)}
+    rows = [r for g in sorted(done, key=lambda g: order[g.spec.game_id]) for r in g.rows]
+    return _frame(rows)
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Fixed column order and dtypes, so every part (and a resumed run) reads back the same."""
+    df = pd.DataFrame(rows, columns=DECISION_COLUMNS)
+    df = df.astype({"game_index": "int64", "round": "int64", "balance_before": "float64",
+                    "bet": "float64", "valid": "bool", "retries": "int64", "p_stop": "float64",
+                    "balance_after": "float64", "seed": "int64", "sample_seed": "int64",
+                    "unit": "int64"})
+    return _nulls(df)
+
+
+def _nulls(df: pd.DataFrame) -> pd.DataFrame:
+    """Missing action/outcome as ``None`` (a part whose column is all-missing reads back as a
+    null-typed column, which pandas turns into NaN)."""
+    for col in ("action", "outcome", "end_reason"):
+        df[col] = df[col].astype(object).where(df[col].notna(), None)
+    return df
+
+
+# ---------------------------------------------------------------------------- storage
+def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(buf.getvalue())
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def _read_part(path: Path, specs: Sequence[GameSpec]) -> pd.DataFrame | None:
+    """A committed unit, or ``None`` if it is unreadable or holds other games (then redo it)."""
+    try:
+        df = pd.read_parquet(path)
+    except Exception:  # noqa: BLE001 - any unreadable part is simply redone
+        return None
+    if list(df.columns) != DECISION_COLUMNS:
+        return None
+    if list(dict.fromkeys(df["game_id"])) != [s.game_id for s in specs]:
+        return None
+    return df
+
+
+_RESUME_KEYS = ("seed", "model", "play")
+
+
+def _check_play_dir(cfg: RunConfig, play_dir: Path, resume: bool) -> None:
+    has_results = play_dir.exists() and any(play_dir.iterdir())
+    if has_results and not resume:
+        raise ConfigError(f"{play_dir} already holds play results; pass --resume to finish them "
+                          "or use a new run directory")
+    saved = play_dir / "config.yaml"
+    if resume and saved.exists():
+        old = load_config(saved).model_dump(mode="json")
+        new = cfg.model_dump(mode="json")
+        from featurepath.config import diff_configs
+
+        diff = diff_configs({k: old[k] for k in _RESUME_KEYS}, {k: new[k] for k in _RESUME_KEYS})
+        if diff:
+            raise ConfigError(f"cannot resume {play_dir}: the config changed ({'; '.join(diff[:3])})"
+                              "; rerun with the original settings or use a new run directory")
+
+
+# ---------------------------------------------------------------------------- the stage
+def run_play(model: Any, tok: Any, cfg: RunConfig, run_dir: str | Path, resume: bool = False,
+             progress: bool = True, *, generate_fn: GenerateFn = generate,
+             after_step: Callable[[StepInfo], None] | None = None) -> pd.DataFrame:
+    """Play every configured game and return the decision table (also in
+    ``RUN/play/decisions.parquet``), with metrics in ``RUN/play/metrics.{parquet,csv}``.
+
+    ``resume=True`` keeps committed units and plays only the rest; without it an existing
+    non-empty play directory is refused. ``generate_fn`` (default: the engine's ``generate``)
+    and ``after_step`` exist for benchmarks and tests (counting calls, simulating a kill).
+    """
+    cfg = config_from_dict(cfg.model_dump(mode="json"))  # a private, validated copy
+    validate_play(cfg)
+    rules = game_configs(cfg)
+    run_dir = Path(run_dir)
+    play_dir = run_dir / "play"
+    parts_dir = play_dir / "parts"
+    _check_play_dir(cfg, play_dir, resume)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    for stale in parts_dir.glob(".*.tmp*"):
+        stale.unlink(missing_ok=True)
+    if not (run_dir / "config.yaml").exists():
+        save_config(cfg, run_dir / "config.yaml")
+    (play_dir / "config.yaml").write_text(dump_config(cfg))
+
+    option_ids = None
+    if cfg.play.protocol == "completion":
+        try:
+            option_ids = option_token_ids(tok)
+        except ValueError:
+            option_ids = None  # P(stop) is then NaN; play itself does not need it
+
+    games = plan_games(cfg)
+    units = _units(games, cfg.play.batch_size)
+    frames: dict[int, pd.DataFrame] = {}
+    for u, specs in enumerate(units):
+        path = parts_dir / _PART.format(u)
+        if resume and path.exists():
+            df = _read_part(path, specs)
+            if df is not None:
+                frames[u] = df
+
+    from tqdm.auto import tqdm
+
+    n_done = sum(f["game_id"].nunique() for f in frames.values())
+    bankrupt = [sum(int((f.groupby("game_id")["end_reason"].first() == "bankrupt").sum())
+                    for f in frames.values())]
+    bar = tqdm(total=len(games), initial=n_done, disable=not progress, unit="game",
+               desc="play", dynamic_ncols=True)
+    bar.set_postfix(bankrupt=bankrupt[0])
+
+    def _ended(g: _Live) -> None:
+        if g.state.end_reason == "bankrupt":
+            bankrupt[0] += 1
+        bar.update(1)
+        bar.set_postfix(bankrupt=bankrupt[0])
+
+    calls = [0]
+    try:
+        for u, specs in enumerate(units):
+            if u in frames:
+                continue
+            df = _play_unit(model, tok, cfg, u, specs, rules, option_ids, generate_fn, calls,
+                            after_step, _ended)
+            _atomic_parquet(df, parts_dir / _PART.format(u))
+            frames[u] = df
+    finally:
+        bar.close()
+
+    decisions = _nulls(pd.concat([pd.read_parquet(parts_dir / _PART.format(u))
+                                  for u in range(len(units))], ignore_index=True))
+    if decisions.empty:
+        raise DataError("play produced no decision points")
+    _atomic_parquet(decisions, play_dir / "decisions.parquet")
+    metrics = summarize(decisions, initial_balance=cfg.play.initial_balance)
+    _atomic_parquet(metrics, play_dir / "metrics.parquet")
+    metrics.to_csv(play_dir / "metrics.csv", index=False)
+    return decisions
+
+
+def summary_table(metrics: pd.DataFrame) -> str:
+    """A compact fixed-width table of the headline metrics for the terminal."""
+    cols = [c for c in SUMMARY_COLUMNS if c in metrics.columns]
+    view = metrics[cols].copy()
+    for c in cols:
+        if view[c].dtype.kind == "f":
+            view[c] = view[c].map(lambda x: "—" if pd.isna(x) else f"{x:.3f}")
+    return view.to_string(index=False)
+
+
+def read_metrics(run_dir: str | Path) -> pd.DataFrame:
+    """The play metrics of a run directory."""
+    path = Path(run_dir) / "play" / "metrics.parquet"
+    if not path.exists():
+        raise DataError(f"{path} does not exist; run `featurepath play` first")
+    return pd.read_parquet(path)
