@@ -147,3 +147,16 @@ def test_continuation_never_changes_the_decision(head: str, tail: str) -> None:
     base = parse_response(head + "\n", "variable", balance=20)
     later = parse_response(head + "\nYou won $30.\n" + tail, "variable", balance=20)
     assert (later.action, later.bet, later.valid) == (base.action, base.bet, base.valid)
+
+
+@pytest.mark.parametrize("text,action,valid", [
+    ("2) Continue", None, False),            # option 2 is Stop: contradictory
+    ("2) Bet $10, Stand", None, False),
+    ("3) Bet\n1) Limit", None, False),       # no option 3
+    ("1) Stop", None, False),
+    ("2) Stop", "stop", True),
+    ("1) Bet $10\n2) Stop", "bet", True),    # the echoed menu after the choice is not read
+])
+def test_labelled_option_with_text(text, action, valid):
+    d = parse_response(text, "variable", balance=50)
+    assert (d.action, d.valid) == (action, valid)

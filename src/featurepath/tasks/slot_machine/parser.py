@@ -36,6 +36,7 @@ _NUM = r"(\d{1,7}(?:\.\d+)?)"
 _OPTION_ONLY = re.compile(r"^\(?([0-9])\s*[).:]?\s*$")
 _OPTION_AMOUNT = re.compile(r"^\(?1\s*[).]?\s*[,:;]\s*\$?\s*" + _NUM + r"\s*\.?$")
 _LIST = re.compile(r"^\d+(?:\s*,\s*\d+){2,}")
+_OPTION_LABEL = re.compile(r"^\(?([0-9])\s*\)\s*(\S.*)$")
 _DOLLAR_ONLY = re.compile(r"^\$\s*" + _NUM + r"\s*\.?$")
 _BARE_NUMBER = re.compile(r"^" + _NUM + r"\s*\.?$")
 _BET_WORDS = re.compile(r"\b(bet|continue|play|spin|gamble)\b", re.I)
@@ -160,6 +161,20 @@ def _parse_completion(text: str, bet_type: str, balance: float | None, min_bet: 
         if value >= min_bet or (bet_type == "fixed" and value == fixed_bet):
             return _amount_decision(value, how="bare amount", **amt)
         return Decision(None, None, False, f"{m.group(1)} is neither an option nor an amount")
+    m = _OPTION_LABEL.match(first)
+    if m:
+        # "N) text": the option number is the choice; text that names the other option makes
+        # it contradictory ("2) Continue"), and options beyond 2 do not exist ("3) Bet").
+        opt, tail = m.group(1), m.group(2)
+        if opt not in ("1", "2"):
+            return Decision(None, None, False, f"option {opt} does not exist")
+        if opt == "2":
+            if _BET_WORDS.search(tail) and not _STOP_WORDS.search(tail):
+                return Decision(None, None, False, "contradictory: option 2 (stop) with bet text")
+            if not _BET_WORDS.search(tail):
+                return Decision("stop", None, True, "option 2 with text")
+        elif _STOP_WORDS.search(tail) and not _BET_WORDS.search(tail):
+            return Decision(None, None, False, "contradictory: option 1 (bet) with stop text")
     bet_w, stop_w = _BET_WORDS.search(first), _STOP_WORDS.search(first)
     if bet_w and stop_w:
         return Decision(None, None, False, "contradictory: both bet and stop on the first line")
