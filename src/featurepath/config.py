@@ -25,6 +25,10 @@ class SamplingSection(_Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(24, ge=1, le=4096)
     stop_strings: list[str] = Field(default_factory=lambda: ["\n\n"])
+    answer: Literal["free", "constrained"] = Field(
+        "free", description="constrained: completion answers drawn only from the option tokens "
+                            "(and, for variable bets, '\\nAmount: $' + digits) — for small models "
+                            "that rarely write a readable answer")
 
 
 class PlaySection(_Strict):
@@ -48,6 +52,12 @@ class PlaySection(_Strict):
     fixed_bet: float = Field(10.0, gt=0.0)
     min_bet: float = Field(5.0, gt=0.0)
     max_bet: float = Field(100.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _constrained_needs_completion(self):
+        if self.sampling.answer == "constrained" and self.protocol != "completion":
+            raise ValueError("sampling.answer 'constrained' works with protocol 'completion' only")
+        return self
 
 
 class DiscoverSection(_Strict):
@@ -108,6 +118,12 @@ class PatchSection(_Strict):
     protocol: Literal["completion", "chat"] = "completion"
     store_dtype: Literal["float16", "float32"] = "float16"
     sampling: SamplingSection = Field(default_factory=SamplingSection)
+
+    @model_validator(mode="after")
+    def _constrained_needs_completion(self):
+        if self.sampling.answer == "constrained" and self.protocol != "completion":
+            raise ValueError("sampling.answer 'constrained' works with protocol 'completion' only")
+        return self
 
     @field_validator("features", "record")
     @classmethod

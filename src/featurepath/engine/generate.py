@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -60,6 +61,20 @@ def _p_stop(logits: torch.Tensor, option_ids: dict[str, list[int]] | None) -> to
     return p_stop_from_logits(logits.float(), option_ids).cpu()
 
 
+def _constrain(logits: torch.Tensor, allowed: list[list[int] | None]) -> torch.Tensor:
+    """Rows with an allowed list keep only those tokens (renormalised by the softmax)."""
+    if all(a is None for a in allowed):
+        return logits
+    out = logits.clone()
+    for i, a in enumerate(allowed):
+        if a is not None:
+            keep = torch.full_like(out[i], float("-inf"))
+            idx = torch.as_tensor(a, device=out.device)
+            keep[idx] = out[i, idx]
+            out[i] = keep
+    return out
+
+
 def _sample(logits: torch.Tensor, gens: list[torch.Generator], cfg: SamplingConfig) -> torch.Tensor:
     """One token per row, each row drawing from its own generator."""
     if cfg.temperature <= 0:
@@ -87,15 +102,24 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
              sampling: SamplingConfig | None = None, saes: dict[int, SAE] | None = None,
              interventions: Sequence[Intervention | None] | None = None,
              record: RecordSpec | None = None,
-             option_ids: dict[str, list[int]] | None = None) -> GenResult:
+             option_ids: dict[str, list[int]] | None = None,
+             shared_prefix: bool = True, constraints: Sequence[Any] | None = None) -> GenResult:
     """Sample one answer per prompt, row ``i`` patched by ``interventions[i]`` and seeded by
-    ``seeds[i]``; the decision token is the last prompt token."""
+    ``seeds[i]``; the decision token is the last prompt token.
+
+    With ``shared_prefix`` (the default) and no ``all``-position patch, every distinct prompt's
+    tokens before the decision token run once, unpatched, and their KV cache is shared by all
+    rows with that prompt: a patch at the decision token cannot change earlier positions, and
+    trials of one condition mostly share prompts, so the prefill — the dominant cost on CPU —
+    is paid per distinct prompt rather than per trial.
+
+    ``constraints[i]``, when given, is an object whose ``allowed(tokens_so_far)`` lists the
+    tokens row ``i`` may sample next (e.g. the task's constrained answer format)."""
     cfg = sampling or SamplingConfig()
     n = len(prompts)
     device = next(model.parameters()).device
     ivs = list(interventions) if interventions is not None else [None] * n
     rec = PatchRecorder(model, saes or {}, ivs, record)
-    ids, mask = _encode(tok, prompts, device)
     gens = [torch.Generator().manual_seed(int(s) & 0x7FFF_FFFF_FFFF_FFFF) for s in seeds]
     eos = set()
     for e in (tok.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
@@ -106,14 +130,23 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
     out_tokens: list[list[int]] = [[] for _ in range(n)]
     finished = torch.zeros(n, dtype=torch.bool)
     rows = torch.arange(n)
-    T = ids.shape[1]
     p_stop = torch.full((n,), float("nan"))
     with rec:
-        rec.state = CallState(rows, torch.full((n,), T - 1), torch.zeros(n, T, dtype=torch.bool),
-                              mask.bool().cpu(), prefill=True)
-        logits, cache = _forward(model, ids, mask, _positions(mask), None)
+        if shared_prefix and all(iv is None or iv.positions != "all" for iv in ivs):
+            logits, cache, mask = _prefill_shared(model, tok, prompts, rec, device)
+        else:
+            ids, mask = _encode(tok, prompts, device)
+            T = ids.shape[1]
+            rec.state = CallState(rows, torch.full((n,), T - 1),
+                                  torch.zeros(n, T, dtype=torch.bool), mask.bool().cpu(),
+                                  prefill=True)
+            logits, cache = _forward(model, ids, mask, _positions(mask), None)
         p_stop[:] = _p_stop(logits, option_ids)
         for _step in range(cfg.max_new_tokens):
+            if constraints is not None:
+                logits = _constrain(logits, [None if constraints[int(r)] is None else
+                                             constraints[int(r)].allowed(out_tokens[int(r)])
+                                             for r in rows])
             nxt = _sample(logits, [gens[int(r)] for r in rows], cfg)
             keep = []
             for i, r in enumerate(rows.tolist()):
@@ -152,6 +185,29 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
         texts = [_cut(t, cfg.stop_strings) for t in texts]
     return GenResult(texts, out_tokens, p_stop, rec.decision, rec.gen_mean(), rec.gen_max,
                      [len(t) for t in out_tokens])
+
+
+def _prefill_shared(model, tok, prompts: Sequence[str], rec: PatchRecorder, device):
+    """Prefill distinct prompts once (hooks idle: nothing is patched or recorded before the
+    decision token), copy their caches to the rows, then run every row's decision token with
+    the hooks live."""
+    n = len(prompts)
+    uniq = list(dict.fromkeys(prompts))
+    index = torch.tensor([uniq.index(p) for p in prompts], device=device)
+    u_ids, u_mask = _encode(tok, uniq, device)
+    cache = None
+    if u_ids.shape[1] > 1:
+        rec.state = None
+        _, cache = _forward(model, u_ids[:, :-1], u_mask[:, :-1], _positions(u_mask[:, :-1]),
+                            None)
+        cache.batch_select_indices(index)
+    mask = u_mask[index]
+    pos = mask.long().sum(-1, keepdim=True) - 1
+    rec.state = CallState(torch.arange(n), torch.zeros(n, dtype=torch.long),
+                          torch.zeros(n, 1, dtype=torch.bool), torch.ones(n, 1, dtype=torch.bool),
+                          prefill=True)
+    logits, cache = _forward(model, u_ids[index][:, -1:], mask, pos, cache)
+    return logits, cache, mask
 
 
 def _cut(text: str, stops: tuple[str, ...]) -> str:

@@ -62,7 +62,10 @@ def play_prompt_sets(run_dir: Path, max_per_set: int = 256) -> dict[str, list[Pr
     df = pd.read_parquet(path)
     out: dict[str, list[PromptRecord]] = {}
     for ctx, reason in (("safe", "stop"), ("risky", "bankrupt")):
-        sub = df[df["end_reason"] == reason].drop_duplicates("prompt_id").sort_values("prompt_id")
+        sub = df[df["end_reason"] == reason]
+        if "retries" in sub:  # the plain prompt, not a retry carrying the format reminder
+            sub = sub[sub["retries"] == 0]
+        sub = sub.drop_duplicates("prompt_id").sort_values("prompt_id")
         recs = []
         for row in sub.head(max_per_set).itertuples():
             parse = {"bet_type": row.bet_type, "protocol": getattr(row, "protocol", "completion"),
@@ -289,10 +292,14 @@ def run_unit(job: PatchJob, unit: Unit, model, tok, saes) -> tuple[pd.DataFrame,
     prompts = [r["_text"] for r in rows]
     ivs = [r["_iv"] for r in rows]
     if pc.mode == "sample":
+        from featurepath.tasks.slot_machine.constrained import answer_constraints
+
         s = pc.sampling
+        cons = answer_constraints(tok, [r["_parse"]["bet_type"] for r in rows], s.answer)
         res = generate(model, tok, prompts, [r["seed"] for r in rows],
                        SamplingConfig(s.temperature, s.top_p, s.max_new_tokens,
-                                      tuple(s.stop_strings)), saes, ivs, spec, option_ids)
+                                      tuple(s.stop_strings)), saes, ivs, spec, option_ids,
+                       constraints=cons)
     else:
         res = replay(model, tok, prompts, None, saes, ivs, spec, option_ids)
     out = []

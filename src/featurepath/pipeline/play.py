@@ -63,6 +63,7 @@ from featurepath.tasks.slot_machine import (
     render,
     summarize,
 )
+from featurepath.tasks.slot_machine.constrained import answer_constraints
 
 __all__ = ["DECISION_COLUMNS", "GameSpec", "StepInfo", "game_configs", "plan_games", "run_play",
            "summary_table", "validate_play"]
@@ -215,7 +216,9 @@ def _play_unit(model: Any, tok: Any, cfg: RunConfig, unit: int, specs: Sequence[
         sent = [_with_reminder(b) if g.retries else b for g, b in zip(live, base, strict=True)]
         texts = [render(s, tok) for s in sent]
         seeds = [derive_seed(g.spec.seed, "sample", g.state.round, g.retries) for g in live]
-        res = generate_fn(model, tok, texts, seeds, samp, option_ids=option_ids)
+        cons = answer_constraints(tok, [b.bet_type for b in base], p.sampling.answer)
+        res = generate_fn(model, tok, texts, seeds, samp, option_ids=option_ids,
+                          constraints=cons)
         calls[0] += 1
         still: list[_Live] = []
         for i, g in enumerate(live):
