@@ -9,6 +9,7 @@ import importlib
 STAGE_COMMANDS = (
     "featurepath.pipeline.play_commands",
     "featurepath.pipeline.commands",
+    "featurepath.pipeline.status_commands",
     "featurepath.analysis.commands",
     "featurepath.report.commands",
     "featurepath.pipeline.demo",

@@ -93,8 +93,11 @@ def patch_cmd(
         i, n = shard_spec
         todo = [u for u in todo if u.unit % n == i]
     if backend == "ray":
-        from featurepath.pipeline.parallel import run_ray
+        from featurepath.pipeline.parallel import release_memory, run_ray
 
+        # the workers load their own copies: do not keep this one on a GPU they need
+        del m, sae_set
+        release_memory()
         summary = run_ray(job, todo, workers=workers, address=address, progress=progress)
     elif backend == "local":
         summary = run_local(job, m, tok, sae_set, todo, progress=progress)

@@ -1,0 +1,190 @@
+"""Scaling past one process: Ray workers (one killed mid-run), SLURM-style shards and the status
+summary all end in, or describe, the same store as a plain single-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from featurepath.cli import main
+from featurepath.pipeline.store import ARRAYS, RunStore
+
+FEATURES = "L1-3,L2-5"
+CONDITIONS = [{"name": "safe_baseline", "context": "safe"},
+              {"name": "safe_with_risky_patch", "context": "safe", "patch": "risky"},
+              {"name": "risky_with_safe_patch", "context": "risky", "patch": "safe"}]
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    """A tiny model directory, its SAEs and a config, as a user would have them on disk."""
+    from featurepath.sae.formats import save_sae
+    from featurepath.testing import save_tiny_llama, tiny_llama, tiny_saes
+
+    root = tmp_path_factory.mktemp("tiny_par")
+    save_tiny_llama(root / "model")
+    model, _ = tiny_llama()
+    for layer, sae in tiny_saes(model).items():
+        save_sae(sae, root / "saes" / f"L{layer}")
+    cfg = {"model": str(root / "model"), "saes": str(root / "saes"),
+           "patch": {"record": ["L0-1", "L1-3", "L2-5", "L3-7"], "features": FEATURES.split(","),
+                     "conditions": CONDITIONS, "trials": 3, "batch_size": 2,
+                     "sampling": {"max_new_tokens": 6, "temperature": 1.0}}}
+    (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    return root
+
+
+def _args(tiny_dirs: Path, run: Path, *extra: str) -> list[str]:
+    return ["patch", str(run), "--config", str(tiny_dirs / "cfg.yaml"), "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_dirs, tmp_path_factory) -> Path:
+    """One uninterrupted single-process run: what every other way of running must reproduce."""
+    ref = tmp_path_factory.mktemp("ref") / "run"
+    assert main(_args(tiny_dirs, ref)) == 0
+    return ref
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    sa, sb = RunStore(a), RunStore(b)
+    pd.testing.assert_frame_equal(sa.trials(), sb.trials())
+    for name in ARRAYS:
+        assert np.array_equal(sa.activations(name)[0], sb.activations(name)[0], equal_nan=True)
+
+
+def test_shards_give_the_unsharded_store(tiny_dirs, reference, tmp_path):
+    run = tmp_path / "sharded"
+    assert main(_args(tiny_dirs, run, "--shard", "0/2")) == 0
+    done = RunStore(run).done_units()
+    assert done and all(u % 2 == 0 for u in done)
+    assert main(_args(tiny_dirs, run, "--shard", "1/2")) == 0
+    assert RunStore(run).pending() == []
+    assert_same_store(reference, run)
+
+
+def test_status_of_a_half_done_run(tiny_dirs, reference, tmp_path):
+    from featurepath.pipeline.parallel import failed_path, running_dir
+    from featurepath.pipeline.status import run_status
+
+    run = tmp_path / "half"
+    assert main(_args(tiny_dirs, run, "--shard", "0/2")) == 0
+    store = RunStore(run)
+    n_units = len(store.plan().units)
+    n_done = len(store.done_units())
+    # one unit "running" under a live driver (this process), one failed earlier
+    left = [u.unit for u in store.pending(verify=False)]
+    running_dir(run).mkdir(parents=True, exist_ok=True)
+    (running_dir(run) / f"u{left[0]:05d}").write_text(json.dumps(
+        {"unit": left[0], "pid": 1, "driver_pid": os.getpid(), "driver_host": os.uname()[1],
+         "started": time.time()}))
+    failed_path(run).write_text(json.dumps({str(left[1]): {"error": "KeyError: 'x'",
+                                                            "attempts": 3}}))
+    st = run_status(run)
+    assert st["units"] == n_units and st["done"] == n_done
+    assert st["running"] == [left[0]] and st["failed"] == [left[1]]
+    assert st["left"] == n_units - n_done
+    assert st["trials_done"] == len(pd.concat(pd.read_parquet(p) for p in
+                                              (run / "patch" / "parts").glob("u*.parquet")))
+    assert st["bytes_written"] > 0 and st["disk_free"] > 0
+    assert st["bytes_per_unit"] > 0 and st["bytes_needed"] >= 0
+    assert "warnings" in st
+    # a driver that is gone leaves markers that mean nothing
+    (running_dir(run) / f"u{left[0]:05d}").write_text(json.dumps(
+        {"unit": left[0], "driver_pid": 2 ** 22 + 12345, "driver_host": os.uname()[1],
+         "started": time.time()}))
+    assert run_status(run)["running"] == []
+    full = run_status(reference)
+    assert full["done"] == full["units"] and full["left"] == 0 and full["eta_seconds"] == 0
+
+
+def test_status_command_prints(tiny_dirs, reference, capsys):
+    assert main(["status", str(reference)]) == 0
+    out = capsys.readouterr().out
+    assert "units" in out and "done" in out and "disk" in out
+
+
+def test_without_ray_the_error_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from featurepath.errors import ConfigError
+    from featurepath.pipeline import parallel
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
+    with pytest.raises(ConfigError, match=r"pip install 'featurepath\[ray\]'"):
+        parallel.start_ray()
+
+
+def assert_listens_on_localhost_only() -> None:
+    """Every socket the Ray processes started by this test listen on is a loopback one."""
+    import psutil
+
+    loopback = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+    seen = 0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            conns = child.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for c in conns:
+            if c.status == psutil.CONN_LISTEN:
+                seen += 1
+                assert c.laddr.ip in loopback, f"{child.name()} listens on {c.laddr}"
+    assert seen, "expected Ray's servers among this process's children"
+
+
+@pytest.mark.ray
+def test_ray_worker_killed_mid_run_gives_identical_store(tiny_dirs, reference, tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    from featurepath.pipeline.parallel import failed_path, run_ray, running_dir, start_ray
+    from featurepath.pipeline.patch import prepare
+    from featurepath.pipeline.runtime import load_runtime, resolve_config
+    from featurepath.pipeline.store import Item, Unit
+
+    run = tmp_path / "ray"
+    cfg = resolve_config(run, tiny_dirs / "cfg.yaml")
+    model, tok, saes = load_runtime(cfg, progress=False)
+    job = prepare(run, cfg, model, tok, saes)
+    todo = RunStore(run).pending()
+    assert start_ray(num_cpus=2)
+    try:
+        assert_listens_on_localhost_only()
+        killed: list[int] = []
+
+        def kill_one(unit_id: int) -> None:
+            """After the first commit, SIGKILL the worker of a unit still in flight."""
+            if killed:
+                return
+            for marker in sorted(running_dir(run).glob("u*")):
+                pid = json.loads(marker.read_text()).get("pid")
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+
+        summary = run_ray(job, todo, workers=2, progress=False, on_unit=kill_one)
+        assert killed, "a worker should have been killed mid-run"
+        assert summary["failed"] == [] and summary["units"] == len(todo)
+        assert summary["requeued"] >= 1 and summary["restarts"] >= 1
+        assert RunStore(run).pending() == []
+        assert not list(running_dir(run).glob("u*"))
+        assert_same_store(reference, run)
+
+        # A unit that raises every time is retried, then recorded as failed; the run finishes.
+        bad = Unit(len(job.plan.units), [Item("", "no-such-condition", 0, 1)], 0)
+        summary = run_ray(job, [bad], workers=1, progress=False, max_retries=1)
+        assert summary["failed"] == [bad.unit]
+        rec = json.loads(failed_path(run).read_text())[str(bad.unit)]
+        assert rec["attempts"] == 2 and "no-such-condition" in rec["error"]
+    finally:
+        ray.shutdown()
