@@ -98,3 +98,17 @@ def test_replay_mode_and_reconstruct_baselines(tmp_path, tiny, tiny_saes):
     a = arrays["decision"][trials[(trials.feature == "L1-3") &
                                   (trials.condition == "safe_with_risky_patch")]["row"]]
     assert np.allclose(a, a[0], equal_nan=True)
+
+
+def test_planning_lock_keeps_concurrent_shards_from_replanning(tmp_path, tiny, tiny_saes):
+    model, tok = tiny
+    a, b = RunStore(tmp_path), RunStore(tmp_path)
+    assert a.claim_planning() is True
+    assert b.claim_planning() is False  # a second shard waits for the plan instead
+    a.release_planning()
+    # a failed planning attempt releases the lock
+    cfg = _cfg()
+    cfg.patch.features = ["L9-1"]
+    with pytest.raises(ConfigError, match="no SAE for layer 9"):
+        prepare(tmp_path, cfg, model, tok, tiny_saes)
+    assert b.claim_planning() is True

@@ -167,6 +167,10 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
     root = Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     store = RunStore(root)
+    planner = store.claim_planning()
+    if not planner:  # another process (e.g. a SLURM shard started at once) is planning
+        store.wait_for_plan()
+        resume = True
     if store.exists():
         plan = store.plan()
         stored = load_config(root / "patch" / "config.yaml")
@@ -180,60 +184,63 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
             raise ConfigError(f"{root} already holds a patch run; pass --resume to continue it "
                               "or choose a new run directory")
         return PatchJob(str(root), cfg, plan)
-    pc = cfg.patch
-    feats = list(features or pc.features)
-    cands = candidate_features(root, cfg.discover.max_candidates)
-    if not feats:
-        if cands is None or cands.empty:
-            raise ConfigError("no features to patch: give --features L12-345,... or run "
-                              "`featurepath discover` first")
-        feats = [feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()]
-    for f in feats:
-        layer, fid = parse_feature_key(f)
-        if layer not in saes:
-            raise ConfigError(f"feature {f}: no SAE for layer {layer} (have layers "
-                              f"{sorted(saes)})")
-        if fid >= saes[layer].d_sae:
-            raise ConfigError(f"feature {f}: id beyond the SAE's {saes[layer].d_sae} features")
-    record = list(pc.record) or sorted(
-        set(feats) | ({feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()}
-                      if cands is not None else set()), key=lambda k: parse_feature_key(k))
-    for f in record:
-        if parse_feature_key(f)[0] not in saes:
-            raise ConfigError(f"recorded feature {f}: no SAE for its layer")
-    contexts = {c.context for c in pc.conditions}
-    prompt_sets = builtin_prompt_sets(tok, pc.protocol) if pc.prompt_set == "builtin" \
-        else play_prompt_sets(root)
-    missing = contexts - set(prompt_sets)
-    if missing:
-        raise ConfigError(f"conditions use unknown contexts {sorted(missing)}; known: "
-                          f"{sorted(prompt_sets)}")
-    values: dict[str, dict[str, float]] = {}
-    needs_values = any(c.patch in ("safe", "risky") for c in pc.conditions)
-    if needs_values:
-        if cands is not None and not cands.empty:
-            by_key = {feature_key(int(r.layer), int(r.feature_id)): r for r in cands.itertuples()}
-        else:
-            by_key = {}
-        unknown = [f for f in feats if f not in by_key]
-        measured = measure_patch_values(model, tok, saes, unknown, prompt_sets) if unknown else {}
+    try:
+        pc = cfg.patch
+        feats = list(features or pc.features)
+        cands = candidate_features(root, cfg.discover.max_candidates)
+        if not feats:
+            if cands is None or cands.empty:
+                raise ConfigError("no features to patch: give --features L12-345,... or run "
+                                  "`featurepath discover` first")
+            feats = [feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()]
         for f in feats:
-            if f in by_key:
-                values[f] = {"safe": float(by_key[f].mean_safe),
-                             "risky": float(by_key[f].mean_bankrupt), "source": "discover"}
+            layer, fid = parse_feature_key(f)
+            if layer not in saes:
+                raise ConfigError(f"feature {f}: no SAE for layer {layer} (have layers "
+                                  f"{sorted(saes)})")
+            if fid >= saes[layer].d_sae:
+                raise ConfigError(f"feature {f}: id beyond the SAE's {saes[layer].d_sae} features")
+        record = list(pc.record) or sorted(
+            set(feats) | ({feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()}
+                          if cands is not None else set()), key=lambda k: parse_feature_key(k))
+        for f in record:
+            if parse_feature_key(f)[0] not in saes:
+                raise ConfigError(f"recorded feature {f}: no SAE for its layer")
+        contexts = {c.context for c in pc.conditions}
+        prompt_sets = builtin_prompt_sets(tok, pc.protocol) if pc.prompt_set == "builtin" \
+            else play_prompt_sets(root)
+        missing = contexts - set(prompt_sets)
+        if missing:
+            raise ConfigError(f"conditions use unknown contexts {sorted(missing)}; known: "
+                              f"{sorted(prompt_sets)}")
+        values: dict[str, dict[str, float]] = {}
+        needs_values = any(c.patch in ("safe", "risky") for c in pc.conditions)
+        if needs_values:
+            if cands is not None and not cands.empty:
+                by_key = {feature_key(int(r.layer), int(r.feature_id)): r for r in cands.itertuples()}
             else:
-                values[f] = {**measured[f], "source": "measured on the safe/risky prompts"}
-    units = plan_units(feats, pc.conditions, pc.trials, pc.batch_size, pc.method)
-    plan = Plan(units, pc.batch_size, record, _digest(cfg), {
-        "features": feats, "values": values,
-        "prompts": {k: [vars(r) for r in v] for k, v in prompt_sets.items()},
-    })
-    (root / "patch").mkdir(parents=True, exist_ok=True)
-    save_config(cfg, root / "patch" / "config.yaml")
-    if not (root / "config.yaml").exists():
-        save_config(cfg, root / "config.yaml")
-    rec = [parse_feature_key(f) for f in record]
-    store.create(plan, [a for a, _ in rec], [b for _, b in rec], pc.store_dtype)
+                by_key = {}
+            unknown = [f for f in feats if f not in by_key]
+            measured = measure_patch_values(model, tok, saes, unknown, prompt_sets) if unknown else {}
+            for f in feats:
+                if f in by_key:
+                    values[f] = {"safe": float(by_key[f].mean_safe),
+                                 "risky": float(by_key[f].mean_bankrupt), "source": "discover"}
+                else:
+                    values[f] = {**measured[f], "source": "measured on the safe/risky prompts"}
+        units = plan_units(feats, pc.conditions, pc.trials, pc.batch_size, pc.method)
+        plan = Plan(units, pc.batch_size, record, _digest(cfg), {
+            "features": feats, "values": values,
+            "prompts": {k: [vars(r) for r in v] for k, v in prompt_sets.items()},
+        })
+        (root / "patch").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, root / "patch" / "config.yaml")
+        if not (root / "config.yaml").exists():
+            save_config(cfg, root / "config.yaml")
+        rec = [parse_feature_key(f) for f in record]
+        store.create(plan, [a for a, _ in rec], [b for _, b in rec], pc.store_dtype)
+    finally:
+        store.release_planning()
     return PatchJob(str(root), cfg, plan)
 
 

@@ -141,6 +141,37 @@ class RunStore:
         g.attrs["rec"] = [f"L{a}-{b}" for a, b in zip(rec_layers, rec_features, strict=True)]
         _atomic_write(self.patch_dir / "plan.json", plan.to_json().encode())
 
+    def claim_planning(self) -> bool:
+        """True when this process may plan the run (it exists already, or we hold the lock).
+
+        Shards of a job array often start together on a new run directory; without the lock
+        each would plan and recreate ``activations.zarr``, wiping the others' work.
+        """
+        if self.exists():
+            return True
+        self.patch_dir.mkdir(parents=True, exist_ok=True)
+        lock = self.patch_dir / ".planning"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return self.exists()
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return True
+
+    def release_planning(self) -> None:
+        (self.patch_dir / ".planning").unlink(missing_ok=True)
+
+    def wait_for_plan(self, timeout: float = 600.0) -> None:
+        import time
+
+        deadline = time.time() + timeout
+        while not self.exists():
+            if time.time() > deadline:
+                raise DataError(f"{self.patch_dir} is being planned by another process that "
+                                "never finished; remove patch/.planning and rerun")
+            time.sleep(0.5)
+
     def plan(self) -> Plan:
         p = self.patch_dir / "plan.json"
         if not p.exists():
