@@ -302,7 +302,7 @@ def run_unit(job: PatchJob, unit: Unit, model, tok, saes) -> tuple[pd.DataFrame,
         from featurepath.tasks.slot_machine.constrained import answer_constraints
 
         s = pc.sampling
-        cons = answer_constraints(tok, [r["_parse"]["bet_type"] for r in rows], s.answer)
+        cons = answer_constraints(tok, [r["_parse"] for r in rows], s.answer)
         res = generate(model, tok, prompts, [r["seed"] for r in rows],
                        SamplingConfig(s.temperature, s.top_p, s.max_new_tokens,
                                       tuple(s.stop_strings)), saes, ivs, spec, option_ids,

@@ -216,7 +216,7 @@ def _play_unit(model: Any, tok: Any, cfg: RunConfig, unit: int, specs: Sequence[
         sent = [_with_reminder(b) if g.retries else b for g, b in zip(live, base, strict=True)]
         texts = [render(s, tok) for s in sent]
         seeds = [derive_seed(g.spec.seed, "sample", g.state.round, g.retries) for g in live]
-        cons = answer_constraints(tok, [b.bet_type for b in base], p.sampling.answer)
+        cons = answer_constraints(tok, [b.parse_kwargs() for b in base], p.sampling.answer)
         res = generate_fn(model, tok, texts, seeds, samp, option_ids=option_ids,
                           constraints=cons)
         calls[0] += 1
