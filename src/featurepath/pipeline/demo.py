@@ -22,18 +22,25 @@ from featurepath.config import RunConfig, feature_key, save_config
 from featurepath.errors import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # The embedded 135M model rarely writes a readable free answer, so play uses constrained
+    # answers (option tokens, then a legal amount, sampled from the model) at temperature 1.
+    # Patch samples free text, so the word analysis has something to read; causal also uses
+    # P(stop), which needs no parsing.
     "quick": {
         "sae_preset": "quick", "n_features": 4, "trials": 12, "max_candidates": 8,
-        "play": {"conditions": ["BASE", "GMHWP"], "bet_types": ["variable"],
-                 "games_per_condition": 8, "max_rounds": 8, "batch_size": 16,
-                 "sampling": {"max_new_tokens": 10}},
-        "patch_tokens": 12,
+        "play": {"conditions": ["BASE", "G", "M", "GMHWP"], "bet_types": ["variable"],
+                 "games_per_condition": 16, "max_rounds": 10, "batch_size": 32,
+                 "sampling": {"max_new_tokens": 8, "answer": "constrained",
+                              "temperature": 1.0}},
+        "patch_tokens": 16,
     },
     "full": {
         "sae_preset": "full", "n_features": 16, "trials": 30, "max_candidates": 32,
-        "play": {"conditions": ["BASE", "G", "M", "GM", "GMHWP"],
-                 "bet_types": ["fixed", "variable"], "games_per_condition": 20,
-                 "max_rounds": 20, "batch_size": 32, "sampling": {"max_new_tokens": 12}},
+        "play": {"conditions": ["BASE", "G", "M", "H", "W", "P", "GM", "GMHWP"],
+                 "bet_types": ["fixed", "variable"], "games_per_condition": 32,
+                 "max_rounds": 20, "batch_size": 32,
+                 "sampling": {"max_new_tokens": 8, "answer": "constrained",
+                              "temperature": 1.0}},
         "patch_tokens": 24,
     },
 }
