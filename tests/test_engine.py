@@ -132,3 +132,20 @@ def test_generated_token_recording_counts_fed_tokens(tiny, tiny_saes):
     rp = replay(model, tok, PROMPTS[:2], [tok.decode(t) for t in res.tokens], tiny_saes,
                 None, spec)
     assert torch.allclose(res.decision, rp.decision, atol=1e-4)
+
+
+def test_shared_prefix_prefill_matches_full_prefill(tiny, tiny_saes):
+    """Rows with the same prompt share one prefill; results equal a per-row prefill."""
+    model, tok = tiny
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[0]]
+    ivs = [None, Intervention(1, 3, value=40.0), Intervention(2, 5, scale=0.0,
+                                                              positions="prompt"), None]
+    spec = RecordSpec([(1, 3), (2, 5), (3, 1)])
+    cfg = SamplingConfig(temperature=0.0, max_new_tokens=6)
+    a = generate(model, tok, prompts, [0, 1, 2, 3], cfg, tiny_saes, ivs, spec)
+    b = generate(model, tok, prompts, [0, 1, 2, 3], cfg, tiny_saes, ivs, spec,
+                 shared_prefix=False)
+    assert a.tokens == b.tokens
+    assert torch.allclose(a.decision, b.decision, atol=1e-4)
+    assert torch.allclose(a.gen_mean, b.gen_mean, atol=1e-4, equal_nan=True)
+    assert torch.allclose(a.p_stop, b.p_stop, atol=1e-5, equal_nan=True)
