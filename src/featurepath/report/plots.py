@@ -1,0 +1,210 @@
+"""Static figures for papers: behaviour bars, SAE quality per layer, the layered pathway graph.
+
+Each figure is written as PNG (embedded in the HTML report as a data URI) and SVG (vector, for
+papers) into ``RUN_DIR/figures/``. We use :class:`matplotlib.figure.Figure` directly rather than
+``pyplot`` so that no global backend or figure registry is touched: the report can be built from
+a notebook, a server or a worker thread without a display and without leaking figures. SVG output
+uses a fixed hash salt and no date so that rebuilding a report gives the same files.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from featurepath.report.html import RunData
+
+POS = "#2563eb"  # blue: patching the source raises the target
+NEG = "#dc2626"  # red: lowers it
+BEHAVIOUR_METRICS = (("bankruptcy_rate", ("bankruptcy_rate", "bankrupt_rate", "bankrupt")),
+                     ("stop_rate", ("stop_rate", "voluntary_stop", "stop")),
+                     ("mean_bet", ("mean_bet", "avg_bet", "average_bet")))
+SAE_METRICS = (("fvu", ("fvu",)), ("l0", ("l0",)), ("dead fraction", ("dead_frac", "dead")),
+               ("loss increase", ("loss_increase", "delta_loss", "loss")))
+
+
+@dataclass(frozen=True)
+class FigureFiles:
+    """Where one figure was written."""
+
+    png: Path
+    svg: Path
+
+
+def _save(fig: Figure, out_dir: Path, stem: str) -> FigureFiles:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, svg = out_dir / f"{stem}.png", out_dir / f"{stem}.svg"
+    with matplotlib.rc_context({"svg.hashsalt": "featurepath", "svg.fonttype": "path"}):
+        fig.savefig(png, dpi=110, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(svg, bbox_inches="tight", metadata={"Date": None})
+    return FigureFiles(png=png, svg=svg)
+
+
+def _col(df: pd.DataFrame, names: tuple[str, ...]) -> str | None:
+    from featurepath.report.html import _find_col
+
+    c = _find_col(df, *names)
+    if c is None or not pd.api.types.is_numeric_dtype(df[c]):
+        return None
+    return c
+
+
+def behaviour_figure(metrics: pd.DataFrame, out_dir: Path) -> FigureFiles | None:
+    """Grouped bars per condition (bars per bet type) for bankruptcy, stop rate and mean bet."""
+    found = [(label, c) for label, names in BEHAVIOUR_METRICS
+             if (c := _col(metrics, names)) is not None]
+    if not found or metrics.empty:
+        return None
+    cond = "condition" if "condition" in metrics.columns else None
+    hue = "bet_type" if "bet_type" in metrics.columns else None
+    df = metrics.copy()
+    df["_cond"] = df[cond].astype(str) if cond else [str(i) for i in range(len(df))]
+    df["_hue"] = df[hue].astype(str) if hue else "all"
+    conds = list(dict.fromkeys(df["_cond"]))
+    hues = list(dict.fromkeys(df["_hue"]))
+    fig = Figure(figsize=(max(5.0, 1.0 + 0.55 * len(conds) * len(found)), 3.4),
+                 layout="constrained")
+    axes = fig.subplots(1, len(found), squeeze=False)[0]
+    width = 0.8 / max(1, len(hues))
+    x = np.arange(len(conds))
+    palette = ["#64748b", "#f59e0b", "#10b981", "#8b5cf6", "#ec4899"]
+    for ax, (label, c) in zip(axes, found, strict=True):
+        for j, h in enumerate(hues):
+            sub = df[df["_hue"] == h].set_index("_cond")[c]
+            vals = [float(sub.get(k, np.nan)) if k in sub.index else np.nan for k in conds]
+            ax.bar(x + (j - (len(hues) - 1) / 2) * width, vals, width, label=h,
+                   color=palette[j % len(palette)])
+        ax.set_xticks(x, conds, rotation=45 if len(conds) > 4 else 0, ha="right"
+                      if len(conds) > 4 else "center", fontsize=8)
+        ax.set_title(label.replace("_", " "), fontsize=10)
+        ax.spines[["top", "right"]].set_visible(False)
+        if "rate" in label:
+            ax.set_ylim(0, 1)
+    if hue and len(hues) > 1:
+        axes[-1].legend(title=hue.replace("_", " "), fontsize=8, title_fontsize=8, frameon=False)
+    return _save(fig, out_dir, "behaviour")
+
+
+def sae_quality_figure(quality: dict[str, Any], out_dir: Path) -> FigureFiles | None:
+    """One small panel per quality figure (fvu, L0, dead share, loss increase) against layer."""
+    rows = []
+    for layer, vals in quality.items():
+        try:
+            lay = int(layer)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(vals, dict):
+            rows.append({"layer": lay, **vals})
+    if not rows:
+        return None
+    df = pd.DataFrame(rows).sort_values("layer")
+    found = [(label, c) for label, names in SAE_METRICS if (c := _col(df, names)) is not None]
+    if not found:
+        return None
+    fig = Figure(figsize=(2.6 * len(found) + 0.5, 2.8), layout="constrained")
+    axes = fig.subplots(1, len(found), squeeze=False)[0]
+    for ax, (label, c) in zip(axes, found, strict=True):
+        ax.plot(df["layer"], df[c], marker="o", color="#334155")
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("layer", fontsize=8)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.tick_params(labelsize=8)
+    return _save(fig, out_dir, "sae_quality")
+
+
+def _num(v: Any, default: float = 0.0) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return default
+    return default if math.isnan(f) else f
+
+
+def _edge_sign(e: dict[str, Any]) -> float:
+    s = e.get("sign")
+    if isinstance(s, str):
+        return -1.0 if s.strip() in {"-", "−", "neg", "negative"} else 1.0
+    if isinstance(s, (int, float)) and not (isinstance(s, float) and math.isnan(s)):
+        return -1.0 if s < 0 else 1.0
+    return -1.0 if _num(e.get("d")) < 0 else 1.0
+
+
+def pathway_figure(graph: dict[str, Any], out_dir: Path) -> FigureFiles | None:
+    """Layered drawing: one column per layer, blue/red edges for +/−, width by |d|."""
+    nodes = graph.get("nodes") or []
+    if not nodes:
+        return None
+    layers = sorted({int(n["layer"]) for n in nodes if n.get("layer") is not None})
+    col = {lay: i for i, lay in enumerate(layers)}
+    pos: dict[str, tuple[float, float]] = {}
+    by_layer: dict[int, list[dict[str, Any]]] = {}
+    for n in nodes:
+        by_layer.setdefault(int(n["layer"]) if n.get("layer") is not None else -1, []).append(n)
+    tallest = max(len(v) for v in by_layer.values())
+    for lay, ns in by_layer.items():
+        ns = sorted(ns, key=lambda n: _num(n.get("feature")))
+        for i, n in enumerate(ns):
+            x = col.get(lay, -1)
+            y = (tallest - 1) / 2 - (i - (len(ns) - 1) / 2)
+            pos[str(n["id"])] = (float(x), float(y))
+    fig = Figure(figsize=(max(4.0, 1.8 * len(layers) + 1), max(2.5, 0.45 * tallest + 1.2)),
+                 layout="constrained")
+    ax = fig.subplots()
+    dmax = max([abs(_num(e.get("d"), _num(e.get("weight")))) for e in graph.get("edges", [])]
+               + [1e-9])
+    for e in graph.get("edges", []):
+        a, b = pos.get(str(e.get("source"))), pos.get(str(e.get("target")))
+        if a is None or b is None:
+            continue
+        w = 0.6 + 3.4 * abs(_num(e.get("d"), _num(e.get("weight")))) / dmax
+        ax.annotate("", xy=b, xytext=a, arrowprops=dict(
+            arrowstyle="-|>", color=POS if _edge_sign(e) > 0 else NEG, lw=w, alpha=0.75,
+            shrinkA=7, shrinkB=7, connectionstyle="arc3,rad=0.08"))
+    xs = [p[0] for p in pos.values()]
+    ys = [p[1] for p in pos.values()]
+    ax.scatter(xs, ys, s=90, color="#f8fafc", edgecolors="#0f172a", zorder=3, linewidths=1.2)
+    for nid, (x, y) in pos.items():
+        ax.text(x + 0.08, y + 0.18, nid, fontsize=7, color="#0f172a", zorder=4)
+    ax.set_xticks(range(len(layers)), [f"L{lay}" for lay in layers])
+    ax.set_yticks([])
+    ax.set_xlim(-0.5, len(layers) - 0.3)
+    ax.set_ylim(-0.8, tallest - 0.2)
+    ax.spines[["top", "right", "left"]].set_visible(False)
+    ax.set_title("Feature pathways (blue +, red −, width ∝ |d|)", fontsize=10)
+    return _save(fig, out_dir, "pathways")
+
+
+def write_figures(data: RunData, out_dir: Path) -> dict[str, FigureFiles]:
+    """Every figure whose input exists; a figure that fails is skipped, not fatal.
+
+    Why not fatal: figures are a convenience next to the tables, which carry the same numbers,
+    so one odd input column must not cost the user the whole report.
+    """
+    from featurepath.report.html import graph_payload
+
+    out: dict[str, FigureFiles] = {}
+    jobs = []
+    if data.metrics.ok:
+        jobs.append(("behaviour", lambda: behaviour_figure(data.metrics.value, out_dir)))
+    if data.sae_quality.ok and isinstance(data.sae_quality.value, dict):
+        jobs.append(("sae_quality", lambda: sae_quality_figure(data.sae_quality.value, out_dir)))
+    graph = graph_payload(data)
+    if graph:
+        jobs.append(("pathways", lambda: pathway_figure(graph, out_dir)))
+    for name, job in jobs:
+        try:
+            fig = job()
+        except Exception as exc:  # noqa: BLE001 - see docstring
+            data.extra.setdefault("figure_errors", {})[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        if fig is not None:
+            out[name] = fig
+    return out
