@@ -1,0 +1,231 @@
+"""SAE sets: one SAE per layer, from featurepath's cache of trained embedded SAEs or from
+directories of any supported format.
+
+The embedded model has no public SAEs, so ``"embedded"`` means the TopK SAEs featurepath trains
+itself, cached under ``home()/saes/<model>/<preset>/L<layer>/``. Two presets trade time for
+quality: ``quick`` (a few minutes on two CPU cores, the default) and ``full``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from featurepath.errors import ConfigError, SAEFormatError
+from featurepath.models import EMBEDDED, EMBEDDED_NAME
+from featurepath.paths import home
+from featurepath.sae.formats import FP_CONFIG, detect_format, load_sae
+from featurepath.sae.model import SAE
+from featurepath.sae.train import TrainConfig
+
+#: Layers of the embedded model (30 blocks) that get SAEs: spread from early to late, skipping the
+#: last block, whose output mostly serves the unembedding.
+EMBEDDED_LAYERS: tuple[int, ...] = (3, 8, 13, 18, 23, 27)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How much text to build and how long to train, for one embedded SAE set."""
+
+    name: str
+    n_prompts: int
+    """Game prompts in the corpus."""
+    gen_tokens: int
+    """Tokens the model samples after each answered prompt."""
+    answered_fraction: float
+    """Share of prompts followed by a sampled answer (generation is the slow part on CPU)."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    heldout_fraction: float = 0.1
+    loss_texts: int = 12
+    seed: int = 0
+
+
+PRESETS: dict[str, Preset] = {
+    # Tuned on 2 CPU cores: ~30k training tokens; expansion 4 because at expansion 8 a third of
+    # the early-layer features never fire on held-out text with this little data.
+    "quick": Preset("quick", n_prompts=200, gen_tokens=40, answered_fraction=0.3,
+                    train=TrainConfig(expansion=4, k=32, lr=1e-3, batch_size=512, epochs=3,
+                                      dead_tokens=10_000),
+                    heldout_fraction=0.15, loss_texts=8),
+    "full": Preset("full", n_prompts=1500, gen_tokens=64, answered_fraction=0.5,
+                   train=TrainConfig(expansion=8, k=32, lr=5e-4, batch_size=1024, epochs=6,
+                                     dead_tokens=50_000),
+                   heldout_fraction=0.1, loss_texts=48),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown SAE preset {name!r}; use one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def embedded_set_dir(preset: str = "quick") -> Path:
+    get_preset(preset)
+    return home() / "saes" / EMBEDDED_NAME / preset
+
+
+def _is_trained(path: Path) -> bool:
+    return (path / FP_CONFIG).exists() and (path / "sae.safetensors").exists()
+
+
+def _check_embedded_model(model: Any) -> None:
+    from featurepath.models import d_model, n_layers
+
+    if d_model(model) != 576 or n_layers(model) != 30:
+        raise SAEFormatError(
+            f"the embedded SAEs belong to {EMBEDDED_NAME} (30 layers, d_model 576); this model "
+            f"has {n_layers(model)} layers and d_model {d_model(model)}: train SAEs for it with "
+            "`featurepath sae train --model SPEC --out DIR` and pass --saes DIR")
+
+
+def ensure_embedded_saes(model: Any, tok: Any, preset: str = "quick",
+                         layers: list[int] | tuple[int, ...] | None = None,
+                         progress: bool = True) -> dict[int, SAE]:
+    """The embedded SAE set of ``preset``, training (with progress bars) only missing layers."""
+    from featurepath.sae.corpus import default_corpus
+    from featurepath.sae.train import train_saes
+
+    p = get_preset(preset)
+    _check_embedded_model(model)
+    root = embedded_set_dir(preset)
+    layers = tuple(layers or EMBEDDED_LAYERS)
+    missing = [layer for layer in layers if not _is_trained(root / f"L{layer}")]
+    if missing:
+        texts = default_corpus(model, tok, p.n_prompts, p.gen_tokens, p.seed,
+                               answered_fraction=p.answered_fraction, progress=progress)
+        train_saes(model, tok, texts, missing, p.train, root,
+                   heldout_fraction=p.heldout_fraction, loss_texts=p.loss_texts,
+                   model_name=EMBEDDED_NAME, progress=progress)
+    return {layer: load_sae(root / f"L{layer}", d_model=576) for layer in layers}
+
+
+def _sae_dirs(spec: str) -> list[Path]:
+    """SAE directories named by a spec: one SAE dir, a dir of SAE dirs, or a comma list."""
+    parts = [s.strip() for s in spec.split(",") if s.strip()]
+    if len(parts) > 1:
+        return [Path(s).expanduser() for s in parts]
+    root = Path(parts[0] if parts else spec).expanduser()
+    if not root.exists():
+        raise SAEFormatError(f"SAE path {root} does not exist")
+    if root.is_dir() and _looks_like_sae(root):
+        return [root]
+    if not root.is_dir():
+        raise SAEFormatError(f"SAE path {root} is a file; give an SAE directory or a "
+                             "directory of SAE directories")
+    subs = sorted((d for d in root.iterdir() if d.is_dir() and _looks_like_sae(d)),
+                  key=lambda d: d.name)
+    if not subs:
+        raise SAEFormatError(f"{root} holds no SAE directories (each needs sae.json, "
+                             "hyperparams.json or cfg.json)")
+    return subs
+
+
+def _looks_like_sae(path: Path) -> bool:
+    return any((path / n).exists() for n in (FP_CONFIG, "hyperparams.json", "cfg.json"))
+
+
+def _parse_embedded(spec: str) -> str | None:
+    """The preset of an ``embedded`` / ``embedded:<preset>`` spec, else None."""
+    if spec == EMBEDDED:
+        return "quick"
+    if spec.startswith(EMBEDDED + ":"):
+        preset = spec.split(":", 1)[1]
+        get_preset(preset)
+        return preset
+    return None
+
+
+def load_sae_set(spec: str, model: Any = None, tok: Any = None,
+                 progress: bool = True) -> dict[int, SAE]:
+    """``{layer: SAE}`` from a spec:
+
+    - ``"embedded"`` / ``"embedded:quick"`` / ``"embedded:full"``: the cached trained SAEs of the
+      embedded model, trained first when missing (which needs ``model``);
+    - a directory whose subdirectories are SAE directories (any format), or one SAE directory;
+    - a comma-separated list of SAE directories.
+
+    With a model, each SAE's d_model is checked against the model's hidden size.
+    """
+    preset = _parse_embedded(spec)
+    d = int(model.config.hidden_size) if model is not None else None
+    if preset is not None:
+        root = embedded_set_dir(preset)
+        if all(_is_trained(root / f"L{layer}") for layer in EMBEDDED_LAYERS):
+            if model is not None:
+                _check_embedded_model(model)
+            return {layer: load_sae(root / f"L{layer}", d_model=d) for layer in EMBEDDED_LAYERS}
+        if model is None:
+            raise SAEFormatError(f"the embedded SAEs ({preset}) are not trained yet: run "
+                                 f"`featurepath sae train --preset {preset}`")
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            from featurepath.models import resolve_spec
+
+            tok = AutoTokenizer.from_pretrained(resolve_spec(EMBEDDED))
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+        return ensure_embedded_saes(model, tok, preset, progress=progress)
+    out: dict[int, SAE] = {}
+    for path in _sae_dirs(spec):
+        sae = load_sae(path, d_model=d)
+        if sae.layer in out:
+            raise SAEFormatError(f"two SAEs for layer {sae.layer} in {spec!r} "
+                                 f"({out[sae.layer].meta.get('path')} and {path})")
+        out[int(sae.layer)] = sae
+    return dict(sorted(out.items()))
+
+
+def describe_sae_dir(path: Path) -> dict[str, Any]:
+    """Layer, d_sae, d_model, format and activation of an SAE directory, read from its JSON only
+    (LlamaScope weights are hundreds of MB; listing should not load them)."""
+    from featurepath.sae.formats import _layer_from_hook, _read_json
+
+    fmt = detect_format(path)
+    info: dict[str, Any] = {"path": str(path), "format": fmt}
+    if fmt == "featurepath":
+        cfg = _read_json(path / FP_CONFIG)
+        meta = cfg.get("meta") or {}
+        info.update(layer=cfg.get("layer"), d_model=cfg.get("d_model"), d_sae=cfg.get("d_sae"),
+                    activation=cfg.get("activation"), k=cfg.get("k"))
+        if meta.get("quality"):
+            info["quality"] = meta["quality"]
+    elif fmt == "llamascope":
+        hp = _read_json(path / "hyperparams.json")
+        d_model = hp.get("d_model")
+        d_sae = hp.get("d_sae") or (d_model * hp["expansion_factor"]
+                                    if d_model and hp.get("expansion_factor") else None)
+        info.update(layer=_layer_from_hook(hp.get("hook_point_in") or hp.get("hook_point")),
+                    d_model=d_model, d_sae=d_sae,
+                    activation="jumprelu" if hp.get("jump_relu_threshold") is not None
+                    else "relu")
+    else:
+        cfg = _read_json(path / "cfg.json")
+        layer = cfg.get("hook_layer")
+        info.update(layer=int(layer) if layer is not None else
+                    _layer_from_hook(cfg.get("hook_name") or cfg.get("hook_point")),
+                    d_model=cfg.get("d_in"), d_sae=cfg.get("d_sae"),
+                    activation=cfg.get("architecture") or cfg.get("activation_fn"))
+    return info
+
+
+def list_saes(model_spec: str = EMBEDDED) -> list[dict[str, Any]]:
+    """Known SAEs for a spec, from their JSON files: for ``embedded`` every trained layer of
+    every preset (``preset`` key added), else the directories the spec names."""
+    if model_spec == EMBEDDED or _parse_embedded(model_spec) is not None:
+        presets = [_parse_embedded(model_spec)] if model_spec != EMBEDDED else list(PRESETS)
+        rows = []
+        for preset in presets:
+            root = home() / "saes" / EMBEDDED_NAME / str(preset)
+            if not root.is_dir():
+                continue
+            for sub in sorted(root.iterdir(), key=lambda d: d.name):
+                if _is_trained(sub):
+                    rows.append({**describe_sae_dir(sub), "preset": preset})
+        return sorted(rows, key=lambda r: (r["preset"], r["layer"] if r["layer"] is not None
+                                           else -1))
+    rows = [describe_sae_dir(p) for p in _sae_dirs(model_spec)]
+    return sorted(rows, key=lambda r: r["layer"] if r["layer"] is not None else -1)
+
