@@ -13,9 +13,14 @@ Why these choices:
   so by default only targets with ``target_layer > source_layer`` are tested (for ``gen_mean``
   everything can move through the sampled tokens; pass ``forward_only=False`` to test all
   layers, the source itself excepted).
-- Effect size is Cohen's d_z of the paired differences, next to the mean shift.
+- Effect size ``d`` is Cohen's d_av (Lakens 2013, "Calculating and reporting effect sizes",
+  Front. Psychol. 4:863): the mean paired shift over the average of the patched and baseline
+  standard deviations across prompts — how far T moves relative to its natural spread. The
+  paired test's own d_z (shift / SD of the differences) is kept as ``d_z``, but it is not the
+  edge criterion: replay is deterministic, so a tiny but consistent leak of a patch into an
+  unrelated direction has an enormous d_z while moving the target by a sliver of its range.
 - Benjamini–Hochberg (1995) over all (source, condition, context, target) pairs of one call.
-- Edge: q < alpha and |d_z| > min_d.
+- Edge: q < alpha and |d| > min_d.
 
 Output layout of :func:`export` (one directory ``RUN/pathways/``): the tables ``edges``,
 ``chains`` and ``layer_pairs`` hold every signal in one file with a ``signal`` column; graphs are
@@ -59,7 +64,7 @@ __all__ = [
 
 EDGE_COLUMNS = [
     "source", "source_layer", "source_feature", "target", "target_layer", "target_feature",
-    "context", "condition", "patch", "method", "signal", "n_pairs", "mean_shift", "d",
+    "context", "condition", "patch", "method", "signal", "n_pairs", "mean_shift", "d", "d_z",
     "statistic", "p", "q", "degenerate", "edge", "sign",
 ]
 CHAIN_COLUMNS = ["signal", "chain", "nodes", "layers", "length", "sign", "strength", "signs"]
@@ -120,18 +125,22 @@ def pathway_edges(
             continue
         P = A[pairs["row_p"].to_numpy()][:, cols].astype(np.float64)
         B = A[pairs["row_b"].to_numpy()][:, cols].astype(np.float64)
-        t, p, d, _, _, deg = paired_t_matrix(P, B)
+        t, p, d_z, _, _, deg = paired_t_matrix(P, B)
         keep = np.isfinite(P) & np.isfinite(B)
         n_pairs = keep.sum(axis=0)
         diff = np.where(keep, P - B, 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             shift = diff.sum(axis=0) / n_pairs
+            Pm, Bm = np.where(keep, P, np.nan), np.where(keep, B, np.nan)
+            spread = np.sqrt((np.nanvar(Pm, axis=0, ddof=1) + np.nanvar(Bm, axis=0, ddof=1)) / 2)
+            d = np.where(spread > 0, shift / spread, np.nan)
         parts.append(pd.DataFrame({
             "source": g.feature, "source_layer": g.layer, "source_feature": g.feature_id,
             "target": [targets[c] for c in cols], "target_layer": lay[cols],
             "target_feature": fid[cols], "context": g.context, "condition": g.condition,
             "patch": g.patch, "method": g.method, "signal": signal,
-            "n_pairs": n_pairs.astype(np.int64), "mean_shift": shift, "d": d, "statistic": t,
+            "n_pairs": n_pairs.astype(np.int64), "mean_shift": shift, "d": d, "d_z": d_z,
+            "statistic": t,
             "p": p, "degenerate": np.asarray(deg, dtype=bool),
         }))
     if not parts:
