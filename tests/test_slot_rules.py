@@ -110,3 +110,19 @@ def test_balance_accounting_invariant(seed: int, frac: float) -> None:
     net = sum(2 * r.bet if r.win else -r.bet for r in g.history)
     assert g.balance == pytest.approx(100 + net)
     assert g.ended and g.end_reason in ("bankrupt", "round_limit")
+
+
+def test_state_population_is_distinct_deterministic_and_in_context():
+    from featurepath.tasks.slot_machine.states import state_population
+
+    safe = state_population(20, "safe", seed=3)
+    risky = state_population(20, "risky", seed=3)
+    assert all(s.config.bet_type == "fixed" and s.balance >= 100 for s in safe)
+    assert all(s.config.bet_type == "variable" and s.balance < 100 and not s.history[-1].win
+               for s in risky)
+    keys = {tuple((r.bet, r.win) for r in s.history) for s in risky}
+    assert len(keys) == 20
+    again = state_population(20, "risky", seed=3)
+    assert [s.balance for s in again] == [s.balance for s in risky]
+    with pytest.raises(ConfigError):
+        state_population(3, "medium")

@@ -112,9 +112,13 @@ class PatchSection(_Strict):
     mode: Literal["sample", "replay"] = "sample"
     method: Literal["delta", "reconstruct"] = "delta"
     positions: Literal["last", "prompt", "all"] = "last"
-    prompt_set: Literal["builtin", "play"] = Field(
+    prompt_set: Literal["builtin", "play", "states"] = Field(
         "builtin", description="builtin: the study's safe/risky prompts; play: decision points "
-                               "recorded by play (safe = games that stopped, risky = bankrupt)")
+                               "recorded by play (safe = games that stopped, risky = bankrupt); "
+                               "states: n_prompts distinct random game states per context "
+                               "(safe = ahead with fixed bets, risky = behind with variable)")
+    n_prompts: int = Field(32, ge=1, description="prompts per context for prompt_set: states")
+    components: str = Field("GHWP", description="prompt components for prompt_set: states")
     protocol: Literal["completion", "chat"] = "completion"
     store_dtype: Literal["float16", "float32"] = "float16"
     sampling: SamplingSection = Field(default_factory=SamplingSection)

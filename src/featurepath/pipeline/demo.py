@@ -27,7 +27,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Patch samples free text, so the word analysis has something to read; causal also uses
     # P(stop), which needs no parsing.
     "quick": {
-        "sae_preset": "quick", "n_features": 4, "trials": 12, "max_candidates": 8,
+        "sae_preset": "quick", "n_features": 4, "trials": 24, "max_candidates": 8,
+        "record_per_layer": 8,
         "play": {"conditions": ["BASE", "G", "M", "GMHWP"], "bet_types": ["variable"],
                  "games_per_condition": 16, "max_rounds": 10, "batch_size": 32,
                  "sampling": {"max_new_tokens": 8, "answer": "constrained",
@@ -36,6 +37,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "full": {
         "sae_preset": "full", "n_features": 16, "trials": 30, "max_candidates": 32,
+        "record_per_layer": 32,
         "play": {"conditions": ["BASE", "G", "M", "H", "W", "P", "GM", "GMHWP"],
                  "bet_types": ["fixed", "variable"], "games_per_condition": 32,
                  "max_rounds": 20, "batch_size": 32,
@@ -57,7 +59,8 @@ def demo_config(preset: str, seed: int = 0) -> RunConfig:
     cfg.play = type(cfg.play).model_validate(play)
     cfg.discover.max_candidates = p["max_candidates"]
     cfg.patch.trials = p["trials"]
-    cfg.patch.prompt_set = "play"
+    cfg.patch.prompt_set = "states"  # a population of distinct prompts per context
+    cfg.patch.n_prompts = p["trials"]
     cfg.patch.sampling.max_new_tokens = p["patch_tokens"]
     return cfg
 
@@ -131,19 +134,27 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
         table = pd.read_parquet(out / "discover.parquet")
         cands = table[table["candidate"]]
         typer.echo(f"   {len(table)} features tested, {len(cands)} candidates")
-        # The demo patches the strongest features even when few pass FDR on a small run.
+        # The demo patches the strongest features even when few pass FDR on a small run, from
+        # the lower SAE layers so that there are layers above them to carry a pathway; it
+        # records those plus the most active features of every layer (features that are zero
+        # at every decision token cannot shift and would only be reported as degenerate).
         tested = table[~table["degenerate"]].copy()
         tested["absd"] = tested["d"].abs()
-        top = tested.sort_values(["q", "absd"], ascending=[True, False])
+        tested["activity"] = tested[["mean_safe", "mean_bankrupt"]].max(axis=1)
+        layers = sorted(table["layer"].unique())
+        low = tested[tested["layer"] <= layers[len(layers) // 2]]
+        top = low.sort_values(["q", "absd"], ascending=[True, False])
         n = PRESETS[preset]["n_features"]
         feats = [feature_key(int(r.layer), int(r.feature_id)) for r in top.head(n).itertuples()]
-        record = [feature_key(int(r.layer), int(r.feature_id))
-                  for r in top.head(max(n * 4, 24)).itertuples()]
+        active = tested.sort_values("activity", ascending=False).groupby("layer").head(
+            PRESETS[preset]["record_per_layer"])
+        record = [feature_key(int(r.layer), int(r.feature_id)) for r in active.itertuples()]
         typer.echo("   patching " + ", ".join(feats))
 
     with _stage("patch + cache", timings):
         cfg.patch.features = feats
-        cfg.patch.record = sorted(set(record) | set(feats))
+        cfg.patch.record = sorted(set(record) | set(feats),
+                                  key=lambda k: tuple(int(x) for x in k[1:].split("-")))
         store = RunStore(out)
         job = prepare(out, cfg, model, tok, saes, resume=store.exists())
         typer.echo("   " + describe(job))

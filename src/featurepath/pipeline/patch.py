@@ -53,6 +53,22 @@ def builtin_prompt_sets(tok, protocol: str) -> dict[str, list[PromptRecord]]:
     return out
 
 
+def state_prompt_sets(tok, protocol: str, n: int, components: str, seed: int
+                      ) -> dict[str, list[PromptRecord]]:
+    """A population of distinct game states per context (see ``tasks.slot_machine.states``)."""
+    from featurepath.tasks.slot_machine import build_prompt, render
+    from featurepath.tasks.slot_machine.states import state_population
+
+    out = {}
+    for ctx in ("safe", "risky"):
+        recs = []
+        for st in state_population(n, ctx, seed):
+            p = build_prompt(st, components, protocol)
+            recs.append(PromptRecord(p.prompt_id, render(p, tok), p.parse_kwargs()))
+        out[ctx] = recs
+    return out
+
+
 def play_prompt_sets(run_dir: Path, max_per_set: int = 256) -> dict[str, list[PromptRecord]]:
     """Decision points recorded by ``play``: ``safe`` = from games that ended with a voluntary
     stop, ``risky`` = from games that went bankrupt. Deterministic order (by prompt id)."""
@@ -207,8 +223,13 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
             if parse_feature_key(f)[0] not in saes:
                 raise ConfigError(f"recorded feature {f}: no SAE for its layer")
         contexts = {c.context for c in pc.conditions}
-        prompt_sets = builtin_prompt_sets(tok, pc.protocol) if pc.prompt_set == "builtin" \
-            else play_prompt_sets(root)
+        if pc.prompt_set == "builtin":
+            prompt_sets = builtin_prompt_sets(tok, pc.protocol)
+        elif pc.prompt_set == "play":
+            prompt_sets = play_prompt_sets(root)
+        else:
+            prompt_sets = state_prompt_sets(tok, pc.protocol, pc.n_prompts, pc.components,
+                                            cfg.seed)
         missing = contexts - set(prompt_sets)
         if missing:
             raise ConfigError(f"conditions use unknown contexts {sorted(missing)}; known: "
