@@ -149,3 +149,20 @@ def test_shared_prefix_prefill_matches_full_prefill(tiny, tiny_saes):
     assert torch.allclose(a.decision, b.decision, atol=1e-4)
     assert torch.allclose(a.gen_mean, b.gen_mean, atol=1e-4, equal_nan=True)
     assert torch.allclose(a.p_stop, b.p_stop, atol=1e-5, equal_nan=True)
+
+
+def test_sampler_matches_the_distribution_and_respects_top_p():
+    from scipy import stats
+
+    from featurepath.engine.generate import _sample
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05, 0.0]]))
+    n = 4000
+    gens = [torch.Generator().manual_seed(i) for i in range(n)]
+    draws = _sample(logits.expand(n, -1), gens, SamplingConfig(temperature=1.0))
+    counts = torch.bincount(draws, minlength=5).numpy()
+    assert counts[4] == 0
+    assert stats.chisquare(counts[:4], n * torch.tensor([0.5, 0.3, 0.15, 0.05]).numpy()).pvalue \
+        > 1e-3
+    top = _sample(logits.expand(n, -1), gens, SamplingConfig(temperature=1.0, top_p=0.7))
+    assert set(top.tolist()) <= {0, 1}
