@@ -94,9 +94,9 @@ def engine(model, tok, saes, feats, record, trials, tokens, temperature, batch_s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ref-trials", type=int, default=12)
-    ap.add_argument("--trials", type=int, default=8, help="engine trials per feature x condition")
+    ap.add_argument("--trials", type=int, default=16, help="engine trials per feature x condition")
     ap.add_argument("--tokens", type=int, default=24)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--saes", default="embedded:quick")
     args = ap.parse_args()

@@ -108,7 +108,7 @@ class PatchSection(_Strict):
                                           "plus discover's candidates")
     conditions: list[ConditionSpec] = Field(default_factory=lambda: list(STANDARD_CONDITIONS))
     trials: int = Field(30, ge=1, description="trials per feature × condition")
-    batch_size: int = Field(32, ge=1, description="rows per work unit (one forward batch)")
+    batch_size: int = Field(64, ge=1, description="rows per work unit (one forward batch)")
     mode: Literal["sample", "replay"] = "sample"
     method: Literal["delta", "reconstruct"] = "delta"
     positions: Literal["last", "prompt", "all"] = "last"
