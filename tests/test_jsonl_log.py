@@ -14,9 +14,8 @@ import pytest
 from featurepath.analysis import jsonl_log as J
 from featurepath.errors import DataError
 
-DEV = Path("/work/shared/data/exp2_patched_responses_dev.jsonl")
-if not DEV.is_file():  # the repository's own copy, where the shared folder is absent
-    DEV = Path(__file__).resolve().parents[1] / "shared" / "data" / DEV.name
+# shared/ sits beside the repository (in a session and in CI alike)
+DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "exp2_patched_responses_dev.jsonl"
 
 
 def _trial(**kw: object) -> dict[str, object]:
