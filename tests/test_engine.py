@@ -166,3 +166,20 @@ def test_sampler_matches_the_distribution_and_respects_top_p():
         > 1e-3
     top = _sample(logits.expand(n, -1), gens, SamplingConfig(temperature=1.0, top_p=0.7))
     assert set(top.tolist()) <= {0, 1}
+
+
+def test_hooks_work_in_bfloat16(tiny_saes):
+    from featurepath.testing import tiny_llama
+
+    model, tok = tiny_llama()
+    model = model.to(torch.bfloat16)
+    layer = 1
+    spec = RecordSpec([(1, 3), (2, 5)])
+    base = replay(model, tok, PROMPTS[:2], saes=tiny_saes, record=spec)
+    same = replay(model, tok, PROMPTS[:2], saes=tiny_saes, record=spec,
+                  interventions=[Intervention(layer, 3, scale=1.0)] * 2)
+    moved = replay(model, tok, PROMPTS[:2], saes=tiny_saes, record=spec,
+                   interventions=[Intervention(layer, 3, value=40.0)] * 2)
+    assert torch.isfinite(base.decision).all()
+    assert torch.allclose(base.decision, same.decision, atol=2e-2)
+    assert not torch.allclose(base.decision[:, 1], moved.decision[:, 1], atol=1e-2)

@@ -112,3 +112,35 @@ def test_planning_lock_keeps_concurrent_shards_from_replanning(tmp_path, tiny, t
     with pytest.raises(ConfigError, match="no SAE for layer 9"):
         prepare(tmp_path, cfg, model, tok, tiny_saes)
     assert b.claim_planning() is True
+
+
+def test_disk_full_stops_cleanly_and_keeps_finished_units(tmp_path, tiny, tiny_saes,
+                                                          monkeypatch):
+    import errno
+
+    import featurepath.pipeline.store as store_mod
+    from featurepath.pipeline.store import DiskFullError
+
+    model, tok = tiny
+    job = prepare(tmp_path, _cfg(), model, tok, tiny_saes)
+    st = RunStore(tmp_path)
+    units = st.plan().units
+    run_local(job, model, tok, tiny_saes, units=units[:1], progress=False)
+    real = store_mod._atomic_write
+    calls = {"n": 0}
+
+    def full_disk(path, data):
+        calls["n"] += 1
+        if calls["n"] > 1:  # the second write of the next unit finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(store_mod, "_atomic_write", full_disk)
+    with pytest.raises(DiskFullError, match="--resume"):
+        run_local(job, model, tok, tiny_saes, units=units[1:], progress=False)
+    monkeypatch.setattr(store_mod, "_atomic_write", real)
+    assert st.is_done(units[0], st.plan().batch_size)
+    assert not st.is_done(units[1], st.plan().batch_size)
+    job = prepare(tmp_path, _cfg(), model, tok, tiny_saes, resume=True)
+    run_local(job, model, tok, tiny_saes, progress=False)
+    assert st.pending() == []

@@ -111,6 +111,12 @@ def resolve_spec(spec: str) -> str:
     return spec
 
 
+def _offline() -> bool:
+    """Read at call time (huggingface_hub reads its own flag once, at import)."""
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "FEATUREPATH_OFFLINE"))
+
+
 def load_model(spec: str = EMBEDDED, device: str | None = None,
                dtype: str | None = None) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` in eval mode on ``device`` (default: cuda if present).
@@ -125,8 +131,15 @@ def load_model(spec: str = EMBEDDED, device: str | None = None,
     torch_dtype = _torch_dtype(dtype, device)
     where = resolve_spec(spec)
     try:
-        tok = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype)
+        try:  # the local cache first: no network round trips for what is already here
+            tok = AutoTokenizer.from_pretrained(where, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype,
+                                                         local_files_only=True)
+        except OSError:
+            if _offline() or Path(where).exists():
+                raise
+            tok = AutoTokenizer.from_pretrained(where)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
