@@ -26,14 +26,10 @@ CONDITIONS = [{"name": "safe_baseline", "context": "safe"},
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
     """A tiny model directory, its SAEs and a config, as a user would have them on disk."""
-    from featurepath.sae.formats import save_sae
-    from featurepath.testing import save_tiny_llama, tiny_llama, tiny_saes
+    from featurepath.testing import write_tiny_inputs
 
     root = tmp_path_factory.mktemp("tiny_par")
-    save_tiny_llama(root / "model")
-    model, _ = tiny_llama()
-    for layer, sae in tiny_saes(model).items():
-        save_sae(sae, root / "saes" / f"L{layer}")
+    write_tiny_inputs(root)
     cfg = {"model": str(root / "model"), "saes": str(root / "saes"),
            "patch": {"record": ["L0-1", "L1-3", "L2-5", "L3-7"], "features": FEATURES.split(","),
                      "conditions": CONDITIONS, "trials": 3, "batch_size": 2,

@@ -21,14 +21,10 @@ from featurepath.pipeline.store import RunStore
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
-    from featurepath.sae.formats import save_sae
-    from featurepath.testing import save_tiny_llama, tiny_llama, tiny_saes
+    from featurepath.testing import write_tiny_inputs
 
     root = tmp_path_factory.mktemp("tiny")
-    save_tiny_llama(root / "model")
-    model, _ = tiny_llama()
-    for layer, sae in tiny_saes(model).items():
-        save_sae(sae, root / "saes" / f"L{layer}")
+    write_tiny_inputs(root)
     cfg = {"patch": {"record": ["L0-1", "L1-3", "L2-5", "L3-7"],
                      "sampling": {"max_new_tokens": 6, "temperature": 1.0}}}
     (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))

@@ -198,6 +198,30 @@ def load_config(path: str | Path) -> RunConfig:
     return config_from_dict(data or {}, str(p))
 
 
+def base_config(run_dir: Path, config: Path | None = None) -> RunConfig:
+    """``--config FILE`` if given, else ``RUN/config.yaml`` if the run has one, else defaults."""
+    if config is not None:
+        return load_config(config)
+    if (Path(run_dir) / "config.yaml").exists():
+        return load_config(Path(run_dir) / "config.yaml")
+    return RunConfig()
+
+
+def with_overrides(cfg: RunConfig, overrides: dict[str, Any] | None) -> RunConfig:
+    """``cfg`` with dotted-key overrides (``{"patch.trials": 5}``; ``None`` values skipped),
+    validated as a whole so an error names the key."""
+    data = cfg.model_dump(mode="json")
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config_from_dict(data, "command line")
+
+
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 

@@ -84,3 +84,18 @@ def tiny_saes(model, d_sae: int = 128, activation: str = "jumprelu") -> dict:
     """One random SAE per decoder block of a tiny model."""
     n, d = model.config.num_hidden_layers, model.config.hidden_size
     return {layer: random_sae(d, d_sae, layer, activation, k=16) for layer in range(n)}
+
+
+def write_tiny_inputs(root) -> tuple[str, str]:
+    """A tiny model directory and a directory of its SAEs (one per layer), as a user would have
+    them on disk: ``(model_dir, sae_dir)`` for CLI, subprocess and Ray tests."""
+    from pathlib import Path
+
+    from featurepath.sae.formats import save_sae
+
+    root = Path(root)
+    save_tiny_llama(root / "model")
+    model, _ = tiny_llama()
+    for layer, sae in tiny_saes(model).items():
+        save_sae(sae, root / "saes" / f"L{layer}")
+    return str(root / "model"), str(root / "saes")

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from featurepath.cli import app
-from featurepath.config import RunConfig, config_from_dict, load_config
+from featurepath.config import RunConfig, base_config, with_overrides
 from featurepath.errors import ConfigError
 
 __all__ = ["play_command", "resolve_play_config"]
@@ -54,22 +54,7 @@ def resolve_play_config(run_dir: Path, config: Path | None = None,
                         overrides: dict[str, Any] | None = None) -> RunConfig:
     """Base config (``--config``, else ``RUN/config.yaml``, else defaults) with command-line
     overrides applied; validated as a whole so errors name the key (``play.max_rounds``)."""
-    if config is not None:
-        base = load_config(config)
-    elif (run_dir / "config.yaml").exists():
-        base = load_config(run_dir / "config.yaml")
-    else:
-        base = RunConfig()
-    data = base.model_dump(mode="json")
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config_from_dict(data, "command line")
+    return with_overrides(base_config(run_dir, config), overrides)
 
 
 @app.command("play", help=_HELP)

@@ -5,31 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from featurepath.config import RunConfig, load_config, save_config
+from featurepath.config import RunConfig, base_config, save_config, with_overrides
 
 
 def resolve_config(run_dir: Path, config: Path | None, **overrides: Any) -> RunConfig:
     """``--config FILE`` > ``RUN/config.yaml`` > defaults; then non-None command-line overrides
     (dotted keys like ``patch.trials``). The result is written back to ``RUN/config.yaml`` so
     the run directory always says how it was made."""
-    if config is not None:
-        cfg = load_config(config)
-    elif (run_dir / "config.yaml").exists():
-        cfg = load_config(run_dir / "config.yaml")
-    else:
-        cfg = RunConfig()
-    data = cfg.model_dump(mode="json")
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node[p]
-        node[parts[-1]] = value
-    from featurepath.config import config_from_dict
-
-    cfg = config_from_dict(data, "command line")
+    cfg = with_overrides(base_config(run_dir, config), overrides)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     return cfg
