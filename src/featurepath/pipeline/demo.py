@@ -18,7 +18,7 @@ import typer
 
 from featurepath import __version__
 from featurepath.cli import app
-from featurepath.config import RunConfig, feature_key, save_config
+from featurepath.config import ConditionSpec, RunConfig, feature_key, save_config
 from featurepath.errors import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -61,6 +61,15 @@ def demo_config(preset: str, seed: int = 0) -> RunConfig:
     cfg.patch.trials = p["trials"]
     cfg.patch.prompt_set = "states"  # a population of distinct prompts per context
     cfg.patch.n_prompts = p["trials"]
+    # Beside the six standard conditions (patch values = the feature's mean in stopped and in
+    # bankrupt games), an ablation and an amplification: clamping to a population mean moves a
+    # feature up on some prompts and down on others, while these move it one way on every
+    # prompt, which is what a pathway test needs to see downstream shifts.
+    cfg.patch.conditions = [*cfg.patch.conditions,
+                            ConditionSpec(name="safe_ablated", context="safe", patch="scale",
+                                          scale=0.0),
+                            ConditionSpec(name="risky_amplified", context="risky",
+                                          patch="scale", scale=3.0)]
     cfg.patch.sampling.max_new_tokens = p["patch_tokens"]
     return cfg
 
@@ -142,9 +151,12 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
         tested["absd"] = tested["d"].abs()
         tested["activity"] = tested[["mean_safe", "mean_bankrupt"]].max(axis=1)
         layers = sorted(table["layer"].unique())
-        low = tested[tested["layer"] <= layers[len(layers) // 2]]
-        top = low.sort_values(["q", "absd"], ascending=[True, False])
+        low = tested[tested["layer"] < layers[len(layers) // 2]]
+        # Among the features that best separate the endings, the most active ones: ablating
+        # or amplifying a feature that is zero on most prompts moves nothing.
         n = PRESETS[preset]["n_features"]
+        pool = low.sort_values(["q", "absd"], ascending=[True, False]).head(max(4 * n, 16))
+        top = pool.sort_values("activity", ascending=False)
         feats = [feature_key(int(r.layer), int(r.feature_id)) for r in top.head(n).itertuples()]
         active = tested.sort_values("activity", ascending=False).groupby("layer").head(
             PRESETS[preset]["record_per_layer"])
