@@ -1,0 +1,21 @@
+"""The whole demo on the embedded default (slow: minutes on 2 CPU cores; `pytest -m slow`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_quick_demo_end_to_end(tmp_path):
+    from featurepath.pipeline.demo import run_demo
+
+    report = run_demo(tmp_path / "demo", preset="quick", progress=False)
+    assert report.exists() and report.stat().st_size > 10_000
+    graph = json.loads((tmp_path / "demo" / "pathways" / "graph.json").read_text())
+    assert graph["edges"], "the quick demo should find pathway edges"
+    assert (tmp_path / "demo" / "words.parquet").exists()
+    run = json.loads((tmp_path / "demo" / "run.json").read_text())
+    assert run["n_trials"] > 0
