@@ -43,6 +43,7 @@ def run_words_store(run_dir: str | Path, out_dir: str | Path, alpha0: float = 10
                        alpha0=alpha0, min_count=min_count, fdr_alpha=fdr_alpha)
     paths = write_outputs(table, out_dir, top=top)
     summ = summarize(table, top=top, fdr_alpha=fdr_alpha)
-    text_col = "summary" if "summary" in summ.columns else summ.columns[-1]
-    return {"paths": paths, "summary": "\n".join(summ[text_col].astype(str).head(20)),
-            "table": table}
+    found = summ[(summ["n_adds"] > 0) | (summ["n_removes"] > 0)]
+    lines = found["summary"].astype(str).head(20).tolist()
+    lines.append(f"{len(found)} of {len(summ)} comparisons have words with q < {fdr_alpha}")
+    return {"paths": paths, "summary": "\n".join(lines), "table": table}
