@@ -79,6 +79,7 @@ def test_bad_inputs_give_one_line(tiny_dirs, tmp_path, capsys):
     no_layer[no_layer.index("L1-3,L2-5,L0-9")] = "L9-1"
     assert main(no_layer) == 2
     assert "no SAE for layer 9" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "config.yaml").exists()  # a failed command writes no config
     bad_model = [*args]
     bad_model[bad_model.index(str(tiny_dirs / "model"))] = str(tmp_path / "nope")
     assert main(bad_model) == 2

@@ -234,6 +234,12 @@ def save_config(cfg: RunConfig, path: str | Path) -> Path:
     return p
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 5] + " ...]" if text[0] == "[" \
+        else text[:limit - 3] + "..."
+
+
 def diff_configs(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ (for refusing a resume with a changed config)."""
     out = []
@@ -243,5 +249,5 @@ def diff_configs(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
         if isinstance(va, dict) and isinstance(vb, dict):
             out += diff_configs(va, vb, key + ".")
         elif va != vb:
-            out.append(f"{key}: {va!r} -> {vb!r}")
+            out.append(f"{key}: {_short(va)} -> {_short(vb)}")
     return out

@@ -28,11 +28,12 @@ def discover_cmd(
     all features of all layers. Writes RUN_DIR/discover.parquet; the candidates carry the two
     patch values (mean in safe games, mean in bankrupt games) that `patch` uses."""
     from featurepath.pipeline.discover import run_discover
-    from featurepath.pipeline.runtime import load_runtime, resolve_config
+    from featurepath.pipeline.runtime import load_runtime, record_config, resolve_config
 
     cfg = resolve_config(run_dir, config, **{"discover.alpha": alpha, "discover.min_d": min_d})
     model, tok, saes = load_runtime(cfg, progress)
     table = run_discover(run_dir, cfg, model, tok, saes, progress)
+    record_config(run_dir, cfg)
     cands = table[table["candidate"]]
     typer.echo(f"{table.attrs['n_points']} decision points ({table.attrs['n_bankrupt']} from "
                f"bankrupt games), {len(table)} features tested, {len(cands)} candidates "
@@ -75,10 +76,13 @@ def patch_cmd(
     layer and P(stop) at the decision token. Results go to RUN_DIR/trials.parquet and
     RUN_DIR/activations.zarr; a killed run continues with --resume."""
     from featurepath.pipeline.patch import describe, prepare, run_local
-    from featurepath.pipeline.runtime import load_runtime, resolve_config
+    from featurepath.pipeline.runtime import load_runtime, record_config, resolve_config
     from featurepath.pipeline.store import RunStore
 
     feats = [f.strip() for f in features.split(",") if f.strip()] if features else None
+    planned = run_dir / "patch" / "config.yaml"
+    if config is None and planned.exists():  # resuming: start from what the plan was made with
+        config = planned
     cfg = resolve_config(run_dir, config, model=model, saes=saes, **{
         "patch.trials": trials, "patch.mode": mode, "patch.method": method,
         "patch.prompt_set": prompt_set, "patch.batch_size": batch_size,
@@ -86,6 +90,7 @@ def patch_cmd(
     shard_spec = _parse_shard(shard)
     m, tok, sae_set = load_runtime(cfg, progress)
     job = prepare(run_dir, cfg, m, tok, sae_set, resume=resume or shard_spec is not None)
+    record_config(run_dir, cfg)
     typer.echo(describe(job))
     store = RunStore(run_dir)
     todo = store.pending()

@@ -10,12 +10,16 @@ from featurepath.config import RunConfig, base_config, save_config, with_overrid
 
 def resolve_config(run_dir: Path, config: Path | None, **overrides: Any) -> RunConfig:
     """``--config FILE`` > ``RUN/config.yaml`` > defaults; then non-None command-line overrides
-    (dotted keys like ``patch.trials``). The result is written back to ``RUN/config.yaml`` so
-    the run directory always says how it was made."""
-    cfg = with_overrides(base_config(run_dir, config), overrides)
+    (dotted keys like ``patch.trials``). Nothing is written here: a command that fails on bad
+    input must not rewrite the run's config; :func:`record_config` does that once the stage
+    has succeeded."""
+    return with_overrides(base_config(run_dir, config), overrides)
+
+
+def record_config(run_dir: Path, cfg: RunConfig) -> None:
+    """Write ``RUN/config.yaml`` after a stage succeeded, so the run says how it was made."""
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    return cfg
 
 
 def load_runtime(cfg: RunConfig, progress: bool = True):
