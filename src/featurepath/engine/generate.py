@@ -138,7 +138,6 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
         elif isinstance(e, (list, tuple)):
             eos.update(int(x) for x in e)
     out_tokens: list[list[int]] = [[] for _ in range(n)]
-    finished = torch.zeros(n, dtype=torch.bool)
     rows = torch.arange(n)
     p_stop = torch.full((n,), float("nan"))
     with rec:
@@ -162,18 +161,14 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
             for i, r in enumerate(rows.tolist()):
                 t = int(nxt[i])
                 if t in eos:
-                    finished[r] = True
                     continue
                 out_tokens[r].append(t)
                 if cfg.stop_strings:
                     tail = tok.decode(out_tokens[r][-8:])
                     if any(s in tail for s in cfg.stop_strings):
-                        finished[r] = True
                         continue
-                if len(out_tokens[r]) >= cfg.max_new_tokens:
-                    finished[r] = True
-                    continue
-                keep.append(i)
+                if len(out_tokens[r]) < cfg.max_new_tokens:
+                    keep.append(i)
             if not keep:
                 break
             if len(keep) < len(rows):

@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from featurepath.config import (
     ConditionSpec,
     RunConfig,
-    dump_config,
     feature_key,
     load_config,
     parse_feature_key,
@@ -32,7 +30,7 @@ from featurepath.engine.generate import SamplingConfig, generate, replay
 from featurepath.engine.hooks import Intervention, RecordSpec
 from featurepath.errors import ConfigError, DataError
 from featurepath.pipeline.seeds import derive_seed
-from featurepath.pipeline.store import ARRAYS, TRIAL_COLUMNS, Item, Plan, RunStore, Unit
+from featurepath.pipeline.store import TRIAL_COLUMNS, Item, Plan, RunStore, Unit
 
 
 # ---------------------------------------------------------------- prompts
@@ -95,10 +93,6 @@ def play_prompt_sets(run_dir: Path, max_per_set: int = 256) -> dict[str, list[Pr
 
 
 # ---------------------------------------------------------------- planning
-def _baseline_item_key(cond: ConditionSpec, layer: int | None) -> str:
-    return "" if layer is None else f"L{layer}"
-
-
 def plan_units(features: list[str], conditions: list[ConditionSpec], trials: int,
                batch_size: int, method: str) -> list[Unit]:
     """Rows in a fixed order — baselines first (once per context, or once per layer and
@@ -130,15 +124,14 @@ def plan_units(features: list[str], conditions: list[ConditionSpec], trials: int
     return units
 
 
-def _digest(cfg: RunConfig) -> str:
-    relevant = {"model": cfg.model, "saes": cfg.saes, "dtype": cfg.dtype, "seed": cfg.seed,
-                "patch": cfg.patch.model_dump(mode="json")}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def _relevant(cfg: RunConfig) -> dict[str, Any]:
+    """The settings that change a patch run's results (what a resume must keep)."""
     return {"model": cfg.model, "saes": cfg.saes, "dtype": cfg.dtype, "seed": cfg.seed,
             "patch": cfg.patch.model_dump(mode="json")}
+
+
+def _digest(cfg: RunConfig) -> str:
+    return hashlib.sha256(json.dumps(_relevant(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- features
@@ -374,10 +367,6 @@ def run_local(job: PatchJob, model, tok, saes, units: list[Unit] | None = None,
     return {"units": len(todo), "trials": n_trials, "seconds": time.time() - t0}
 
 
-def arrays_equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
-    return all(np.array_equal(a[k], b[k], equal_nan=True) for k in ARRAYS)
-
-
 def describe(job: PatchJob) -> str:
     p = job.plan
     n_rows = sum(u.n_rows for u in p.units)
@@ -386,5 +375,4 @@ def describe(job: PatchJob) -> str:
             f"{len(p.record)} features")
 
 
-__all__ = ["prepare", "run_local", "run_unit", "plan_units", "PatchJob", "describe",
-           "dump_config"]
+__all__ = ["prepare", "run_local", "run_unit", "plan_units", "PatchJob", "describe"]

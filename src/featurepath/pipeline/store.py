@@ -179,7 +179,7 @@ class RunStore:
         return Plan.from_json(p.read_text())
 
     # ------------------------------------------------------------ commits
-    def _region(self, unit: Unit, batch_size: int) -> slice:
+    def _region(self, unit: Unit) -> slice:
         return slice(unit.row_start, unit.row_start + unit.n_rows)
 
     def _arrays_digest(self, g, region: slice) -> str:
@@ -195,7 +195,7 @@ class RunStore:
 
         import zarr
 
-        region = self._region(unit, batch_size)
+        region = self._region(unit)
         try:
             g = zarr.open_group(str(self.zarr_path), mode="r+")
             for name in ARRAYS:
@@ -232,7 +232,7 @@ class RunStore:
 
         try:
             g = zarr.open_group(str(self.zarr_path), mode="r")
-            return self._arrays_digest(g, self._region(unit, batch_size)) == \
+            return self._arrays_digest(g, self._region(unit)) == \
                 record.get("arrays_sha256")
         except Exception:  # unreadable chunk = corrupt unit
             return False
