@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from featurepath.cli import main
-from featurepath.pipeline.store import ARRAYS, RunStore
+from featurepath.pipeline.store import RunStore
+from featurepath.rundir import SIGNALS as ARRAYS
 
 FEATURES = "L1-3,L2-5"
 CONDITIONS = [{"name": "safe_baseline", "context": "safe"},
@@ -77,7 +78,7 @@ def test_status_of_a_half_done_run(tiny_dirs, reference, tmp_path):
     n_units = len(store.plan().units)
     n_done = len(store.done_units())
     # one unit "running" under a live driver (this process), one failed earlier
-    left = [u.unit for u in store.pending(verify=False)]
+    left = [u.index for u in store.pending(verify=False)]
     running_dir(run).mkdir(parents=True, exist_ok=True)
     (running_dir(run) / f"u{left[0]:05d}").write_text(json.dumps(
         {"unit": left[0], "pid": 1, "driver_pid": os.getpid(), "driver_host": os.uname()[1],
@@ -145,7 +146,7 @@ def test_ray_worker_killed_mid_run_gives_identical_store(tiny_dirs, reference, t
     from featurepath.pipeline.parallel import failed_path, run_ray, running_dir, start_ray
     from featurepath.pipeline.patch import prepare
     from featurepath.pipeline.runtime import load_runtime, resolve_config
-    from featurepath.pipeline.store import Item, Unit
+    from featurepath.pipeline.store import PlanItem, Unit
 
     run = tmp_path / "ray"
     cfg = resolve_config(run, tiny_dirs / "cfg.yaml")
@@ -177,10 +178,10 @@ def test_ray_worker_killed_mid_run_gives_identical_store(tiny_dirs, reference, t
         assert_same_store(reference, run)
 
         # A unit that raises every time is retried, then recorded as failed; the run finishes.
-        bad = Unit(len(job.plan.units), [Item("", "no-such-condition", 0, 1)], 0)
+        bad = Unit(len(job.plan.units), [PlanItem("baseline", "no-such-condition", 0, 1)], 0)
         summary = run_ray(job, [bad], workers=1, progress=False, max_retries=1)
-        assert summary["failed"] == [bad.unit]
-        rec = json.loads(failed_path(run).read_text())[str(bad.unit)]
+        assert summary["failed"] == [bad.index]
+        rec = json.loads(failed_path(run).read_text())[str(bad.index)]
         assert rec["attempts"] == 2 and "no-such-condition" in rec["error"]
     finally:
         ray.shutdown()

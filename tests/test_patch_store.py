@@ -37,13 +37,13 @@ def test_plan_covers_every_trial_once():
     conds = [ConditionSpec(name="b", context="safe"),
              ConditionSpec(name="p", context="safe", patch="scale", scale=2.0)]
     units = plan_units(["L1-3", "L2-5"], conds, trials=5, batch_size=4, method="delta")
-    seen = [(it.feature, it.condition, t) for u in units for it in u.items
+    seen = [(it.key, it.condition, t) for u in units for it in u.items
             for t in range(it.trial_start, it.trial_start + it.n)]
     assert len(seen) == len(set(seen)) == 5 + 2 * 5
     assert all(u.n_rows <= 4 for u in units)
     recon = plan_units(["L1-3", "L2-5"], conds, 2, 4, "reconstruct")
-    keys = {it.feature for u in recon for it in u.items if it.condition == "b"}
-    assert keys == {"L1", "L2"}  # a reconstruct baseline per layer
+    keys = {(it.kind, it.layer) for u in recon for it in u.items if it.condition == "b"}
+    assert keys == {("layer_baseline", 1), ("layer_baseline", 2)}  # a reconstruct baseline per layer
 
 
 def test_patch_run_writes_store_and_resume_is_idempotent(tmp_path, tiny, tiny_saes):
@@ -74,7 +74,7 @@ def test_resume_redoes_only_missing_and_corrupt_units(tmp_path, tiny, tiny_saes)
     with pytest.raises(ConfigError, match="--resume"):
         prepare(run, _cfg(), model, tok, tiny_saes)
     job = prepare(run, _cfg(), model, tok, tiny_saes, resume=True)
-    pending = [u.unit for u in st.pending()]
+    pending = [u.index for u in st.pending()]
     assert 0 not in pending and 1 in pending
     run_local(job, model, tok, tiny_saes, progress=False)
     pd.testing.assert_frame_equal(st.trials(), ref_trials)
@@ -126,7 +126,7 @@ def test_disk_full_stops_cleanly_and_keeps_finished_units(tmp_path, tiny, tiny_s
     st = RunStore(tmp_path)
     units = st.plan().units
     run_local(job, model, tok, tiny_saes, units=units[:1], progress=False)
-    real = store_mod._atomic_write
+    real = store_mod.atomic_write
     calls = {"n": 0}
 
     def full_disk(path, data):
@@ -135,12 +135,12 @@ def test_disk_full_stops_cleanly_and_keeps_finished_units(tmp_path, tiny, tiny_s
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, data)
 
-    monkeypatch.setattr(store_mod, "_atomic_write", full_disk)
+    monkeypatch.setattr(store_mod, "atomic_write", full_disk)
     with pytest.raises(DiskFullError, match="--resume"):
         run_local(job, model, tok, tiny_saes, units=units[1:], progress=False)
-    monkeypatch.setattr(store_mod, "_atomic_write", real)
-    assert st.is_done(units[0], st.plan().batch_size)
-    assert not st.is_done(units[1], st.plan().batch_size)
+    monkeypatch.setattr(store_mod, "atomic_write", real)
+    assert st.is_done(units[0])
+    assert not st.is_done(units[1])
     job = prepare(tmp_path, _cfg(), model, tok, tiny_saes, resume=True)
     run_local(job, model, tok, tiny_saes, progress=False)
     assert st.pending() == []

@@ -18,7 +18,7 @@ from report_fixture import INJECTED_IMG, INJECTED_SCRIPT, make_run_dir  # noqa: 
 
 from featurepath.errors import DataError  # noqa: E402
 from featurepath.report import build_report  # noqa: E402
-from featurepath.report.html import json_for_script  # noqa: E402
+from featurepath.report.format import json_for_script  # noqa: E402
 
 
 class _Scripts(HTMLParser):

@@ -8,7 +8,7 @@ import pytest
 
 from featurepath.analysis.words_run import run_words_store
 from featurepath.cli import main
-from featurepath.pipeline.store import TRIAL_COLUMNS
+from featurepath.rundir import TRIAL_COLUMNS
 
 
 def _trials(n: int = 40) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from featurepath.errors import ConfigError
+from featurepath.rundir import feature_key, parse_feature_key  # noqa: F401 (re-exported)
 
 
 class _Strict(BaseModel):
@@ -152,20 +153,6 @@ class RunConfig(_Strict):
     discover: DiscoverSection = Field(default_factory=DiscoverSection)
     patch: PatchSection = Field(default_factory=PatchSection)
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
-
-
-def parse_feature_key(key: str) -> tuple[int, int]:
-    """``"L12-345"`` -> ``(12, 345)``."""
-    import re
-
-    m = re.fullmatch(r"[Ll](\d+)-(\d+)", key.strip())
-    if not m:
-        raise ConfigError(f"bad feature {key!r}: write features as L<layer>-<id>, e.g. L12-345")
-    return int(m.group(1)), int(m.group(2))
-
-
-def feature_key(layer: int, fid: int) -> str:
-    return f"L{layer}-{fid}"
 
 
 def _fmt_error(exc: ValidationError, source: str) -> str:

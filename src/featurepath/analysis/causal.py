@@ -54,6 +54,9 @@ from featurepath.analysis.stats import (
     spearman,
 )
 from featurepath.errors import DataError
+from featurepath.rundir import CAUSAL_FEATURE_COLUMNS as FEATURE_COLUMNS
+from featurepath.rundir import CAUSAL_TEST_COLUMNS as TEST_COLUMNS
+from featurepath.rundir import DOSE_COLUMNS
 
 __all__ = [
     "METRICS",
@@ -66,21 +69,6 @@ __all__ = [
 ]
 
 METRICS = ("stop_rate", "bet", "p_stop")
-TEST_COLUMNS = [
-    "feature", "layer", "feature_id", "context", "condition", "patch", "method", "value",
-    "scale", "metric", "n_patched", "n_baseline", "n_invalid_patched", "n_invalid_baseline",
-    "baseline_value", "patched_value", "effect", "ci_low", "ci_high", "statistic", "p", "q",
-    "degenerate", "test",
-]
-FEATURE_COLUMNS = [
-    "feature", "layer", "feature_id", "method", "class", "same_effect", "same_effect_where",
-    "n_tests", "n_degenerate", "n_significant", "best_q", "summary",
-]
-DOSE_COLUMNS = [
-    "feature", "layer", "feature_id", "context", "method", "metric", "n_levels", "scales",
-    "values", "rho", "ci_low", "ci_high", "p", "q", "degenerate",
-]
-
 _NAN = float("nan")
 
 

@@ -24,13 +24,10 @@ from numpy.typing import ArrayLike
 
 from featurepath.analysis.stats import bh_fdr, welch_t_matrix
 from featurepath.errors import DataError
+from featurepath.rundir import DISCOVER_COLUMNS, feature_key
 
 __all__ = ["DISCOVER_COLUMNS", "discover_features"]
 
-DISCOVER_COLUMNS = [
-    "feature", "layer", "feature_id", "mean_safe", "mean_bankrupt", "t", "p", "q", "d",
-    "degenerate", "candidate", "direction",
-]
 
 
 def discover_features(
@@ -75,7 +72,7 @@ def discover_features(
         candidate = (~deg) & (q < alpha) & (np.abs(d) > min_d)
     direction = np.where(deg | ~np.isfinite(d), "none", np.where(d > 0, "risky", "safe"))
     df = pd.DataFrame({
-        "feature": [f"L{a}-{b}" for a, b in zip(lay, fid, strict=True)],
+        "feature": [feature_key(a, b) for a, b in zip(lay, fid, strict=True)],
         "layer": lay,
         "feature_id": fid,
         "mean_safe": mean_s,

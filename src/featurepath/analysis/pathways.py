@@ -43,13 +43,13 @@ from numpy.typing import ArrayLike
 from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
     SIGNALS,
-    feature_name,
     normalise_trials,
     pair_trials,
     patched_groups,
 )
 from featurepath.analysis.stats import bh_fdr, paired_t_matrix
 from featurepath.errors import DataError
+from featurepath.rundir import CHAIN_COLUMNS, EDGE_COLUMNS, LAYER_PAIR_COLUMNS, feature_key
 
 __all__ = [
     "EDGE_COLUMNS",
@@ -62,16 +62,6 @@ __all__ = [
     "export",
 ]
 
-EDGE_COLUMNS = [
-    "source", "source_layer", "source_feature", "target", "target_layer", "target_feature",
-    "context", "condition", "patch", "method", "signal", "n_pairs", "mean_shift", "d", "d_z",
-    "statistic", "p", "q", "degenerate", "edge", "sign",
-]
-CHAIN_COLUMNS = ["signal", "chain", "nodes", "layers", "length", "sign", "strength", "signs"]
-LAYER_PAIR_COLUMNS = [
-    "signal", "source_layer", "target_layer", "n_tested", "n_edges", "n_positive", "n_negative",
-    "mean_abs_d",
-]
 
 
 def pathway_edges(
@@ -109,7 +99,7 @@ def pathway_edges(
         raise DataError(
             f"trials.row must index the {A.shape[0]} activation rows (found {rows.min()}..{rows.max()})"
         )
-    targets = [feature_name(a, b) for a, b in zip(lay, fid, strict=True)]
+    targets = [feature_key(a, b) for a, b in zip(lay, fid, strict=True)]
     parts: list[pd.DataFrame] = []
     for g in patched_groups(df):
         if g.baseline is None:

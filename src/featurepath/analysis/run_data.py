@@ -30,14 +30,17 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from featurepath.errors import DataError
+from featurepath.errors import DataError, FeaturepathError
+from featurepath.rundir import (
+    ANALYSIS_COLUMNS,
+    SIGNALS,
+    RunDir,
+    parse_feature_key,
+)
 
 __all__ = [
     "ANALYSIS_COLUMNS",
     "SIGNALS",
-    "TRIALS_FILE",
-    "ACTIVATIONS_DIR",
-    "DISCOVER_FILE",
     "PatchedGroup",
     "load_trials",
     "normalise_trials",
@@ -46,21 +49,11 @@ __all__ = [
     "is_baseline",
     "patched_groups",
     "pair_trials",
-    "feature_name",
 ]
 
-TRIALS_FILE = "trials.parquet"
-ACTIVATIONS_DIR = "activations.zarr"
-DISCOVER_FILE = "discover.parquet"
-SIGNALS = ("decision", "gen_mean", "gen_max")
 
 # Columns without which no analysis can run; the others get documented defaults.
 _REQUIRED = ("feature", "layer", "condition", "context", "patch", "trial", "action", "valid")
-# The columns causal and pathways read; narrowing to them keeps per-group pandas work cheap.
-ANALYSIS_COLUMNS = (
-    "row", "feature", "layer", "feature_id", "condition", "context", "patch", "method", "value",
-    "scale", "trial", "prompt_id", "action", "bet", "valid", "p_stop",
-)
 _DEFAULTS: dict[str, object] = {
     "unit": -1,
     "row": -1,
@@ -77,16 +70,12 @@ _DEFAULTS: dict[str, object] = {
 }
 
 
-def feature_name(layer: int, feature_id: int) -> str:
-    """The canonical feature label, ``"L{layer}-{id}"`` (as in trials.feature)."""
-    return f"L{int(layer)}-{int(feature_id)}"
-
 
 def _parse_feature_id(name: str) -> int:
-    # "L12-345" -> 345; anything else -> -1 (baselines have "")
+    """``"L12-345"`` -> 345; anything else (a baseline's ``""``) -> -1."""
     try:
-        return int(str(name).rsplit("-", 1)[1])
-    except (IndexError, ValueError):
+        return parse_feature_key(name)[1]
+    except FeaturepathError:
         return -1
 
 
@@ -129,9 +118,9 @@ def normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
 
 def load_trials(run_dir: str | Path) -> pd.DataFrame:
     """Read and normalise ``RUN/trials.parquet``; DataError when it is missing or unreadable."""
-    path = Path(run_dir) / TRIALS_FILE
+    path = RunDir(run_dir).trials
     if not path.is_file():
-        raise DataError(f"no {TRIALS_FILE} in {run_dir}: run `featurepath patch` first")
+        raise DataError(f"no {path.name} in {run_dir}: run `featurepath patch` first")
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises many types for a corrupt file
@@ -153,9 +142,9 @@ def load_activations(
 
     if signal not in SIGNALS:
         raise DataError(f"unknown signal {signal!r}; choose one of {', '.join(SIGNALS)}")
-    path = Path(run_dir) / ACTIVATIONS_DIR
+    path = RunDir(run_dir).activations
     if not path.exists():
-        raise DataError(f"no {ACTIVATIONS_DIR} in {run_dir}: run `featurepath patch` first")
+        raise DataError(f"no {path.name} in {run_dir}: run `featurepath patch` first")
     try:
         group = zarr.open_group(str(path), mode="r")
     except Exception as exc:
@@ -177,9 +166,9 @@ def load_activations(
 
 def load_discover(run_dir: str | Path) -> pd.DataFrame:
     """Read ``RUN/discover.parquet`` (the output of :func:`discover_features`)."""
-    path = Path(run_dir) / DISCOVER_FILE
+    path = RunDir(run_dir).discover
     if not path.is_file():
-        raise DataError(f"no {DISCOVER_FILE} in {run_dir}: run `featurepath discover` first")
+        raise DataError(f"no {path.name} in {run_dir}: run `featurepath discover` first")
     return pd.read_parquet(path)
 
 

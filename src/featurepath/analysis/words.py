@@ -33,6 +33,7 @@ from scipy import stats as sps
 
 from featurepath.analysis.stats import bh_fdr
 from featurepath.errors import DataError
+from featurepath.rundir import WORD_COLUMNS as TABLE_COLUMNS
 
 __all__ = [
     "DEFAULT_TOKEN_PATTERN",
@@ -59,13 +60,6 @@ DEFAULT_TOKEN_PATTERN = r"\$?\d+|\b[a-z]+\b"
 DEFAULT_GROUP_COLS: tuple[str, ...] = ("layer", "feature_id", "context", "condition", "scale")
 #: A patched group is compared with the baseline rows that agree on these columns.
 DEFAULT_MATCH_COLS: tuple[str, ...] = ("layer", "feature_id", "context")
-
-TABLE_COLUMNS: tuple[str, ...] = (
-    "layer", "feature_id", "context", "condition", "scale", "word",
-    "count_patched", "count_baseline", "tokens_patched", "tokens_baseline",
-    "responses_patched", "responses_baseline", "log_odds", "z", "p", "q", "direction",
-    "significant",
-)
 
 BaselineSelector = Callable[[pd.DataFrame], "pd.Series | NDArray[np.bool_]"]
 

@@ -96,7 +96,7 @@ def patch_cmd(
     todo = store.pending()
     if shard_spec is not None:
         i, n = shard_spec
-        todo = [u for u in todo if u.unit % n == i]
+        todo = [u for u in todo if u.index % n == i]
     if backend == "ray":
         from featurepath.pipeline.parallel import release_memory, run_ray
 

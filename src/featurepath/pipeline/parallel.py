@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from featurepath.errors import ConfigError
-from featurepath.pipeline.store import RunStore, Unit, _atomic_write
+from featurepath.pipeline.store import RunStore, Unit
+from featurepath.rundir import RunDir, atomic_write
 
 IN_FLIGHT_PER_ACTOR = 2
 DEFAULT_CPU_WORKERS = 2
@@ -42,11 +43,11 @@ DEFAULT_CPU_WORKERS = 2
 
 def running_dir(run_dir: str | Path) -> Path:
     """Where the driver keeps one marker file per unit in flight (read by ``status``)."""
-    return Path(run_dir) / "patch" / "running"
+    return RunDir(run_dir).running
 
 
 def failed_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "patch" / "failed.json"
+    return RunDir(run_dir).failed
 
 
 def release_memory() -> None:
@@ -205,7 +206,7 @@ def _write_failed(run_dir: str, store: RunStore, failures: dict[int, _Task],
     for uid, task in failures.items():
         merged[str(uid)] = {"error": task.error, "attempts": task.attempts, "time": time.time()}
     if merged:
-        _atomic_write(path, json.dumps(merged, indent=1, sort_keys=True).encode())
+        atomic_write(path, json.dumps(merged, indent=1, sort_keys=True))
     else:
         path.unlink(missing_ok=True)
 
@@ -284,18 +285,18 @@ def run_ray(job, units: list[Unit], workers: int | None = None, address: str | N
         t_work = time.time()  # the speed shown excludes Ray's start-up and model loading
 
         def mark(task: _Task, slot: _Slot, on: bool) -> None:
-            p = marks / f"u{task.unit.unit:05d}"
+            p = marks / f"u{task.unit.index:05d}"
             if on:
                 refresh(slot)
                 p.write_text(json.dumps({
-                    "unit": task.unit.unit, "worker": slot.index, "pid": slot.pid,
+                    "unit": task.unit.index, "worker": slot.index, "pid": slot.pid,
                     "host": slot.host, "driver_pid": os.getpid(),
                     "driver_host": socket.gethostname(), "started": time.time()}))
             else:
                 p.unlink(missing_ok=True)
 
         def give_up(task: _Task) -> None:
-            failures[task.unit.unit] = task
+            failures[task.unit.index] = task
             bar.set_postfix(failed=len(failures))
 
         def retry(task: _Task, exc: BaseException, charge: bool) -> None:
@@ -332,7 +333,7 @@ def run_ray(job, units: list[Unit], workers: int | None = None, address: str | N
             for s in slots:
                 while s.handle is not None and queue and len(s.inflight) < IN_FLIGHT_PER_ACTOR:
                     task = queue.popleft()
-                    if store.is_done(task.unit, job.plan.batch_size, verify=False):
+                    if store.is_done(task.unit, verify=False):
                         bar.update(1)  # committed meanwhile by another shard: never redo
                         continue
                     ref = s.handle.run.remote(task.unit)
@@ -364,9 +365,9 @@ def run_ray(job, units: list[Unit], workers: int | None = None, address: str | N
                     continue
                 where.pop(ref)
                 slot.inflight.remove(ref)
-                store.commit(task.unit, df, arrays, job.plan.batch_size)
+                store.commit(task.unit, df, arrays)
                 mark(task, slot, False)
-                failures.pop(task.unit.unit, None)
+                failures.pop(task.unit.index, None)
                 n_done += 1
                 n_trials += len(df)
                 el = time.time() - t_work
@@ -374,7 +375,7 @@ def run_ray(job, units: list[Unit], workers: int | None = None, address: str | N
                                 failed=len(failures))
                 bar.update(1)
                 if on_unit is not None:
-                    on_unit(task.unit.unit)
+                    on_unit(task.unit.index)
         bar.close()
         for s in slots:
             if s.handle is not None:
@@ -387,7 +388,7 @@ def run_ray(job, units: list[Unit], workers: int | None = None, address: str | N
             ray.shutdown()
         for stale in marks.glob("u*"):
             stale.unlink(missing_ok=True)
-    _write_failed(job.run_dir, store, failures, {u.unit for u in units})
+    _write_failed(job.run_dir, store, failures, {u.index for u in units})
     store.consolidate()
     return {"units": n_done, "trials": n_trials, "seconds": time.time() - t0,
             "failed": sorted(failures), "requeued": requeued, "restarts": restarts,

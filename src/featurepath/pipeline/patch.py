@@ -30,7 +30,8 @@ from featurepath.engine.generate import SamplingConfig, generate, replay
 from featurepath.engine.hooks import Intervention, RecordSpec
 from featurepath.errors import ConfigError, DataError
 from featurepath.pipeline.seeds import derive_seed
-from featurepath.pipeline.store import TRIAL_COLUMNS, Item, Plan, RunStore, Unit
+from featurepath.pipeline.store import Plan, RunStore, Unit
+from featurepath.rundir import TRIAL_COLUMNS, PlanItem
 
 
 # ---------------------------------------------------------------- prompts
@@ -98,28 +99,31 @@ def plan_units(features: list[str], conditions: list[ConditionSpec], trials: int
     """Rows in a fixed order — baselines first (once per context, or once per layer and
     context for ``reconstruct``), then every feature × patched condition — cut into units of
     ``batch_size`` rows."""
-    rows: list[tuple[str, str, int]] = []
+    rows: list[tuple[PlanItem, int]] = []
     layers = sorted({parse_feature_key(f)[0] for f in features})
     for cond in conditions:
         if cond.patch == "none":
-            keys = [""] if method == "delta" else [f"L{lay}" for lay in layers]
-            for key in keys:
-                rows += [(key, cond.name, t) for t in range(trials)]
+            kinds = [PlanItem("baseline", cond.name, 0, 0)] if method == "delta" else \
+                [PlanItem("layer_baseline", cond.name, 0, 0, layer=lay) for lay in layers]
+            for proto in kinds:
+                rows += [(proto, t) for t in range(trials)]
     for f in features:
+        layer, fid = parse_feature_key(f)
         for cond in conditions:
             if cond.patch != "none":
-                rows += [(f, cond.name, t) for t in range(trials)]
+                proto = PlanItem("feature", cond.name, 0, 0, layer=layer, feature_id=fid)
+                rows += [(proto, t) for t in range(trials)]
     units = []
     for u, start in enumerate(range(0, len(rows), batch_size)):
-        chunk = rows[start:start + batch_size]
-        items: list[Item] = []
-        for feat, cname, t in chunk:
+        items: list[PlanItem] = []
+        for proto, t in rows[start:start + batch_size]:
             last = items[-1] if items else None
-            if last and last.feature == feat and last.condition == cname and \
+            if last and last.key == proto.key and last.condition == proto.condition and \
                     last.trial_start + last.n == t:
                 last.n += 1
             else:
-                items.append(Item(feat, cname, t, 1))
+                items.append(PlanItem(proto.kind, proto.condition, t, 1, proto.layer,
+                                      proto.feature_id))
         units.append(Unit(u, items, u * batch_size))
     return units
 
@@ -270,10 +274,8 @@ def _unit_rows(job: PatchJob, unit: Unit) -> list[dict[str, Any]]:
         recs = prompts[cond.context]
         for t in range(it.trial_start, it.trial_start + it.n):
             pr = recs[t % len(recs)]
-            layer, fid = (-1, -1)
-            iv = None
-            if it.feature.startswith("L") and "-" in it.feature:
-                layer, fid = parse_feature_key(it.feature)
+            layer, fid, iv = it.layer, it.feature_id, None
+            if it.kind == "feature":
                 if cond.patch in ("safe", "risky"):
                     iv = Intervention(layer, fid, value=values[it.feature][cond.patch],
                                       method=pc.method, positions=pc.positions)
@@ -283,16 +285,15 @@ def _unit_rows(job: PatchJob, unit: Unit) -> list[dict[str, Any]]:
                 else:
                     iv = Intervention(layer, fid, scale=float(cond.scale), method=pc.method,
                                       positions=pc.positions)
-            elif it.feature.startswith("L"):  # reconstruct baseline at this layer
-                layer = int(it.feature[1:])
+            elif it.kind == "layer_baseline":  # no-clamp reconstruction at this layer
                 iv = Intervention(layer, -1, method="reconstruct", positions=pc.positions)
             value = iv.value if iv is not None and iv.value is not None else float("nan")
             scale = iv.scale if iv is not None and iv.scale is not None else float("nan")
             rows.append(dict(
-                unit=unit.unit, row=r, feature=it.feature if fid >= 0 else "", layer=layer,
+                unit=unit.index, row=r, feature=it.feature, layer=layer,
                 feature_id=fid, condition=cond.name, context=cond.context, patch=cond.patch,
                 value=value, scale=scale, method=pc.method, trial=t,
-                seed=derive_seed(job.cfg.seed, it.feature, cond.name, t),
+                seed=derive_seed(job.cfg.seed, it.key, cond.name, t),
                 prompt_id=pr.prompt_id, _text=pr.text, _parse=pr.parse, _iv=iv))
             r += 1
     return rows
@@ -355,13 +356,13 @@ def run_local(job: PatchJob, model, tok, saes, units: list[Unit] | None = None,
                dynamic_ncols=True)
     for unit in todo:
         df, arrays = run_unit(job, unit, model, tok, saes)
-        store.commit(unit, df, arrays, job.plan.batch_size)
+        store.commit(unit, df, arrays)
         n_trials += len(df)
         el = time.time() - t0
         bar.set_postfix(trials_per_s=f"{n_trials / max(el, 1e-9):.2f}")
         bar.update(1)
         if on_unit is not None:
-            on_unit(unit.unit)
+            on_unit(unit.index)
     bar.close()
     store.consolidate()
     return {"units": len(todo), "trials": n_trials, "seconds": time.time() - t0}

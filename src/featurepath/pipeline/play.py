@@ -51,6 +51,8 @@ from featurepath.config import RunConfig, config_from_dict, dump_config, load_co
 from featurepath.engine.generate import GenResult, SamplingConfig, generate
 from featurepath.errors import ConfigError, DataError
 from featurepath.pipeline.seeds import derive_seed
+from featurepath.rundir import DECISION_COLUMNS
+from featurepath.rundir import METRIC_COLUMNS as SUMMARY_COLUMNS
 from featurepath.tasks.slot_machine import (
     GameConfig,
     GameState,
@@ -68,13 +70,6 @@ from featurepath.tasks.slot_machine.constrained import answer_constraints
 __all__ = ["DECISION_COLUMNS", "GameSpec", "StepInfo", "game_configs", "plan_games", "run_play",
            "summary_table", "validate_play"]
 
-DECISION_COLUMNS = ["game_id", "condition", "bet_type", "game_index", "round", "balance_before",
-                    "history", "prompt_id", "prompt", "response", "action", "bet", "valid",
-                    "retries", "reason", "p_stop", "outcome", "balance_after", "end_reason",
-                    "seed", "sample_seed", "unit"]
-SUMMARY_COLUMNS = ["condition", "bet_type", "n_games", "bankruptcy_rate", "stop_rate",
-                   "round_limit_rate", "mean_rounds", "mean_bet", "invalid_rate",
-                   "irrationality_index"]
 INVALID = "invalid"
 _PART = "games-{:04d}.parquet"
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from featurepath.errors import DataError
 from featurepath.pipeline.store import RunStore
+from featurepath.rundir import RunDir
 
 DISK_WARN_FRACTION = 0.8
 # A pause longer than this (and much longer than usual between commits) starts a new session:
@@ -40,7 +41,7 @@ def _pid_alive(pid: int) -> bool:
 def _running(run_dir: Path, done: set[int]) -> list[int]:
     """Units in flight per the Ray driver's markers. A marker whose driver process is known to
     be dead (same host, pid gone) is stale — the driver was killed — and is ignored."""
-    marks = run_dir / "patch" / "running"
+    marks = RunDir(run_dir).running
     out = []
     here = socket.gethostname()
     for m in marks.glob("u*") if marks.exists() else []:
@@ -58,7 +59,7 @@ def _running(run_dir: Path, done: set[int]) -> list[int]:
 
 
 def _failed(run_dir: Path, done: set[int]) -> dict[int, dict[str, Any]]:
-    path = run_dir / "patch" / "failed.json"
+    path = RunDir(run_dir).failed
     if not path.exists():
         return {}
     try:
@@ -95,7 +96,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     if not store.exists():
         raise DataError(f"{root} has no patch plan; run `featurepath patch` first")
     plan = store.plan()
-    rows = {u.unit: u.n_rows for u in plan.units}
+    rows = {u.index: u.n_rows for u in plan.units}
     commits: list[tuple[float, int]] = []
     done: set[int] = set()
     for p in store.commits.glob("u*.json"):

@@ -1,13 +1,6 @@
 """The run store: a run directory that survives kills, resumes and concurrent writers.
 
-Layout (patch stage)::
-
-    RUN/config.yaml            resolved config
-    RUN/patch/plan.json        the work units (fixed before any work starts)
-    RUN/patch/parts/u00042.parquet   one trials file per committed unit
-    RUN/patch/commits/u00042.json    commit record: checksums of the unit's data
-    RUN/activations.zarr       decision / gen_mean / gen_max [row, recorded feature]
-    RUN/trials.parquet         all committed units, consolidated (rebuilt from parts)
+Paths and columns are defined in :mod:`featurepath.rundir` (its docstring is the schema).
 
 A unit owns the fixed row range ``[unit * batch_size, unit * batch_size + n)`` of the Zarr
 arrays, and Zarr chunks are ``batch_size`` rows, so units never share a chunk: concurrent
@@ -31,33 +24,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featurepath.errors import DataError, FeaturepathError
+from featurepath.errors import DataError
+from featurepath.rundir import (
+    SIGNALS,
+    TRIAL_COLUMNS,
+    DiskFullError,
+    PlanItem,
+    RunDir,
+    atomic_write,
+    feature_key,
+    parquet_bytes,
+)
 
-ARRAYS = ("decision", "gen_mean", "gen_max")
-
-TRIAL_COLUMNS = ["unit", "row", "feature", "layer", "feature_id", "condition", "context", "patch",
-                 "value", "scale", "method", "trial", "seed", "prompt_id", "response", "action",
-                 "bet", "valid", "p_stop", "n_new_tokens"]
-
-
-class DiskFullError(FeaturepathError):
-    """The disk filled up; committed units are intact and ``--resume`` continues."""
-
-
-@dataclass
-class Item:
-    """One feature × condition × block of trials inside a unit."""
-
-    feature: str          # "" for a baseline
-    condition: str
-    trial_start: int
-    n: int
+__all__ = ["DiskFullError", "Plan", "PlanItem", "RunStore", "Unit"]
 
 
 @dataclass
 class Unit:
-    unit: int
-    items: list[Item]
+    """A work unit: one forward batch of fixed composition, owning rows
+    ``[row_start, row_start + n_rows)`` of the Zarr arrays."""
+
+    index: int
+    items: list[PlanItem]
     row_start: int
 
     @property
@@ -84,26 +72,16 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
-        d = json.loads(text)
-        units = [Unit(u["unit"], [Item(**it) for it in u["items"]], u["row_start"])
-                 for u in d["units"]]
-        return cls(units, d["batch_size"], d["record"], d["config_digest"], d.get("extra", {}))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise DiskFullError(f"disk full while writing {path}; finished units are kept — "
-                                "free space and rerun with --resume") from None
-        raise
+        try:
+            d = json.loads(text)
+            units = [Unit(u["index"], [PlanItem(**it) for it in u["items"]], u["row_start"])
+                     for u in d["units"]]
+            return cls(units, d["batch_size"], d["record"], d["config_digest"],
+                       d.get("extra", {}))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DataError(f"patch/plan.json is unreadable or from another featurepath version "
+                            f"({type(exc).__name__}: {exc}); start the patch stage in a new run "
+                            "directory") from None
 
 
 def _sha(data: bytes) -> str:
@@ -114,15 +92,16 @@ class RunStore:
     """Reads and writes one run directory's patch stage."""
 
     def __init__(self, run_dir: str | Path):
-        self.root = Path(run_dir)
-        self.patch_dir = self.root / "patch"
-        self.parts = self.patch_dir / "parts"
-        self.commits = self.patch_dir / "commits"
-        self.zarr_path = self.root / "activations.zarr"
+        self.dir = RunDir(run_dir)
+        self.root = self.dir.root
+        self.patch_dir = self.dir.patch
+        self.parts = self.dir.parts
+        self.commits = self.dir.commits
+        self.zarr_path = self.dir.activations
 
     # ------------------------------------------------------------ creation
     def exists(self) -> bool:
-        return (self.patch_dir / "plan.json").exists()
+        return self.dir.plan.exists()
 
     def create(self, plan: Plan, rec_layers: list[int], rec_features: list[int],
                store_dtype: str = "float16") -> None:
@@ -132,14 +111,14 @@ class RunStore:
         self.commits.mkdir(parents=True, exist_ok=True)
         n_rec = len(rec_layers)
         g = zarr.open_group(str(self.zarr_path), mode="w")
-        for name in ARRAYS:
+        for name in SIGNALS:
             g.create_array(name, shape=(plan.n_rows, max(n_rec, 1)),
                            chunks=(plan.batch_size, max(n_rec, 1)), dtype=store_dtype,
                            fill_value=np.nan)
         g.create_array("rec_layer", data=np.asarray(rec_layers, dtype="int32").reshape(-1))
         g.create_array("rec_feature", data=np.asarray(rec_features, dtype="int32").reshape(-1))
-        g.attrs["rec"] = [f"L{a}-{b}" for a, b in zip(rec_layers, rec_features, strict=True)]
-        _atomic_write(self.patch_dir / "plan.json", plan.to_json().encode())
+        g.attrs["rec"] = [feature_key(a, b) for a, b in zip(rec_layers, rec_features, strict=True)]
+        atomic_write(self.dir.plan, plan.to_json())
 
     def claim_planning(self) -> bool:
         """True when this process may plan the run (it exists already, or we hold the lock).
@@ -150,7 +129,7 @@ class RunStore:
         if self.exists():
             return True
         self.patch_dir.mkdir(parents=True, exist_ok=True)
-        lock = self.patch_dir / ".planning"
+        lock = self.dir.planning_lock
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
@@ -160,7 +139,7 @@ class RunStore:
         return True
 
     def release_planning(self) -> None:
-        (self.patch_dir / ".planning").unlink(missing_ok=True)
+        self.dir.planning_lock.unlink(missing_ok=True)
 
     def wait_for_plan(self, timeout: float = 600.0) -> None:
         import time
@@ -173,7 +152,7 @@ class RunStore:
             time.sleep(0.5)
 
     def plan(self) -> Plan:
-        p = self.patch_dir / "plan.json"
+        p = self.dir.plan
         if not p.exists():
             raise DataError(f"{self.root} has no patch plan; run `featurepath patch` first")
         return Plan.from_json(p.read_text())
@@ -184,40 +163,34 @@ class RunStore:
 
     def _arrays_digest(self, g, region: slice) -> str:
         h = hashlib.sha256()
-        for name in ARRAYS:
+        for name in SIGNALS:
             h.update(np.ascontiguousarray(g[name][region]).tobytes())
         return h.hexdigest()
 
-    def commit(self, unit: Unit, trials: pd.DataFrame, arrays: dict[str, np.ndarray],
-               batch_size: int) -> None:
+    def commit(self, unit: Unit, trials: pd.DataFrame, arrays: dict[str, np.ndarray]) -> None:
         """Write one unit: parquet part, Zarr rows, then the commit record (last, atomic)."""
-        import io
-
         import zarr
 
         region = self._region(unit)
         try:
             g = zarr.open_group(str(self.zarr_path), mode="r+")
-            for name in ARRAYS:
+            for name in SIGNALS:
                 g[name][region] = arrays[name].astype(g[name].dtype)
-            buf = io.BytesIO()
-            trials.to_parquet(buf, index=False)
-            part = buf.getvalue()
-            _atomic_write(self.parts / f"u{unit.unit:05d}.parquet", part)
-            record = {"unit": unit.unit, "rows": [region.start, region.stop],
+            part = parquet_bytes(trials)
+            atomic_write(self.dir.part(unit.index), part)
+            record = {"unit": unit.index, "rows": [region.start, region.stop],
                       "parquet_sha256": _sha(part),
                       "arrays_sha256": self._arrays_digest(g, region)}
-            _atomic_write(self.commits / f"u{unit.unit:05d}.json",
-                          json.dumps(record).encode())
+            atomic_write(self.dir.commit(unit.index), json.dumps(record))
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise DiskFullError("disk full; finished units are kept — free space and rerun "
                                     "with --resume") from None
             raise
 
-    def is_done(self, unit: Unit, batch_size: int, verify: bool = True) -> bool:
-        rec_path = self.commits / f"u{unit.unit:05d}.json"
-        part = self.parts / f"u{unit.unit:05d}.parquet"
+    def is_done(self, unit: Unit, verify: bool = True) -> bool:
+        rec_path = self.dir.commit(unit.index)
+        part = self.dir.part(unit.index)
         if not rec_path.exists() or not part.exists():
             return False
         try:
@@ -241,8 +214,8 @@ class RunStore:
         plan = self.plan()
         todo = []
         for u in plan.units:
-            if not self.is_done(u, plan.batch_size, verify):
-                (self.commits / f"u{u.unit:05d}.json").unlink(missing_ok=True)
+            if not self.is_done(u, verify):
+                self.dir.commit(u.index).unlink(missing_ok=True)
                 todo.append(u)
         return todo
 
@@ -258,16 +231,10 @@ class RunStore:
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=TRIAL_COLUMNS)
         df = df.sort_values(["unit", "row"]).reset_index(drop=True)
-        out = self.root / "trials.parquet"
-        import io
-
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        _atomic_write(out, buf.getvalue())
-        return out
+        return atomic_write(self.dir.trials, parquet_bytes(df))
 
     def trials(self) -> pd.DataFrame:
-        p = self.root / "trials.parquet"
+        p = self.dir.trials
         if not p.exists():
             raise DataError(f"{self.root} has no trials.parquet; run `featurepath patch` first")
         return pd.read_parquet(p)

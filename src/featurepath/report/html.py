@@ -20,12 +20,9 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import hashlib
-import html
 import json
 import math
-import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,292 +31,33 @@ import pandas as pd
 
 from featurepath import __version__
 from featurepath.errors import DataError
+from featurepath.report.data import NOT_RUN, Loaded, RunData, graph_payload
+from featurepath.report.format import (
+    _feature_name,
+    _int,
+    _is_missing,
+    _json_island,
+    _jsonable,
+    _key,
+    _records,
+    _round,
+    _sort_key,
+    esc,
+    fmt,
+)
 
-NEURONPEDIA = "https://www.neuronpedia.org/llama3.1-8b/{layer}-llamascope-res-32k/{feature_id}"
-NOT_RUN = "not run yet"
 MAX_FEATURE_ROWS = 5000
 MAX_WORD_FEATURES = 200
 WORDS_PER_LIST = 10
 EXAMPLES_PER_GROUP = 3
 MAX_EXAMPLE_GROUPS = 12
 MAX_RESPONSE_CHARS = 800
-MAX_TRIAL_ROWS_SCANNED = 200_000
 # columns of causal_tests.parquet embedded per feature for the page's details panel
 TEST_COLUMNS = ("layer", "feature_id", "context", "condition", "patch", "method", "value",
                 "scale", "metric",
                 "baseline_value", "patched_value", "effect", "ci_low", "ci_high", "statistic",
                 "p", "q", "n_patched", "n_baseline", "n_invalid_patched", "n_invalid_baseline",
                 "degenerate", "test")
-
-
-# --------------------------------------------------------------------------------------------
-# small helpers
-
-
-def esc(value: Any) -> str:
-    """HTML-escape anything (quotes too, so the result is safe inside attributes)."""
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def fmt(value: Any) -> str:
-    """Readable text for a table cell: integers plain, floats to about three digits."""
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(_jsonable(value))
-    if _is_missing(value):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int) or (hasattr(value, "dtype") and "int" in str(value.dtype)):
-        return f"{int(value):,}" if abs(int(value)) >= 10_000 else str(int(value))
-    if isinstance(value, float) or hasattr(value, "dtype"):
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            return str(value)
-        if math.isinf(v):
-            return "∞" if v > 0 else "−∞"
-        if v == 0:
-            return "0"
-        if v.is_integer() and abs(v) < 1e6:
-            return str(int(v))
-        if abs(v) >= 1000:
-            return f"{v:,.0f}"
-        if abs(v) < 1e-3:
-            return f"{v:.2e}"
-        return f"{v:.3g}"
-    return str(value)
-
-
-def _sort_key(value: Any) -> str:
-    """A value for ``data-sort`` that the page's JS sorts numerically when it can."""
-    if _is_missing(value):
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, (int, float)) or hasattr(value, "dtype"):
-        try:
-            return repr(float(value))
-        except (TypeError, ValueError):
-            pass
-    return str(value)
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON types: NaN/inf become null (JSON has no NaN), numpy scalars become Python."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float):
-        return None if (math.isnan(obj) or math.isinf(obj)) else obj
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if _is_missing(obj):
-        return None
-    return str(obj)
-
-
-def json_for_script(obj: Any) -> str:
-    """JSON that is safe inside ``<script type="application/json">``.
-
-    ``<``, ``>`` and ``&`` become ``\\u003c`` etc., which JSON.parse reads back unchanged but
-    which the HTML parser can never see as ``</script>`` or ``<!--``.
-    """
-    text = json.dumps(_jsonable(obj), ensure_ascii=False, allow_nan=False)
-    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
-
-
-def _json_island(element_id: str, obj: Any) -> str:
-    return (f'<script type="application/json" id="{esc(element_id)}">'
-            f"{json_for_script(obj)}</script>")
-
-
-def _round(value: Any, digits: int = 4) -> Any:
-    """A float to ``digits`` significant digits (for compact JSON); other values unchanged."""
-    if isinstance(value, float) and math.isfinite(value):
-        return float(f"{value:.{digits}g}")
-    return value
-
-
-def _feature_name(layer: Any, fid: Any, given: Any = None) -> str:
-    if isinstance(given, str) and given:
-        return given
-    return f"L{_int(layer)}-{_int(fid)}"
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return None if _is_missing(value) else int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _key(layer: Any, fid: Any) -> str:
-    return f"{_int(layer)}:{_int(fid)}"
-
-
-def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    return _jsonable(df.to_dict(orient="records"))
-
-
-def _find_col(df: pd.DataFrame, *names: str) -> str | None:
-    """The first column matching one of ``names`` (exactly, then as a substring).
-
-    Why fuzzy: the play stage's metric names have drifted (``bankruptcy_rate`` vs
-    ``bankrupt_rate``); the report should draw what is there instead of failing.
-    """
-    lower = {c.lower(): c for c in map(str, df.columns)}
-    for n in names:
-        if n in lower:
-            return lower[n]
-    for n in names:
-        for lc, c in lower.items():
-            if n in lc:
-                return c
-    return None
-
-
-# --------------------------------------------------------------------------------------------
-# loading
-
-
-@dataclass
-class Loaded:
-    """A loaded input, or why it is absent (``problem`` is shown in place of the section)."""
-
-    value: Any = None
-    problem: str | None = None
-    path: Path | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None
-
-
-def _load(path: Path, reader: Callable[[Path], Any]) -> Loaded:
-    if not path.exists():
-        return Loaded(problem=NOT_RUN, path=path)
-    try:
-        return Loaded(value=reader(path), path=path)
-    except Exception as exc:  # a broken file spoils one section, not the page
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return Loaded(problem=f"could not read {path.name}: {first}", path=path)
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _read_yaml_text(path: Path) -> str:
-    return path.read_text(encoding="utf-8", errors="replace")
-
-
-def _read_trials(path: Path) -> pd.DataFrame:
-    """Only the columns the examples need, and only the first rows of a huge table."""
-    import pyarrow.parquet as pq
-
-    pf = pq.ParquetFile(path)
-    names = pf.schema_arrow.names
-    if "response" not in names:
-        raise DataError("no 'response' column")
-    wanted = [c for c in names if c in {"response", "condition", "bet_type", "feature", "layer",
-                                        "feature_id", "context", "scale", "trial", "trial_index",
-                                        "decision", "bet", "valid", "prompt_type"}]
-    frames, seen = [], 0
-    for batch in pf.iter_batches(columns=wanted, batch_size=8192):
-        frames.append(batch.to_pandas())
-        seen += batch.num_rows
-        if seen >= MAX_TRIAL_ROWS_SCANNED:
-            break
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=wanted)
-
-
-@dataclass
-class RunData:
-    """Everything the report reads from one run directory."""
-
-    run_dir: Path
-    config: Loaded
-    run: Loaded
-    sae_quality: Loaded
-    metrics: Loaded
-    discover: Loaded
-    causal_tests: Loaded
-    causal_features: Loaded
-    edges: Loaded
-    graph: Loaded
-    chains: Loaded
-    words: Loaded
-    trials: Loaded
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, run_dir: Path) -> RunData:
-        d = run_dir
-        pq_ = pd.read_parquet
-        return cls(
-            run_dir=d,
-            config=_load(d / "config.yaml", _read_yaml_text),
-            run=_load(d / "run.json", _read_json),
-            sae_quality=_load(d / "sae_quality.json", _read_json),
-            metrics=_load(d / "play" / "metrics.parquet", pq_),
-            discover=_load(d / "discover.parquet", pq_),
-            causal_tests=_load(d / "causal_tests.parquet", pq_),
-            causal_features=_load(d / "causal_features.parquet", pq_),
-            edges=_load(d / "pathways" / "edges.parquet", pq_),
-            graph=_load(d / "pathways" / "graph.json", _read_json),
-            chains=_load(d / "pathways" / "chains.parquet", pq_),
-            words=_load(d / "words.parquet", pq_),
-            trials=_load(d / "trials.parquet", _read_trials),
-        )
-
-    def model_name(self) -> str | None:
-        """The model's name from run.json, else from config.yaml."""
-        if self.run.ok and isinstance(self.run.value, dict):
-            m = self.run.value.get("model")
-            if isinstance(m, dict):
-                m = m.get("name") or m.get("spec") or m.get("id")
-            if m:
-                return str(m)
-        if self.config.ok:
-            m = re.search(r"^\s*(?:model|name|spec)\s*:\s*['\"]?([^'\"\n#]+)", self.config.value,
-                          flags=re.M)
-            if m:
-                return m.group(1).strip()
-        return None
-
-    def neuronpedia_template(self) -> str | None:
-        """The Neuronpedia URL pattern when features are LlamaScope SAEs of LLaMA-3.1-8B.
-
-        Neuronpedia hosts only those dashboards, so a link for any other model or SAE would
-        point at an unrelated feature.
-        """
-        model = (self.model_name() or "").lower().replace("_", "-")
-        if "llama-3.1-8b" not in model:
-            return None
-        sae_text = ""
-        if self.run.ok and isinstance(self.run.value, dict):
-            sae_text += json.dumps(_jsonable(self.run.value.get("saes", "")))
-        if self.config.ok:
-            m = re.search(r"^saes?\s*:(.*?)(?=^\S|\Z)", self.config.value, flags=re.M | re.S)
-            sae_text += m.group(1) if m else ""
-        sae_text = sae_text.lower()
-        if not sae_text.strip(' "{}[]') or any(
-                k in sae_text for k in ("llamascope", "llama_scope", "llama-scope", "lxr")):
-            return NEURONPEDIA
-        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,6 +265,7 @@ def _feature_rows(data: RunData) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 def _features(data: RunData, template: str | None) -> tuple[str, dict[str, Any]]:
+    alpha = data.alpha
     if not (data.discover.ok or data.causal_features.ok or data.causal_tests.ok):
         body = _absent(data.discover, "discover.parquet / causal_features.parquet")
         return _section("features", "Candidate and causal features", body), {}
@@ -552,7 +291,7 @@ def _features(data: RunData, template: str | None) -> tuple[str, dict[str, Any]]
             v = r.get(c)
             num = isinstance(v, (int, float)) and not isinstance(v, bool)
             extra = ""
-            if c in ("disc_q", "causal_q") and num and v < 0.05:
+            if c in ("disc_q", "causal_q") and num and v <= alpha:
                 extra = " sig"
             if c == "effect" and num:
                 extra = " pos" if v > 0 else (" neg" if v < 0 else "")
@@ -592,62 +331,6 @@ def _features(data: RunData, template: str | None) -> tuple[str, dict[str, Any]]
                  for r in rows}
     return _section("features", "Candidate and causal features", body, note), {
         "features": feat_json, "tests": tests_by}
-
-
-def graph_payload(data: RunData) -> dict[str, Any] | None:
-    """Graph JSON for the page; from graph.json, else rebuilt from edges.parquet."""
-    if data.graph.ok and isinstance(data.graph.value, dict):
-        g = data.graph.value
-        signal = None
-        nodes = [dict(n) for n in g.get("nodes", []) if isinstance(n, dict)]
-        edges = [dict(e) for e in g.get("edges", []) if isinstance(e, dict)]
-    elif data.edges.ok:
-        df = data.edges.value
-        if "edge" in df.columns:
-            df = df[df["edge"].fillna(False).astype(bool)]
-        signal = None
-        if "signal" in df.columns and not df.empty:  # one graph per signal, as pathways does
-            sigs = [str(x) for x in df["signal"].dropna().unique()]
-            signal = "decision" if "decision" in sigs else (sigs[0] if sigs else None)
-            if signal is not None:
-                df = df[df["signal"].astype(str) == signal]
-        nodes_by: dict[str, dict[str, Any]] = {}
-        edges = []
-        for rec in _records(df):
-            for end in ("source", "target"):
-                nid = rec.get(end) or _feature_name(rec.get(f"{end}_layer"),
-                                                    rec.get(f"{end}_feature"))
-                nodes_by.setdefault(nid, {"id": nid, "layer": _int(rec.get(f"{end}_layer")),
-                                          "feature": _int(rec.get(f"{end}_feature"))})
-            d = rec.get("d")
-            edges.append(dict(source=rec.get("source"), target=rec.get("target"),
-                              weight=abs(d) if isinstance(d, (int, float)) else None,
-                              sign=rec.get("sign"), d=d, q=rec.get("q"),
-                              mean_shift=rec.get("mean_shift"), condition=rec.get("condition"),
-                              signal=rec.get("signal"), n_pairs=rec.get("n_pairs")))
-        nodes = list(nodes_by.values())
-    else:
-        return None
-    ids = {str(n.get("id")) for n in nodes}
-    for e in edges:  # an edge naming an unknown node still gets drawn
-        for end in ("source", "target"):
-            nid = str(e.get(end))
-            if nid not in ids:
-                m = re.match(r"L(\d+)-(\d+)$", nid)
-                nodes.append({"id": nid, "layer": int(m.group(1)) if m else None,
-                              "feature": int(m.group(2)) if m else None})
-                ids.add(nid)
-    for n in nodes:
-        if n.get("layer") is None:
-            m = re.match(r"L(\d+)-(\d+)$", str(n.get("id")))
-            if m:
-                n["layer"], n["feature"] = int(m.group(1)), int(m.group(2))
-    out: dict[str, Any] = {"nodes": nodes, "edges": edges}
-    if data.graph.ok and isinstance(data.graph.value, dict):
-        signal = data.graph.value.get("signal")
-    if signal:
-        out["signal"] = signal
-    return out
 
 
 def _pathways(data: RunData, graph: dict[str, Any] | None, figs: dict[str, Any]) -> str:
@@ -710,6 +393,7 @@ def _sign_text(sign: Any) -> str:
 
 
 def _words(data: RunData, template: str | None, features: dict[str, Any]) -> str:
+    alpha = data.alpha
     if not data.words.ok:
         return _section("words", "Words each feature adds and removes",
                         _absent(data.words, "words.parquet"))
@@ -762,7 +446,7 @@ def _words(data: RunData, template: str | None, features: dict[str, Any]) -> str
                     counts = (f'{fmt(rec.get("count_patched"))} vs '
                               f'{fmt(rec.get("count_baseline"))}')
                     qv = rec.get("q")
-                    sig = " sig" if isinstance(qv, (int, float)) and qv < 0.05 else ""
+                    sig = " sig" if isinstance(qv, (int, float)) and qv <= alpha else ""
                     tip = f'z {fmt(rec.get("z"))}, log-odds {fmt(rec.get("log_odds"))}, q {fmt(qv)}'
                     items.append(f'<li class="word{sig}" title="{esc(tip)}"><code>'
                                  f'{esc(rec.get("word"))}</code> <span class="cnt">{esc(counts)}'
@@ -777,7 +461,7 @@ def _words(data: RunData, template: str | None, features: dict[str, Any]) -> str
     body = f'<div class="cards">{"".join(cards)}</div>' if cards else (
         '<p class="not-run">words.parquet has no rows.</p>')
     return _section("words", "Words each feature adds and removes", body,
-                    "Counts are patched vs baseline responses; bold words have q &lt; 0.05 "
+                    f"Counts are patched vs baseline responses; bold words have q ≤ {alpha:g} "
                     "(log-odds with an informative Dirichlet prior, BH-FDR). Hover for z and q.")
 
 

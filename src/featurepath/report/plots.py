@@ -12,23 +12,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from featurepath.report.html import RunData
+from featurepath.report.data import RunData, graph_payload
 
 POS = "#2563eb"  # blue: patching the source raises the target
 NEG = "#dc2626"  # red: lowers it
-BEHAVIOUR_METRICS = (("bankruptcy_rate", ("bankruptcy_rate", "bankrupt_rate", "bankrupt")),
-                     ("stop_rate", ("stop_rate", "voluntary_stop", "stop")),
-                     ("mean_bet", ("mean_bet", "avg_bet", "average_bet")))
-SAE_METRICS = (("fvu", ("fvu",)), ("l0", ("l0",)), ("dead fraction", ("dead_frac", "dead")),
-               ("loss increase", ("loss_increase", "delta_loss", "loss")))
+# (label, column): play/metrics.parquet columns (rundir.METRIC_COLUMNS) and the keys of
+# sae_quality.json that sae.quality writes
+BEHAVIOUR_METRICS = (("bankruptcy_rate", "bankruptcy_rate"), ("stop_rate", "stop_rate"),
+                     ("mean_bet", "mean_bet"))
+SAE_METRICS = (("fvu", "fvu"), ("l0", "l0"), ("dead fraction", "dead_fraction"),
+               ("loss increase", "loss_increase"))
 
 
 @dataclass(frozen=True)
@@ -48,19 +48,17 @@ def _save(fig: Figure, out_dir: Path, stem: str) -> FigureFiles:
     return FigureFiles(png=png, svg=svg)
 
 
-def _col(df: pd.DataFrame, names: tuple[str, ...]) -> str | None:
-    from featurepath.report.html import _find_col
-
-    c = _find_col(df, *names)
-    if c is None or not pd.api.types.is_numeric_dtype(df[c]):
+def _col(df: pd.DataFrame, name: str) -> str | None:
+    """``name`` when ``df`` has it as a numeric column (a figure draws only what is there)."""
+    if name not in df.columns or not pd.api.types.is_numeric_dtype(df[name]):
         return None
-    return c
+    return name
 
 
 def behaviour_figure(metrics: pd.DataFrame, out_dir: Path) -> FigureFiles | None:
     """Grouped bars per condition (bars per bet type) for bankruptcy, stop rate and mean bet."""
-    found = [(label, c) for label, names in BEHAVIOUR_METRICS
-             if (c := _col(metrics, names)) is not None]
+    found = [(label, c) for label, name in BEHAVIOUR_METRICS
+             if (c := _col(metrics, name)) is not None]
     if not found or metrics.empty:
         return None
     cond = "condition" if "condition" in metrics.columns else None
@@ -106,7 +104,7 @@ def sae_quality_figure(quality: dict[str, Any], out_dir: Path) -> FigureFiles | 
     if not rows:
         return None
     df = pd.DataFrame(rows).sort_values("layer")
-    found = [(label, c) for label, names in SAE_METRICS if (c := _col(df, names)) is not None]
+    found = [(label, c) for label, name in SAE_METRICS if (c := _col(df, name)) is not None]
     if not found:
         return None
     fig = Figure(figsize=(2.6 * len(found) + 0.5, 2.8), layout="constrained")
@@ -188,8 +186,6 @@ def write_figures(data: RunData, out_dir: Path) -> dict[str, FigureFiles]:
     Why not fatal: figures are a convenience next to the tables, which carry the same numbers,
     so one odd input column must not cost the user the whole report.
     """
-    from featurepath.report.html import graph_payload
-
     out: dict[str, FigureFiles] = {}
     jobs = []
     if data.metrics.ok:

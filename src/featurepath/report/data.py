@@ -1,0 +1,221 @@
+"""Loading a run directory for the report: every input optional, read through
+:mod:`featurepath.rundir`.
+
+A section whose file is missing says "not run yet", one whose file cannot be read says so, and
+the rest of the page is still built.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from featurepath.errors import DataError
+from featurepath.report.format import _feature_name, _int, _jsonable, _records
+from featurepath.rundir import RunDir
+
+NEURONPEDIA = "https://www.neuronpedia.org/llama3.1-8b/{layer}-llamascope-res-32k/{feature_id}"
+NOT_RUN = "not run yet"
+MAX_TRIAL_ROWS_SCANNED = 200_000
+
+
+
+@dataclass
+class Loaded:
+    """A loaded input, or why it is absent (``problem`` is shown in place of the section)."""
+
+    value: Any = None
+    problem: str | None = None
+    path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def _load(path: Path, reader: Callable[[Path], Any]) -> Loaded:
+    if not path.exists():
+        return Loaded(problem=NOT_RUN, path=path)
+    try:
+        return Loaded(value=reader(path), path=path)
+    except Exception as exc:  # a broken file spoils one section, not the page
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return Loaded(problem=f"could not read {path.name}: {first}", path=path)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_yaml_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def _read_trials(path: Path) -> pd.DataFrame:
+    """Only the columns the examples need, and only the first rows of a huge table."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    names = pf.schema_arrow.names
+    if "response" not in names:
+        raise DataError("no 'response' column")
+    wanted = [c for c in names if c in {"response", "condition", "bet_type", "feature", "layer",
+                                        "feature_id", "context", "scale", "trial", "trial_index",
+                                        "decision", "bet", "valid", "prompt_type"}]
+    frames, seen = [], 0
+    for batch in pf.iter_batches(columns=wanted, batch_size=8192):
+        frames.append(batch.to_pandas())
+        seen += batch.num_rows
+        if seen >= MAX_TRIAL_ROWS_SCANNED:
+            break
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=wanted)
+
+
+@dataclass
+class RunData:
+    """Everything the report reads from one run directory."""
+
+    run_dir: Path
+    config: Loaded
+    run: Loaded
+    sae_quality: Loaded
+    metrics: Loaded
+    discover: Loaded
+    causal_tests: Loaded
+    causal_features: Loaded
+    edges: Loaded
+    graph: Loaded
+    chains: Loaded
+    words: Loaded
+    trials: Loaded
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunData:
+        rd = RunDir(run_dir)
+        pq_ = pd.read_parquet
+        return cls(
+            run_dir=rd.root,
+            config=_load(rd.config, _read_yaml_text),
+            run=_load(rd.run_json, _read_json),
+            sae_quality=_load(rd.sae_quality, _read_json),
+            metrics=_load(rd.metrics, pq_),
+            discover=_load(rd.discover, pq_),
+            causal_tests=_load(rd.causal_tests, pq_),
+            causal_features=_load(rd.causal_features, pq_),
+            edges=_load(rd.edges, pq_),
+            graph=_load(rd.graph_json, _read_json),
+            chains=_load(rd.chains, pq_),
+            words=_load(rd.words, pq_),
+            trials=_load(rd.trials, _read_trials),
+        )
+
+    @property
+    def alpha(self) -> float:
+        """The run's ``analysis.alpha`` (what the stages decided with), else the default."""
+        from featurepath.config import AnalysisSection, load_config
+
+        try:
+            return load_config(RunDir(self.run_dir).config).analysis.alpha
+        except Exception:  # noqa: BLE001 - a report of a broken config still renders
+            return AnalysisSection().alpha
+
+    def model_name(self) -> str | None:
+        """The model's name from run.json, else from config.yaml."""
+        if self.run.ok and isinstance(self.run.value, dict):
+            m = self.run.value.get("model")
+            if isinstance(m, dict):
+                m = m.get("name") or m.get("spec") or m.get("id")
+            if m:
+                return str(m)
+        if self.config.ok:
+            m = re.search(r"^\s*(?:model|name|spec)\s*:\s*['\"]?([^'\"\n#]+)", self.config.value,
+                          flags=re.M)
+            if m:
+                return m.group(1).strip()
+        return None
+
+    def neuronpedia_template(self) -> str | None:
+        """The Neuronpedia URL pattern when features are LlamaScope SAEs of LLaMA-3.1-8B.
+
+        Neuronpedia hosts only those dashboards, so a link for any other model or SAE would
+        point at an unrelated feature.
+        """
+        model = (self.model_name() or "").lower().replace("_", "-")
+        if "llama-3.1-8b" not in model:
+            return None
+        sae_text = ""
+        if self.run.ok and isinstance(self.run.value, dict):
+            sae_text += json.dumps(_jsonable(self.run.value.get("saes", "")))
+        if self.config.ok:
+            m = re.search(r"^saes?\s*:(.*?)(?=^\S|\Z)", self.config.value, flags=re.M | re.S)
+            sae_text += m.group(1) if m else ""
+        sae_text = sae_text.lower()
+        if not sae_text.strip(' "{}[]') or any(
+                k in sae_text for k in ("llamascope", "llama_scope", "llama-scope", "lxr")):
+            return NEURONPEDIA
+        return None
+
+
+
+def graph_payload(data: RunData) -> dict[str, Any] | None:
+    """Graph JSON for the page; from graph.json, else rebuilt from edges.parquet."""
+    if data.graph.ok and isinstance(data.graph.value, dict):
+        g = data.graph.value
+        signal = None
+        nodes = [dict(n) for n in g.get("nodes", []) if isinstance(n, dict)]
+        edges = [dict(e) for e in g.get("edges", []) if isinstance(e, dict)]
+    elif data.edges.ok:
+        df = data.edges.value
+        if "edge" in df.columns:
+            df = df[df["edge"].fillna(False).astype(bool)]
+        signal = None
+        if "signal" in df.columns and not df.empty:  # one graph per signal, as pathways does
+            sigs = [str(x) for x in df["signal"].dropna().unique()]
+            signal = "decision" if "decision" in sigs else (sigs[0] if sigs else None)
+            if signal is not None:
+                df = df[df["signal"].astype(str) == signal]
+        nodes_by: dict[str, dict[str, Any]] = {}
+        edges = []
+        for rec in _records(df):
+            for end in ("source", "target"):
+                nid = rec.get(end) or _feature_name(rec.get(f"{end}_layer"),
+                                                    rec.get(f"{end}_feature"))
+                nodes_by.setdefault(nid, {"id": nid, "layer": _int(rec.get(f"{end}_layer")),
+                                          "feature": _int(rec.get(f"{end}_feature"))})
+            d = rec.get("d")
+            edges.append(dict(source=rec.get("source"), target=rec.get("target"),
+                              weight=abs(d) if isinstance(d, (int, float)) else None,
+                              sign=rec.get("sign"), d=d, q=rec.get("q"),
+                              mean_shift=rec.get("mean_shift"), condition=rec.get("condition"),
+                              signal=rec.get("signal"), n_pairs=rec.get("n_pairs")))
+        nodes = list(nodes_by.values())
+    else:
+        return None
+    ids = {str(n.get("id")) for n in nodes}
+    for e in edges:  # an edge naming an unknown node still gets drawn
+        for end in ("source", "target"):
+            nid = str(e.get(end))
+            if nid not in ids:
+                m = re.match(r"L(\d+)-(\d+)$", nid)
+                nodes.append({"id": nid, "layer": int(m.group(1)) if m else None,
+                              "feature": int(m.group(2)) if m else None})
+                ids.add(nid)
+    for n in nodes:
+        if n.get("layer") is None:
+            m = re.match(r"L(\d+)-(\d+)$", str(n.get("id")))
+            if m:
+                n["layer"], n["feature"] = int(m.group(1)), int(m.group(2))
+    out: dict[str, Any] = {"nodes": nodes, "edges": edges}
+    if data.graph.ok and isinstance(data.graph.value, dict):
+        signal = data.graph.value.get("signal")
+    if signal:
+        out["signal"] = signal
+    return out
+

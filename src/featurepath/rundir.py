@@ -1,0 +1,374 @@
+"""The run directory's contract: every path, every column list and the feature key, in one place.
+
+Why one module: each stage reads what an earlier stage wrote, so the names of files and columns
+are an interface between stages. Written once here, a stage cannot drift from its readers, and a
+user reading this docstring knows what every file holds without reading the code that writes it.
+
+Layout of ``RUN/`` (every path is a property of :class:`RunDir`)::
+
+    config.yaml                  the resolved config; written once per stage, after it succeeded
+    run.json                     provenance of a demo run (versions, timings)
+    sae_quality.json             per-layer SAE quality of a demo run (FVU, L0, dead, loss)
+
+    play/config.yaml             the config play ran with (a resume must keep it)
+    play/parts/games-0003.parquet   decision points of one finished play unit
+    play/decisions.parquet       one row per decision point          DECISION_COLUMNS
+    play/metrics.{parquet,csv}   behaviour per (condition, bet_type)  METRIC_COLUMNS
+
+    discover.parquet             one row per SAE feature tested       DISCOVER_COLUMNS
+    discover_top.csv             its 200 strongest rows
+
+    patch/config.yaml            the config the patch plan was made with
+    patch/plan.json              the work units, fixed before any work starts (see PlanItem)
+    patch/parts/u00042.parquet   trials of one committed unit          TRIAL_COLUMNS
+    patch/commits/u00042.json    its commit record (SHA-256 of the part and the Zarr rows)
+    patch/running/, failed.json  live unit marks (Ray) and units given up on
+    trials.parquet               every committed unit, in unit order  TRIAL_COLUMNS
+    activations.zarr             SIGNALS arrays [row, recorded feature] + rec_layer, rec_feature
+
+    causal_tests.{parquet,csv}   one row per patched group × metric   CAUSAL_TEST_COLUMNS
+    causal_features.{parquet,csv}  one row per patched feature        CAUSAL_FEATURE_COLUMNS
+    dose_response.{parquet,csv}  scale trends per feature × context   DOSE_COLUMNS
+    pathways/edges.{parquet,csv} one row per source × condition × target × signal  EDGE_COLUMNS
+    pathways/chains.parquet      chains of edges with rising layers   CHAIN_COLUMNS
+    pathways/layer_pairs.parquet edges per layer pair                 LAYER_PAIR_COLUMNS
+    pathways/graph*.{graphml,json}  the edge graph (decision signal first)
+    words.{parquet,csv}, words_summary.md   words per patched group    WORD_COLUMNS
+    report.html, figures/        the report and its static figures
+
+Features are named ``L{layer}-{id}`` everywhere (:func:`feature_key`, :func:`parse_feature_key`).
+Layer L means the output of decoder block L, i.e. ``output_hidden_states[L + 1]``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from featurepath.errors import ConfigError, FeaturepathError
+
+# ------------------------------------------------------------------ feature keys
+_KEY = re.compile(r"[Ll](\d+)-(\d+)")
+
+
+def feature_key(layer: int, feature_id: int) -> str:
+    """``(12, 345)`` -> ``"L12-345"``: the one spelling of a feature in files, configs and logs."""
+    return f"L{int(layer)}-{int(feature_id)}"
+
+
+def parse_feature_key(key: str) -> tuple[int, int]:
+    """``"L12-345"`` -> ``(12, 345)``; anything else is one clear :class:`ConfigError`."""
+    m = _KEY.fullmatch(str(key).strip())
+    if not m:
+        raise ConfigError(f"bad feature {key!r}: write features as L<layer>-<id>, e.g. L12-345")
+    return int(m.group(1)), int(m.group(2))
+
+
+def feature_sort_key(key: str) -> tuple[int, int]:
+    """Sort features by layer, then id (``L3-10`` before ``L12-2``)."""
+    return parse_feature_key(key)
+
+
+# ------------------------------------------------------------------ columns
+SIGNALS = ("decision", "gen_mean", "gen_max")
+"""Arrays of ``activations.zarr``: the recorded feature at the decision token, and its mean and
+max over generated tokens."""
+
+TRIAL_COLUMNS = ["unit", "row", "feature", "layer", "feature_id", "condition", "context", "patch",
+                 "value", "scale", "method", "trial", "seed", "prompt_id", "response", "action",
+                 "bet", "valid", "p_stop", "n_new_tokens"]
+"""``trials.parquet``: ``feature`` is ``""`` (layer/feature_id -1) for a baseline; a reconstruct
+baseline carries its layer. ``row`` indexes the Zarr arrays."""
+
+ANALYSIS_COLUMNS = ("row", "feature", "layer", "feature_id", "condition", "context", "patch",
+                    "method", "value", "scale", "trial", "prompt_id", "action", "bet", "valid",
+                    "p_stop")
+"""The subset of TRIAL_COLUMNS that causal and pathways read."""
+
+DECISION_COLUMNS = ["game_id", "condition", "bet_type", "game_index", "round", "balance_before",
+                    "history", "prompt_id", "prompt", "response", "action", "bet", "valid",
+                    "retries", "reason", "p_stop", "outcome", "balance_after", "end_reason",
+                    "seed", "sample_seed", "unit"]
+"""``play/decisions.parquet``: one row per decision point."""
+
+METRIC_COLUMNS = ["condition", "bet_type", "n_games", "bankruptcy_rate", "stop_rate",
+                  "round_limit_rate", "mean_rounds", "mean_bet", "invalid_rate",
+                  "irrationality_index"]
+"""``play/metrics.parquet``: behaviour per (condition, bet_type)."""
+
+DISCOVER_COLUMNS = ["feature", "layer", "feature_id", "mean_safe", "mean_bankrupt", "t", "p", "q",
+                    "d", "degenerate", "candidate", "direction"]
+
+CAUSAL_TEST_COLUMNS = [
+    "feature", "layer", "feature_id", "context", "condition", "patch", "method", "value",
+    "scale", "metric", "n_patched", "n_baseline", "n_invalid_patched", "n_invalid_baseline",
+    "baseline_value", "patched_value", "effect", "ci_low", "ci_high", "statistic", "p", "q",
+    "degenerate", "test",
+]
+CAUSAL_FEATURE_COLUMNS = [
+    "feature", "layer", "feature_id", "method", "class", "same_effect", "same_effect_where",
+    "n_tests", "n_degenerate", "n_significant", "best_q", "summary",
+]
+DOSE_COLUMNS = [
+    "feature", "layer", "feature_id", "context", "method", "metric", "n_levels", "scales",
+    "values", "rho", "ci_low", "ci_high", "p", "q", "degenerate",
+]
+EDGE_COLUMNS = [
+    "source", "source_layer", "source_feature", "target", "target_layer", "target_feature",
+    "context", "condition", "patch", "method", "signal", "n_pairs", "mean_shift", "d", "d_z",
+    "statistic", "p", "q", "degenerate", "edge", "sign",
+]
+CHAIN_COLUMNS = ["signal", "chain", "nodes", "layers", "length", "sign", "strength", "signs"]
+LAYER_PAIR_COLUMNS = [
+    "signal", "source_layer", "target_layer", "n_tested", "n_edges", "n_positive", "n_negative",
+    "mean_abs_d",
+]
+WORD_COLUMNS: tuple[str, ...] = (
+    "layer", "feature_id", "context", "condition", "scale", "word",
+    "count_patched", "count_baseline", "tokens_patched", "tokens_baseline",
+    "responses_patched", "responses_baseline", "log_odds", "z", "p", "q", "direction",
+    "significant",
+)
+
+
+# ------------------------------------------------------------------ plan items
+ItemKind = Literal["baseline", "layer_baseline", "feature"]
+
+
+@dataclass
+class PlanItem:
+    """One block of rows of a work unit: ``n`` trials from ``trial_start`` of one condition.
+
+    ``kind`` says what the rows patch: ``baseline`` nothing, ``layer_baseline`` the no-clamp SAE
+    reconstruction at ``layer`` (the fair baseline of ``method: reconstruct``), ``feature`` the
+    feature ``feature_key(layer, feature_id)``.
+    """
+
+    kind: ItemKind
+    condition: str
+    trial_start: int
+    n: int
+    layer: int = -1
+    feature_id: int = -1
+
+    @property
+    def feature(self) -> str:
+        """The ``feature`` column of the trials this item makes (``""`` unless a feature)."""
+        return feature_key(self.layer, self.feature_id) if self.kind == "feature" else ""
+
+    @property
+    def key(self) -> str:
+        """A stable name for seeds: ``""``, ``"L13"`` or ``"L13-5"``."""
+        if self.kind == "baseline":
+            return ""
+        if self.kind == "layer_baseline":
+            return f"L{self.layer}"
+        return self.feature
+
+
+# ------------------------------------------------------------------ paths
+@dataclass(frozen=True)
+class RunDir:
+    """Every path of one run directory (see the module docstring for what each holds)."""
+
+    root: Path
+
+    def __init__(self, root: str | Path):
+        object.__setattr__(self, "root", Path(root))
+
+    # run level
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def sae_quality(self) -> Path:
+        return self.root / "sae_quality.json"
+
+    # play
+    @property
+    def play(self) -> Path:
+        return self.root / "play"
+
+    @property
+    def play_config(self) -> Path:
+        return self.play / "config.yaml"
+
+    @property
+    def play_parts(self) -> Path:
+        return self.play / "parts"
+
+    @property
+    def decisions(self) -> Path:
+        return self.play / "decisions.parquet"
+
+    @property
+    def metrics(self) -> Path:
+        return self.play / "metrics.parquet"
+
+    # discover
+    @property
+    def discover(self) -> Path:
+        return self.root / "discover.parquet"
+
+    @property
+    def discover_top(self) -> Path:
+        return self.root / "discover_top.csv"
+
+    # patch
+    @property
+    def patch(self) -> Path:
+        return self.root / "patch"
+
+    @property
+    def patch_config(self) -> Path:
+        return self.patch / "config.yaml"
+
+    @property
+    def plan(self) -> Path:
+        return self.patch / "plan.json"
+
+    @property
+    def parts(self) -> Path:
+        return self.patch / "parts"
+
+    @property
+    def commits(self) -> Path:
+        return self.patch / "commits"
+
+    @property
+    def running(self) -> Path:
+        return self.patch / "running"
+
+    @property
+    def failed(self) -> Path:
+        return self.patch / "failed.json"
+
+    @property
+    def planning_lock(self) -> Path:
+        return self.patch / ".planning"
+
+    def part(self, unit: int) -> Path:
+        return self.parts / f"u{unit:05d}.parquet"
+
+    def commit(self, unit: int) -> Path:
+        return self.commits / f"u{unit:05d}.json"
+
+    @property
+    def trials(self) -> Path:
+        return self.root / "trials.parquet"
+
+    @property
+    def activations(self) -> Path:
+        return self.root / "activations.zarr"
+
+    # analysis
+    def table(self, stem: str) -> Path:
+        """``RUN/<stem>.parquet`` (a CSV twin sits beside it)."""
+        return self.root / f"{stem}.parquet"
+
+    @property
+    def causal_tests(self) -> Path:
+        return self.table("causal_tests")
+
+    @property
+    def causal_features(self) -> Path:
+        return self.table("causal_features")
+
+    @property
+    def dose_response(self) -> Path:
+        return self.table("dose_response")
+
+    @property
+    def pathways(self) -> Path:
+        return self.root / "pathways"
+
+    @property
+    def edges(self) -> Path:
+        return self.pathways / "edges.parquet"
+
+    @property
+    def chains(self) -> Path:
+        return self.pathways / "chains.parquet"
+
+    @property
+    def graph_json(self) -> Path:
+        return self.pathways / "graph.json"
+
+    @property
+    def words(self) -> Path:
+        return self.table("words")
+
+    # report
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    def require_dir(self) -> RunDir:
+        """Itself, or a :class:`DataError` when the directory does not exist."""
+        from featurepath.errors import DataError
+
+        if not self.root.is_dir():
+            raise DataError(f"run directory {self.root} does not exist")
+        return self
+
+
+# ------------------------------------------------------------------ writing
+class DiskFullError(FeaturepathError):
+    """The disk filled up; committed work is intact and ``--resume`` continues."""
+
+
+def atomic_write(path: Path, data: bytes | str) -> Path:
+    """Write ``path`` so that a reader (or a kill) sees the old file or the new one, never half.
+
+    Temp file in the same directory + fsync + rename. A full disk becomes one
+    :class:`DiskFullError` line that says finished work is kept.
+    """
+    if isinstance(data, str):
+        data = data.encode()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise DiskFullError(f"disk full while writing {path}; finished work is kept — free "
+                                "space and rerun (patch: --resume)") from None
+        raise
+    return path
+
+
+def parquet_bytes(df) -> bytes:
+    """A DataFrame as Parquet bytes (index dropped), for :func:`atomic_write`."""
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def write_table(df, path: Path, csv: bool = True) -> Path:
+    """``path`` (``.parquet``) atomically, plus a ``.csv`` twin for spreadsheets."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, parquet_bytes(df))
+    if csv:
+        atomic_write(path.with_suffix(".csv"), df.to_csv(index=False))
+    return path
