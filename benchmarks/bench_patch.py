@@ -70,7 +70,8 @@ def reference(model, tok, saes, features, record, prompts, n_trials, tokens, tem
 
 def engine(model, tok, saes, feats, record, trials, tokens, temperature, batch_size):
     from featurepath.config import RunConfig
-    from featurepath.pipeline.patch import prepare, run_local
+    from featurepath.pipeline.backends.local import run_local
+    from featurepath.pipeline.patch import prepare
     from featurepath.pipeline.store import RunStore
 
     cfg = RunConfig()
@@ -84,11 +85,11 @@ def engine(model, tok, saes, feats, record, trials, tokens, temperature, batch_s
     with tempfile.TemporaryDirectory() as d:
         t0 = time.time()
         job = prepare(d, cfg, model, tok, saes)
-        summary = run_local(job, model, tok, saes, progress=False)
+        summary = run_local(job, runtime=(model, tok, saes), progress=False)
         el = time.time() - t0
         st = RunStore(d)
         df = st.trials()
-        return summary["trials"], int(df["n_new_tokens"].sum()), el, st.bytes_stored() / len(df)
+        return summary.trials, int(df["n_new_tokens"].sum()), el, st.bytes_stored() / len(df)
 
 
 def main() -> None:
@@ -105,9 +106,10 @@ def main() -> None:
     from featurepath.models import load_model
     from featurepath.sae.registry import load_sae_set
     from featurepath.tasks.slot_machine import builtin_prompt, render
+    from featurepath.tasks.slot_machine.corpus import default_corpus
 
     model, tok = load_model("embedded", device="cpu")
-    saes = load_sae_set(args.saes, model, tok)
+    saes = load_sae_set(args.saes, model, tok, corpus=default_corpus)
     layers = sorted(saes)
     picks = [(layers[1], 11), (layers[len(layers) // 2], 22), (layers[-2], 33),
              (layers[1], 44)]

@@ -45,8 +45,9 @@ def make_inputs(root: Path, units: int, batch_size: int) -> Path:
 
 def one_run(cfg_path: Path, run: Path, backend: str, workers: int | None,
             threads: int | None = None) -> dict:
-    from featurepath.pipeline.parallel import run_ray, start_ray
-    from featurepath.pipeline.patch import prepare, run_local
+    from featurepath.pipeline.backends.local import run_local
+    from featurepath.pipeline.backends.ray import run_ray, start_ray
+    from featurepath.pipeline.patch import prepare
     from featurepath.pipeline.runtime import load_runtime, resolve_config
     from featurepath.pipeline.store import RunStore
 
@@ -67,7 +68,7 @@ def one_run(cfg_path: Path, run: Path, backend: str, workers: int | None,
         before = torch.get_num_threads()
         torch.set_num_threads(threads or before)
         try:
-            out = run_local(job, model, tok, saes, todo, progress=False, on_unit=on_unit)
+            out = run_local(job, todo, runtime=(model, tok, saes), progress=False, on_unit=on_unit)
         finally:
             torch.set_num_threads(before)
         start = 0.0
@@ -83,16 +84,16 @@ def one_run(cfg_path: Path, run: Path, backend: str, workers: int | None,
         finally:
             ray.shutdown()
     end = time.time()
-    per_unit = out["trials"] / max(out["units"], 1)
-    steady = (out["trials"] - per_unit) / max(end - first[0], 1e-9) if first else 0.0
+    per_unit = out.trials / max(out.units, 1)
+    steady = (out.trials - per_unit) / max(end - first[0], 1e-9) if first else 0.0
     import torch
 
     name = f"local ({threads or torch.get_num_threads()} threads)" if backend == "local" \
         else f"ray x{workers}"
     return {"backend": name,
-            "units": out["units"], "trials": out["trials"], "ray_start_s": start,
+            "units": out.units, "trials": out.trials, "ray_start_s": start,
             "total_s": end - t0, "first_commit_s": first[0] - t0 if first else float("nan"),
-            "trials_per_s": out["trials"] / (end - t0), "steady_trials_per_s": steady}
+            "trials_per_s": out.trials / (end - t0), "steady_trials_per_s": steady}
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from featurepath.analysis.causal import (
     FEATURE_COLUMNS,
     TEST_COLUMNS,
     causal_table,
-    dose_response,
+    scale_trend,
 )
 from featurepath.analysis.run_data import load_trials, pair_trials
 from featurepath.errors import DataError
@@ -197,12 +197,12 @@ def test_dose_response() -> None:
                          "condition": f"safe_scale_{scale:g}", "context": "safe", "patch": "scale",
                          "scale": scale, "trial": i, "action": "stop" if stop else "bet",
                          "bet": np.nan if stop else 10.0 + s_i, "valid": True, "p_stop": 0.5})
-    dr = dose_response(pd.DataFrame(rows))
+    dr = scale_trend(pd.DataFrame(rows))
     st_ = dr.set_index("metric")
     assert st_.loc["bet", "rho"] == pytest.approx(1.0)
     assert st_.loc["stop_rate", "n_levels"] == 5
     assert st_.loc["stop_rate", "rho"] > 0.8
-    assert dose_response(make_trials()).empty
+    assert scale_trend(make_trials()).empty
 
 
 def test_load_trials_errors(tmp_path: Path) -> None:
@@ -216,7 +216,7 @@ def test_load_trials_errors(tmp_path: Path) -> None:
 def test_cli_writes_tables(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    import featurepath.analysis.commands  # noqa: F401
+    import featurepath.cli.analysis  # noqa: F401
     from featurepath.cli import app
 
     make_trials().to_parquet(tmp_path / "trials.parquet")
@@ -229,7 +229,7 @@ def test_cli_writes_tables(tmp_path: Path) -> None:
 
 
 def test_cli_main_one_line_error(tmp_path: Path, monkeypatch, capsys) -> None:
-    import featurepath.analysis.commands  # noqa: F401
+    import featurepath.cli.analysis  # noqa: F401
     from featurepath import cli
 
     monkeypatch.setattr(cli, "_register", lambda: None)

@@ -148,7 +148,7 @@ def test_shared_prefix_prefill_matches_full_prefill(tiny, tiny_saes):
     assert a.tokens == b.tokens
     assert torch.allclose(a.decision, b.decision, atol=1e-4)
     assert torch.allclose(a.gen_mean, b.gen_mean, atol=1e-4, equal_nan=True)
-    assert torch.allclose(a.p_stop, b.p_stop, atol=1e-5, equal_nan=True)
+    assert torch.allclose(a.readout, b.readout, atol=1e-5, equal_nan=True)
 
 
 def test_sampler_matches_the_distribution_and_respects_top_p():

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from featurepath.analysis import jsonl_log as J
 from featurepath.errors import DataError
+from featurepath.importers import exp2_jsonl as J
 
 # shared/ sits beside the repository (in a session and in CI alike)
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "exp2_patched_responses_dev.jsonl"
@@ -129,7 +129,7 @@ def test_rates_and_dose_response() -> None:
     np.testing.assert_allclose(risky["stop_rate"], [0.1, 0.2, 0.3, 0.4])
     safe2 = rates[(rates["context"] == "safe") & (rates["scale"] == 2.0)].iloc[0]
     assert safe2["n"] == 11 and safe2["n_no_decision"] == 1 and safe2["stop_rate"] == 0.0
-    dose = J.dose_response(df).set_index("context")
+    dose = J.scale_trend_by_log(df).set_index("context")
     assert dose.loc["risky", "rho_stop"] == pytest.approx(1.0)
     assert dose.loc["risky", "rho_bet"] == pytest.approx(1.0)  # the low bets turn into stops
     assert bool(dose.loc["safe", "degenerate_bet"]) and math.isnan(dose.loc["safe", "p_bet"])

@@ -69,7 +69,7 @@ def test_shards_give_the_unsharded_store(tiny_dirs, reference, tmp_path):
 
 
 def test_status_of_a_half_done_run(tiny_dirs, reference, tmp_path):
-    from featurepath.pipeline.parallel import failed_path, running_dir
+    from featurepath.pipeline.backends.ray import failed_path, running_dir
     from featurepath.pipeline.status import run_status
 
     run = tmp_path / "half"
@@ -113,7 +113,7 @@ def test_without_ray_the_error_says_how_to_install_it(monkeypatch):
     import sys
 
     from featurepath.errors import ConfigError
-    from featurepath.pipeline import parallel
+    from featurepath.pipeline.backends import ray as parallel
 
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
     with pytest.raises(ConfigError, match=r"pip install 'featurepath\[ray\]'"):
@@ -143,7 +143,7 @@ def test_ray_worker_killed_mid_run_gives_identical_store(tiny_dirs, reference, t
     pytest.importorskip("ray")
     import ray
 
-    from featurepath.pipeline.parallel import failed_path, run_ray, running_dir, start_ray
+    from featurepath.pipeline.backends.ray import failed_path, run_ray, running_dir, start_ray
     from featurepath.pipeline.patch import prepare
     from featurepath.pipeline.runtime import load_runtime, resolve_config
     from featurepath.pipeline.store import PlanItem, Unit
@@ -171,8 +171,8 @@ def test_ray_worker_killed_mid_run_gives_identical_store(tiny_dirs, reference, t
 
         summary = run_ray(job, todo, workers=2, progress=False, on_unit=kill_one)
         assert killed, "a worker should have been killed mid-run"
-        assert summary["failed"] == [] and summary["units"] == len(todo)
-        assert summary["requeued"] >= 1 and summary["restarts"] >= 1
+        assert summary.failed == [] and summary.units == len(todo)
+        assert summary.requeued >= 1 and summary.restarts >= 1
         assert RunStore(run).pending() == []
         assert not list(running_dir(run).glob("u*"))
         assert_same_store(reference, run)
@@ -180,7 +180,7 @@ def test_ray_worker_killed_mid_run_gives_identical_store(tiny_dirs, reference, t
         # A unit that raises every time is retried, then recorded as failed; the run finishes.
         bad = Unit(len(job.plan.units), [PlanItem("baseline", "no-such-condition", 0, 1)], 0)
         summary = run_ray(job, [bad], workers=1, progress=False, max_retries=1)
-        assert summary["failed"] == [bad.index]
+        assert summary.failed == [bad.index]
         rec = json.loads(failed_path(run).read_text())[str(bad.index)]
         assert rec["attempts"] == 2 and "no-such-condition" in rec["error"]
     finally:

@@ -8,7 +8,8 @@ import pytest
 
 from featurepath.config import ConditionSpec, RunConfig
 from featurepath.errors import ConfigError
-from featurepath.pipeline.patch import plan_units, prepare, run_local
+from featurepath.pipeline.backends.local import run_local
+from featurepath.pipeline.patch import plan_units, prepare
 from featurepath.pipeline.store import RunStore
 
 
@@ -28,7 +29,7 @@ def _cfg(**patch) -> RunConfig:
 def _run(tmp, tiny, saes, cfg, **kw):
     model, tok = tiny
     job = prepare(tmp, cfg, model, tok, saes, **kw)
-    run_local(job, model, tok, saes, progress=False)
+    run_local(job, runtime=(model, tok, saes), progress=False)
     st = RunStore(tmp)
     return st.trials(), {n: st.activations(n)[0] for n in ("decision", "gen_mean", "gen_max")}
 
@@ -67,7 +68,7 @@ def test_resume_redoes_only_missing_and_corrupt_units(tmp_path, tiny, tiny_saes)
     job = prepare(run, _cfg(), model, tok, tiny_saes)
     st = RunStore(run)
     plan = st.plan()
-    run_local(job, model, tok, tiny_saes, units=plan.units[:2], progress=False)
+    run_local(job, plan.units[:2], runtime=(model, tok, tiny_saes), progress=False)
     # corrupt unit 1's parquet part, and half-write unit 2 (part without a commit record)
     part = st.parts / "u00001.parquet"
     part.write_bytes(part.read_bytes()[:-10])
@@ -76,7 +77,7 @@ def test_resume_redoes_only_missing_and_corrupt_units(tmp_path, tiny, tiny_saes)
     job = prepare(run, _cfg(), model, tok, tiny_saes, resume=True)
     pending = [u.index for u in st.pending()]
     assert 0 not in pending and 1 in pending
-    run_local(job, model, tok, tiny_saes, progress=False)
+    run_local(job, runtime=(model, tok, tiny_saes), progress=False)
     pd.testing.assert_frame_equal(st.trials(), ref_trials)
     for k in ref_arrays:
         assert np.array_equal(st.activations(k)[0], ref_arrays[k], equal_nan=True)
@@ -125,7 +126,7 @@ def test_disk_full_stops_cleanly_and_keeps_finished_units(tmp_path, tiny, tiny_s
     job = prepare(tmp_path, _cfg(), model, tok, tiny_saes)
     st = RunStore(tmp_path)
     units = st.plan().units
-    run_local(job, model, tok, tiny_saes, units=units[:1], progress=False)
+    run_local(job, units[:1], runtime=(model, tok, tiny_saes), progress=False)
     real = store_mod.atomic_write
     calls = {"n": 0}
 
@@ -137,10 +138,10 @@ def test_disk_full_stops_cleanly_and_keeps_finished_units(tmp_path, tiny, tiny_s
 
     monkeypatch.setattr(store_mod, "atomic_write", full_disk)
     with pytest.raises(DiskFullError, match="--resume"):
-        run_local(job, model, tok, tiny_saes, units=units[1:], progress=False)
+        run_local(job, units[1:], runtime=(model, tok, tiny_saes), progress=False)
     monkeypatch.setattr(store_mod, "atomic_write", real)
     assert st.is_done(units[0])
     assert not st.is_done(units[1])
     job = prepare(tmp_path, _cfg(), model, tok, tiny_saes, resume=True)
-    run_local(job, model, tok, tiny_saes, progress=False)
+    run_local(job, runtime=(model, tok, tiny_saes), progress=False)
     assert st.pending() == []

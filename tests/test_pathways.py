@@ -247,7 +247,7 @@ def test_load_activations(tmp_path: Path) -> None:
 def test_cli_pathways_both_signals(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    import featurepath.analysis.commands  # noqa: F401
+    import featurepath.cli.analysis  # noqa: F401
     from featurepath.cli import app
 
     write_run(tmp_path)

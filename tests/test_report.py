@@ -195,7 +195,7 @@ def test_custom_out_and_missing_run_dir(tmp_path, run):
 
 def test_cli(tmp_path, run, monkeypatch, capsys):
     import featurepath.cli as cli
-    import featurepath.report.commands  # noqa: F401  (registers `report`)
+    import featurepath.cli.report  # noqa: F401  (registers `report`)
 
     monkeypatch.setattr(cli, "_register", lambda: None)
     out = tmp_path / "cli.html"

@@ -149,7 +149,7 @@ def test_split_texts_deterministic() -> None:
 
 
 def test_corpus_deterministic_and_in_domain(tiny) -> None:
-    from featurepath.sae.corpus import default_corpus
+    from featurepath.tasks.slot_machine.corpus import default_corpus
 
     model, tok = tiny
     a = default_corpus(model, tok, n_prompts=6, gen_tokens=4, seed=1, answered_fraction=0.5,
@@ -166,7 +166,7 @@ def test_corpus_deterministic_and_in_domain(tiny) -> None:
 @pytest.mark.e2e
 def test_embedded_one_layer_end_to_end(tmp_path) -> None:
     from featurepath.models import load_model
-    from featurepath.sae.corpus import game_prompts
+    from featurepath.tasks.slot_machine.corpus import game_prompts
 
     model, tok = load_model("embedded", device="cpu")
     texts = game_prompts(tok, 24, seed=5)

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from featurepath.tasks.slot_machine import GameConfig, game_table, play, summarize
+from featurepath.tasks.slot_machine import GameConfig, game_table, play, summarize_games
 
 COLS = ["game_id", "condition", "bet_type", "round", "balance_before", "action", "bet", "valid",
         "outcome", "balance_after", "end_reason"]
@@ -46,7 +46,7 @@ def test_per_game_indices(table: pd.DataFrame) -> None:
 
 
 def test_summary_hand_values(table: pd.DataFrame) -> None:
-    s = summarize(table).set_index("condition")
+    s = summarize_games(table).set_index("condition")
     g = s.loc["G"]
     assert g["bet_type"] == "variable" and g["n_games"] == 2
     assert g["bankruptcy_rate"] == 0.5 and g["stop_rate"] == 0.5
@@ -68,7 +68,7 @@ def test_summary_hand_values(table: pd.DataFrame) -> None:
 
 def test_missing_columns_raise(table: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="outcome"):
-        summarize(table.drop(columns=["outcome"]))
+        summarize_games(table.drop(columns=["outcome"]))
 
 
 def test_summary_of_simulated_games_matches_rules() -> None:
@@ -86,7 +86,7 @@ def test_summary_of_simulated_games_matches_rules() -> None:
                          bal, "stop"))
         else:
             rows[-1] = rows[-1][:-1] + (state.end_reason,)
-    s = summarize(pd.DataFrame(rows, columns=COLS)).iloc[0]
+    s = summarize_games(pd.DataFrame(rows, columns=COLS)).iloc[0]
     assert s["n_games"] == 20 and s["mean_bet"] == 10
     assert math.isclose(s["bankruptcy_rate"] + s["stop_rate"] + s["round_limit_rate"], 1.0)
     assert s["extreme_betting"] == pytest.approx(

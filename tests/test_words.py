@@ -93,7 +93,7 @@ def test_bh_family_is_one_comparison_and_min_count_filters() -> None:
 
 def test_summary_line_format() -> None:
     table = W.word_table(_planted())
-    summ = W.summarize(table)
+    summ = W.summarize_words(table)
     assert len(summ) == 1
     assert summ["summary"][0] == "L30-16039 (risky, scale 2.0) adds: $100; removes: stop"
     assert summ["n_adds"][0] == 1 and summ["n_removes"][0] == 1
@@ -139,7 +139,7 @@ def test_condition_baselines_shared_across_features() -> None:
         assert df.iloc[c.baseline]["context"].nunique() == 1
         assert df.iloc[c.baseline]["context"].iloc[0] == df.iloc[c.patched]["context"].iloc[0]
     table = W.word_table(df, baseline_selector=W.baseline_by_condition())
-    summ = W.summarize(table)
+    summ = W.summarize_words(table)
     assert "L9-7 (risky, risky_with_risky_patch) adds: $100; removes: stop" in set(summ["summary"])
 
 

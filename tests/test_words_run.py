@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from featurepath.analysis.words_run import run_words_store
+from featurepath.analysis.words_run import run_words
 from featurepath.cli import main
+from featurepath.config import RunConfig
 from featurepath.rundir import TRIAL_COLUMNS
 
 
@@ -33,12 +34,12 @@ def _trials(n: int = 40) -> pd.DataFrame:
 
 def test_run_store_words_find_planted_words(tmp_path):
     _trials().to_parquet(tmp_path / "trials.parquet")
-    res = run_words_store(tmp_path, tmp_path)
-    t = res["table"]
+    res = run_words(tmp_path, RunConfig())
+    t = res.table
     sig = t[t["significant"]]
     assert set(sig[sig["direction"] == "adds"]["word"]) == {"jackpot"}
     assert set(sig[sig["direction"] == "removes"]["word"]) == {"stop"}
-    assert "L8-5" in res["summary"] and "1 of 1 comparisons" in res["summary"]
+    assert "L8-5" in res.summary and "1 of 1 comparisons" in res.summary
     assert (tmp_path / "words.parquet").exists() and (tmp_path / "words_summary.md").exists()
 
 
@@ -49,7 +50,18 @@ def test_words_cli_on_a_run_and_errors(tmp_path, capsys):
     assert main(["words"]) == 2
     assert "RUN_DIR or --jsonl" in capsys.readouterr().err
     assert main(["words", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["words", str(tmp_path / "empty")]) == 2
     assert "featurepath patch" in capsys.readouterr().err
+
+
+def test_words_baseline_is_what_patches_nothing_whatever_its_name(tmp_path):
+    df = _trials()
+    df.loc[df["patch"] == "none", "condition"] = "control"  # not named *_baseline
+    df.to_parquet(tmp_path / "trials.parquet")
+    sig = run_words(tmp_path, RunConfig()).table
+    assert set(sig[sig["significant"] & (sig["direction"] == "adds")]["word"]) == {"jackpot"}
 
 
 @pytest.mark.parametrize("bad", ["{not json", '{"layer": "x"}'])

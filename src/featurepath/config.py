@@ -14,7 +14,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from featurepath.errors import ConfigError
-from featurepath.rundir import feature_key, parse_feature_key  # noqa: F401 (re-exported)
+from featurepath.rundir import (  # noqa: F401 (feature keys re-exported)
+    RunDir,
+    atomic_write,
+    feature_key,
+    parse_feature_key,
+)
 
 
 class _Strict(BaseModel):
@@ -139,8 +144,21 @@ class PatchSection(_Strict):
 
 
 class AnalysisSection(_Strict):
-    alpha: float = Field(0.05, gt=0.0, lt=1.0)
-    min_d: float = Field(0.5, ge=0.0)
+    """Thresholds of causal, pathways, words and the report (``featurepath causal RUN`` etc.
+    read them from ``RUN/config.yaml``; a command-line flag overrides them)."""
+
+    alpha: float = Field(0.05, gt=0.0, lt=1.0,
+                         description="FDR level (Benjamini-Hochberg) of every analysis stage")
+    min_d: float = Field(0.5, ge=0.0, description="minimum |d| of a pathway edge")
+    same_effect_tol: float = Field(
+        0.5, ge=0.0, description="flag a feature whose safe- and risky-value effects agree in "
+                                 "sign and differ by at most this share of the larger")
+    n_boot: int = Field(1000, ge=0, description="bootstrap resamples for bet-size CIs (0: none)")
+    words_prior: float = Field(1000.0, gt=0.0,
+                               description="Dirichlet prior strength of the word analysis "
+                                           "(Monroe et al. 2008)")
+    words_token_pattern: str | None = Field(
+        None, description="regex for word tokens (default: dollar amounts, numbers, words)")
 
 
 class RunConfig(_Strict):
@@ -194,6 +212,24 @@ def base_config(run_dir: Path, config: Path | None = None) -> RunConfig:
     return RunConfig()
 
 
+def resolve_config(run_dir: str | Path, config: str | Path | None = None,
+                   **overrides: Any) -> RunConfig:
+    """``--config FILE`` > ``RUN/config.yaml`` > defaults, then non-None command-line overrides
+    (dotted keys like ``analysis.alpha``). Nothing is written: a command that fails on bad input
+    must not rewrite the run's config; :func:`record_config` does that once a stage succeeded."""
+    return with_overrides(base_config(Path(run_dir), Path(config) if config else None),
+                          overrides)
+
+
+def record_config(run_dir: str | Path, cfg: RunConfig) -> Path:
+    """Write ``RUN/config.yaml`` after a stage succeeded, so the run says how it was made.
+
+    The one place the run's config is written; every ``run_<stage>`` calls it last."""
+    path = RunDir(run_dir).config
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_config(cfg, path)
+
+
 def with_overrides(cfg: RunConfig, overrides: dict[str, Any] | None) -> RunConfig:
     """``cfg`` with dotted-key overrides (``{"patch.trials": 5}``; ``None`` values skipped),
     validated as a whole so an error names the key."""
@@ -214,11 +250,8 @@ def dump_config(cfg: RunConfig) -> str:
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> Path:
-    p = Path(path)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(dump_config(cfg))
-    tmp.replace(p)
-    return p
+    """``cfg`` as YAML at ``path``, atomically (a kill leaves the old file or the new one)."""
+    return atomic_write(Path(path), dump_config(cfg))
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,6 +41,7 @@ from scipy import stats as sps
 
 from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
+    load_trials,
     normalise_trials,
     pair_trials,
     patched_groups,
@@ -53,10 +55,11 @@ from featurepath.analysis.stats import (
     paired_t,
     spearman,
 )
+from featurepath.config import RunConfig, record_config
 from featurepath.errors import DataError
 from featurepath.rundir import CAUSAL_FEATURE_COLUMNS as FEATURE_COLUMNS
 from featurepath.rundir import CAUSAL_TEST_COLUMNS as TEST_COLUMNS
-from featurepath.rundir import DOSE_COLUMNS
+from featurepath.rundir import DOSE_COLUMNS, RunDir, write_table
 
 __all__ = [
     "METRICS",
@@ -65,7 +68,9 @@ __all__ = [
     "DOSE_COLUMNS",
     "causal_table",
     "classify_features",
-    "dose_response",
+    "scale_trend",
+    "run_causal",
+    "CausalResult",
 ]
 
 METRICS = ("stop_rate", "bet", "p_stop")
@@ -298,7 +303,7 @@ def classify_features(
 # ------------------------------------------------------------------------------ dose response
 
 
-def dose_response(trials: pd.DataFrame) -> pd.DataFrame:
+def scale_trend(trials: pd.DataFrame) -> pd.DataFrame:
     """Spearman correlation of patch scale with stop rate and with mean bet, per feature x context.
 
     Uses the patched conditions that carry a finite ``scale`` (one level per distinct scale,
@@ -335,3 +340,42 @@ def dose_response(trials: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out["q"] = bh_fdr(out["p"].to_numpy(dtype=float))
     return out[DOSE_COLUMNS]
+
+
+# ------------------------------------------------------------------------------ the stage
+
+
+@dataclass
+class CausalResult:
+    """What ``run_causal`` found and wrote."""
+
+    tests: pd.DataFrame
+    features: pd.DataFrame
+    dose: pd.DataFrame
+    alpha: float
+
+    @property
+    def n_significant(self) -> int:
+        return int((self.tests["q"] <= self.alpha).sum())
+
+    @property
+    def n_degenerate(self) -> int:
+        return int(self.tests["degenerate"].sum())
+
+
+def run_causal(run_dir: str | Path, cfg: RunConfig) -> CausalResult:
+    """The causal stage: test every patched condition of ``RUN/trials.parquet`` against its
+    baseline with ``cfg.analysis`` thresholds; write causal_tests, causal_features and (when
+    conditions carry a scale) dose_response, then record the config."""
+    rd = RunDir(run_dir).require_dir()
+    a = cfg.analysis
+    trials = load_trials(rd.root)
+    tests, features = causal_table(trials, alpha=a.alpha, same_effect_tol=a.same_effect_tol,
+                                   n_boot=a.n_boot, seed=cfg.seed)
+    dose = scale_trend(trials)
+    write_table(tests, rd.causal_tests)
+    write_table(features, rd.causal_features)
+    if not dose.empty:
+        write_table(dose, rd.dose_response)
+    record_config(rd.root, cfg)
+    return CausalResult(tests, features, dose, a.alpha)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import networkx as nx
@@ -43,13 +44,16 @@ from numpy.typing import ArrayLike
 from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
     SIGNALS,
+    load_activations,
+    load_trials,
     normalise_trials,
     pair_trials,
     patched_groups,
 )
 from featurepath.analysis.stats import bh_fdr, paired_t_matrix
+from featurepath.config import RunConfig, record_config
 from featurepath.errors import DataError
-from featurepath.rundir import CHAIN_COLUMNS, EDGE_COLUMNS, LAYER_PAIR_COLUMNS, feature_key
+from featurepath.rundir import CHAIN_COLUMNS, EDGE_COLUMNS, LAYER_PAIR_COLUMNS, RunDir, feature_key
 
 __all__ = [
     "EDGE_COLUMNS",
@@ -307,3 +311,54 @@ def export(
 def _check_signal(signal: str) -> None:
     if signal not in SIGNALS:
         raise DataError(f"unknown signal {signal!r}; choose one of {', '.join(SIGNALS)}")
+
+
+# ------------------------------------------------------------------------------ the stage
+
+
+@dataclass
+class PathwaysResult:
+    """What ``run_pathways`` found and wrote: every tested pair (``edges``, one ``signal``
+    column), chains, one graph per signal, and signals that could not be read (with why)."""
+
+    edges: pd.DataFrame
+    chains: pd.DataFrame
+    graphs: dict[str, nx.DiGraph]
+    skipped: dict[str, str] = field(default_factory=dict)
+    written: dict[str, Path] = field(default_factory=dict)
+
+
+def run_pathways(run_dir: str | Path, cfg: RunConfig,
+                 signals: tuple[str, ...] = ("decision", "gen_mean"),
+                 forward_only: bool = True, min_chain_len: int = 2) -> PathwaysResult:
+    """The pathways stage: paired shifts of every recorded target under each patched source,
+    for each signal, with ``cfg.analysis`` alpha and min_d; writes ``RUN/pathways/`` and
+    records the config. A signal that cannot be read is skipped when others remain."""
+    rd = RunDir(run_dir).require_dir()
+    a = cfg.analysis
+    trials = load_trials(rd.root)
+    frames: list[pd.DataFrame] = []
+    chains: list[pd.DataFrame] = []
+    graphs: dict[str, nx.DiGraph] = {}
+    skipped: dict[str, str] = {}
+    for sig in signals:
+        _check_signal(sig)
+        try:
+            acts, rec_layer, rec_feature = load_activations(rd.root, sig)
+        except DataError as exc:
+            if len(signals) == 1:
+                raise
+            skipped[sig] = str(exc)
+            continue
+        e = pathway_edges(trials, acts, rec_layer, rec_feature, signal=sig, alpha=a.alpha,
+                          min_d=a.min_d, forward_only=forward_only)
+        graphs[sig] = build_graph(e, signal=sig)
+        frames.append(e)
+        chains.append(find_chains(graphs[sig], min_len=min_chain_len, signal=sig))
+    if not graphs:
+        raise DataError(f"no activation signal could be read from {rd.root}")
+    edges = pd.concat([f for f in frames if not f.empty] or frames, ignore_index=True)
+    chains_all = pd.concat([c for c in chains if not c.empty] or chains, ignore_index=True)
+    written = export(edges, graphs, chains_all, rd.root)
+    record_config(rd.root, cfg)
+    return PathwaysResult(edges, chains_all, graphs, skipped, written)

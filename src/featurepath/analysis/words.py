@@ -49,7 +49,8 @@ __all__ = [
     "compare_to_baseline",
     "log_odds_dirichlet",
     "word_table",
-    "summarize",
+    "summarize_words",
+    "baseline_by_patch",
     "summary_markdown",
     "write_outputs",
 ]
@@ -77,6 +78,16 @@ def baseline_by_scale(scale: float = 1.0) -> BaselineSelector:
     def select(df: pd.DataFrame) -> NDArray[np.bool_]:
         s = pd.to_numeric(df["scale"], errors="coerce").to_numpy(dtype=float)
         return np.isclose(s, scale)
+
+    return select
+
+
+def baseline_by_patch() -> BaselineSelector:
+    """Baseline rows are those that patch nothing (``patch == "none"``): what the patch stage
+    wrote, whatever the conditions are named."""
+
+    def select(df: pd.DataFrame) -> NDArray[np.bool_]:
+        return (df["patch"].astype(str) == "none").to_numpy(dtype=bool)
 
     return select
 
@@ -363,7 +374,7 @@ def group_label(layer: object, feature_id: object, context: object = None,
     return f"{head} ({', '.join(bits)})" if bits else head
 
 
-def summarize(table: pd.DataFrame, top: int = 8, fdr_alpha: float | None = None) -> pd.DataFrame:
+def summarize_words(table: pd.DataFrame, top: int = 8, fdr_alpha: float | None = None) -> pd.DataFrame:
     """One row per compared group: counts of significant adds/removes and a one-line summary.
 
     The line reads ``L30-16039 (risky, scale 2.0) adds: $100, bet …; removes: stop …`` with the
@@ -403,7 +414,7 @@ def summary_markdown(table: pd.DataFrame, top: int = 8, title: str = "Words adde
                      "by feature patches") -> str:
     """Markdown report: parameters, then one line per compared group (most words first)."""
     params = table.attrs.get("params", {})
-    summ = summarize(table, top=top)
+    summ = summarize_words(table, top=top)
     lines = [f"# {title}", ""]
     if params:
         lines += [

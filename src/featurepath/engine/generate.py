@@ -9,7 +9,7 @@ batch (a short answer should not pay for the longest one).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,14 +29,20 @@ class SamplingConfig:
     stop_strings: tuple[str, ...] = ()
 
 
+#: Reads one number per row from the decision token's logits ``[rows, vocab] -> [rows]`` (the
+#: slot-machine task passes P(stop)); the engine itself knows no task.
+Readout = Callable[[torch.Tensor], torch.Tensor]
+
+
 @dataclass
 class GenResult:
-    """Per row: the answer text and tokens, P(stop) at the decision token, and the recorded
-    features at the decision token and over the generated tokens (mean and max)."""
+    """Per row: the answer text and tokens, the task's readout of the decision token's logits
+    (NaN without one), and the recorded features at the decision token and over the generated
+    tokens (mean and max)."""
 
     texts: list[str]
     tokens: list[list[int]]
-    p_stop: torch.Tensor
+    readout: torch.Tensor
     decision: torch.Tensor
     gen_mean: torch.Tensor
     gen_max: torch.Tensor
@@ -53,12 +59,10 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def _p_stop(logits: torch.Tensor, option_ids: dict[str, list[int]] | None) -> torch.Tensor:
-    if not option_ids:
+def _readout(logits: torch.Tensor, readout: Readout | None) -> torch.Tensor:
+    if readout is None:
         return torch.full(logits.shape[:-1], float("nan"))
-    from featurepath.tasks.slot_machine.readout import p_stop_from_logits
-
-    return p_stop_from_logits(logits.float(), option_ids).cpu()
+    return readout(logits.float()).float().cpu()
 
 
 def _constrain(logits: torch.Tensor, allowed: list[list[int] | None]) -> torch.Tensor:
@@ -112,7 +116,7 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
              sampling: SamplingConfig | None = None, saes: dict[int, SAE] | None = None,
              interventions: Sequence[Intervention | None] | None = None,
              record: RecordSpec | None = None,
-             option_ids: dict[str, list[int]] | None = None,
+             readout: Readout | None = None,
              shared_prefix: bool = True, constraints: Sequence[Any] | None = None) -> GenResult:
     """Sample one answer per prompt, row ``i`` patched by ``interventions[i]`` and seeded by
     ``seeds[i]``; the decision token is the last prompt token.
@@ -139,7 +143,7 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
             eos.update(int(x) for x in e)
     out_tokens: list[list[int]] = [[] for _ in range(n)]
     rows = torch.arange(n)
-    p_stop = torch.full((n,), float("nan"))
+    read = torch.full((n,), float("nan"))
     with rec:
         if shared_prefix and all(iv is None or iv.positions != "all" for iv in ivs):
             logits, cache, mask = _prefill_shared(model, tok, prompts, rec, device)
@@ -150,7 +154,7 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
                                   torch.zeros(n, T, dtype=torch.bool), mask.bool().cpu(),
                                   prefill=True)
             logits, cache = _forward(model, ids, mask, _positions(mask), None)
-        p_stop[:] = _p_stop(logits, option_ids)
+        read[:] = _readout(logits, readout)
         for _step in range(cfg.max_new_tokens):
             if constraints is not None:
                 logits = _constrain(logits, [None if constraints[int(r)] is None else
@@ -188,7 +192,7 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
     texts = [tok.decode(t, skip_special_tokens=True) for t in out_tokens]
     if cfg.stop_strings:
         texts = [_cut(t, cfg.stop_strings) for t in texts]
-    return GenResult(texts, out_tokens, p_stop, rec.decision, rec.gen_mean(), rec.gen_max,
+    return GenResult(texts, out_tokens, read, rec.decision, rec.gen_mean(), rec.gen_max,
                      [len(t) for t in out_tokens])
 
 
@@ -225,7 +229,7 @@ def replay(model, tok, prompts: Sequence[str], responses: Sequence[str] | None =
            saes: dict[int, SAE] | None = None,
            interventions: Sequence[Intervention | None] | None = None,
            record: RecordSpec | None = None,
-           option_ids: dict[str, list[int]] | None = None) -> GenResult:
+           readout: Readout | None = None) -> GenResult:
     """Teacher-forced: one forward pass over each prompt (plus its fixed response, if given)
     with the patch; exact and much cheaper than sampling. Response tokens count as generated
     tokens for recording and for ``last`` positions."""
@@ -258,5 +262,5 @@ def replay(model, tok, prompts: Sequence[str], responses: Sequence[str] | None =
         rec.state = None
     dec_logits = out.logits[torch.arange(n, device=device), dec.to(device)]
     return GenResult(list(responses or [""] * n), [b for b in r_ids],
-                     _p_stop(dec_logits, option_ids), rec.decision, rec.gen_mean(),
+                     _readout(dec_logits, readout), rec.decision, rec.gen_mean(),
                      rec.gen_max, [len(b) for b in r_ids])

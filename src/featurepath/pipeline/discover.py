@@ -15,15 +15,16 @@ import pandas as pd
 import torch
 
 from featurepath.analysis.discover import discover_features
-from featurepath.config import RunConfig
+from featurepath.config import RunConfig, record_config
 from featurepath.engine.generate import replay
 from featurepath.engine.hooks import RecordSpec
 from featurepath.errors import DataError
+from featurepath.rundir import RunDir, atomic_write, parquet_bytes
 from featurepath.sae.model import SAE
 
 
 def decision_points(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "play" / "decisions.parquet"
+    path = RunDir(run_dir).decisions
     if not path.exists():
         raise DataError(f"{path} is missing; run `featurepath play {run_dir}` first")
     df = pd.read_parquet(path)
@@ -65,8 +66,10 @@ def run_discover(run_dir: str | Path, cfg: RunConfig, model, tok, saes: dict[int
     bankrupt = (points["end_reason"] == "bankrupt").to_numpy()
     table = discover_features(acts, bankrupt, layers, ids, cfg.discover.alpha,
                               cfg.discover.min_d)
-    table.to_parquet(root / "discover.parquet", index=False)
-    table.head(200).to_csv(root / "discover_top.csv", index=False)
+    rd = RunDir(root)
+    atomic_write(rd.discover, parquet_bytes(table))
+    atomic_write(rd.discover_top, table.head(200).to_csv(index=False))
+    record_config(root, cfg)
     table.attrs["seconds"] = time.time() - t0
     table.attrs["n_points"] = len(points)
     table.attrs["n_bankrupt"] = int(bankrupt.sum())

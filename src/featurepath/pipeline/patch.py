@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from featurepath.engine.hooks import Intervention, RecordSpec
 from featurepath.errors import ConfigError, DataError
 from featurepath.pipeline.seeds import derive_seed
 from featurepath.pipeline.store import Plan, RunStore, Unit
-from featurepath.rundir import TRIAL_COLUMNS, PlanItem
+from featurepath.rundir import TRIAL_COLUMNS, PlanItem, RunDir
 
 
 # ---------------------------------------------------------------- prompts
@@ -71,7 +69,7 @@ def state_prompt_sets(tok, protocol: str, n: int, components: str, seed: int
 def play_prompt_sets(run_dir: Path, max_per_set: int = 256) -> dict[str, list[PromptRecord]]:
     """Decision points recorded by ``play``: ``safe`` = from games that ended with a voluntary
     stop, ``risky`` = from games that went bankrupt. Deterministic order (by prompt id)."""
-    path = run_dir / "play" / "decisions.parquet"
+    path = RunDir(run_dir).decisions
     if not path.exists():
         raise DataError(f"prompt_set 'play' needs {path}; run `featurepath play` first")
     df = pd.read_parquet(path)
@@ -140,7 +138,7 @@ def _digest(cfg: RunConfig) -> str:
 
 # ---------------------------------------------------------------- features
 def candidate_features(run_dir: Path, limit: int) -> pd.DataFrame | None:
-    path = run_dir / "discover.parquet"
+    path = RunDir(run_dir).discover
     if not path.exists():
         return None
     df = pd.read_parquet(path)
@@ -178,6 +176,7 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
             features: list[str] | None = None) -> PatchJob:
     """Plan the run (or check the stored plan on resume) and create the store."""
     root = Path(run_dir)
+    rd = RunDir(root)
     root.mkdir(parents=True, exist_ok=True)
     store = RunStore(root)
     planner = store.claim_planning()
@@ -186,7 +185,7 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
         resume = True
     if store.exists():
         plan = store.plan()
-        stored = load_config(root / "patch" / "config.yaml")
+        stored = load_config(rd.patch_config)
         if plan.config_digest != _digest(cfg):
             from featurepath.config import diff_configs
 
@@ -251,10 +250,8 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
             "features": feats, "values": values,
             "prompts": {k: [vars(r) for r in v] for k, v in prompt_sets.items()},
         })
-        (root / "patch").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, root / "patch" / "config.yaml")
-        if not (root / "config.yaml").exists():
-            save_config(cfg, root / "config.yaml")
+        rd.patch.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, rd.patch_config)
         rec = [parse_feature_key(f) for f in record]
         store.create(plan, [a for a, _ in rec], [b for _, b in rec], pc.store_dtype)
     finally:
@@ -302,15 +299,12 @@ def _unit_rows(job: PatchJob, unit: Unit) -> list[dict[str, Any]]:
 def run_unit(job: PatchJob, unit: Unit, model, tok, saes) -> tuple[pd.DataFrame, dict]:
     """Compute one unit (no writing): the trials table and the recorded arrays."""
     from featurepath.tasks.slot_machine import parse_response
-    from featurepath.tasks.slot_machine.readout import option_token_ids
+    from featurepath.tasks.slot_machine.readout import p_stop_readout
 
     pc = job.cfg.patch
     rows = _unit_rows(job, unit)
     spec = RecordSpec([parse_feature_key(f) for f in job.plan.record])
-    try:
-        option_ids = option_token_ids(tok)
-    except ValueError:
-        option_ids = None
+    readout = p_stop_readout(tok)
     prompts = [r["_text"] for r in rows]
     ivs = [r["_iv"] for r in rows]
     if pc.mode == "sample":
@@ -320,10 +314,10 @@ def run_unit(job: PatchJob, unit: Unit, model, tok, saes) -> tuple[pd.DataFrame,
         cons = answer_constraints(tok, [r["_parse"] for r in rows], s.answer)
         res = generate(model, tok, prompts, [r["seed"] for r in rows],
                        SamplingConfig(s.temperature, s.top_p, s.max_new_tokens,
-                                      tuple(s.stop_strings)), saes, ivs, spec, option_ids,
+                                      tuple(s.stop_strings)), saes, ivs, spec, readout,
                        constraints=cons)
     else:
-        res = replay(model, tok, prompts, None, saes, ivs, spec, option_ids)
+        res = replay(model, tok, prompts, None, saes, ivs, spec, readout)
     out = []
     for i, r in enumerate(rows):
         text = res.texts[i]
@@ -334,38 +328,13 @@ def run_unit(job: PatchJob, unit: Unit, model, tok, saes) -> tuple[pd.DataFrame,
             action, bet, valid = None, None, False
         rec = {k: v for k, v in r.items() if not k.startswith("_")}
         rec.update(response=text, action=action, bet=float("nan") if bet is None else float(bet),
-                   valid=bool(valid), p_stop=float(res.p_stop[i]),
+                   valid=bool(valid), p_stop=float(res.readout[i]),
                    n_new_tokens=int(res.n_new_tokens[i]))
         out.append(rec)
     df = pd.DataFrame(out, columns=TRIAL_COLUMNS)
     arrays = {"decision": res.decision.numpy(), "gen_mean": res.gen_mean.numpy(),
               "gen_max": res.gen_max.numpy()}
     return df, arrays
-
-
-def run_local(job: PatchJob, model, tok, saes, units: list[Unit] | None = None,
-              progress: bool = True, on_unit: Callable[[int], None] | None = None) -> dict:
-    """Run the pending units in this process, committing each as it finishes."""
-    from tqdm.auto import tqdm
-
-    store = RunStore(job.run_dir)
-    todo = units if units is not None else store.pending()
-    t0 = time.time()
-    n_trials = 0
-    bar = tqdm(total=len(todo), desc="patch units", unit="unit", disable=not progress,
-               dynamic_ncols=True)
-    for unit in todo:
-        df, arrays = run_unit(job, unit, model, tok, saes)
-        store.commit(unit, df, arrays)
-        n_trials += len(df)
-        el = time.time() - t0
-        bar.set_postfix(trials_per_s=f"{n_trials / max(el, 1e-9):.2f}")
-        bar.update(1)
-        if on_unit is not None:
-            on_unit(unit.index)
-    bar.close()
-    store.consolidate()
-    return {"units": len(todo), "trials": n_trials, "seconds": time.time() - t0}
 
 
 def describe(job: PatchJob) -> str:
@@ -376,4 +345,4 @@ def describe(job: PatchJob) -> str:
             f"{len(p.record)} features")
 
 
-__all__ = ["prepare", "run_local", "run_unit", "plan_units", "PatchJob", "describe"]
+__all__ = ["prepare", "run_unit", "plan_units", "PatchJob", "describe"]

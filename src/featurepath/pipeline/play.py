@@ -37,9 +37,7 @@ their own share of games (``invalid_rate`` counts invalid decision points).
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +45,11 @@ from typing import Any
 
 import pandas as pd
 
-from featurepath.config import RunConfig, config_from_dict, dump_config, load_config, save_config
-from featurepath.engine.generate import GenResult, SamplingConfig, generate
+from featurepath.config import RunConfig, config_from_dict, load_config, record_config, save_config
+from featurepath.engine.generate import GenResult, Readout, SamplingConfig, generate
 from featurepath.errors import ConfigError, DataError
 from featurepath.pipeline.seeds import derive_seed
-from featurepath.rundir import DECISION_COLUMNS
+from featurepath.rundir import DECISION_COLUMNS, RunDir, write_table
 from featurepath.rundir import METRIC_COLUMNS as SUMMARY_COLUMNS
 from featurepath.tasks.slot_machine import (
     GameConfig,
@@ -60,12 +58,12 @@ from featurepath.tasks.slot_machine import (
     build_prompt,
     condition_name,
     normalize_components,
-    option_token_ids,
     parse_response,
     render,
-    summarize,
+    summarize_games,
 )
 from featurepath.tasks.slot_machine.constrained import answer_constraints
+from featurepath.tasks.slot_machine.readout import p_stop_readout
 
 __all__ = ["DECISION_COLUMNS", "GameSpec", "StepInfo", "game_configs", "plan_games", "run_play",
            "summary_table", "validate_play"]
@@ -193,7 +191,7 @@ def _history_json(state: GameState) -> str:
 
 # ---------------------------------------------------------------------------- one unit
 def _play_unit(model: Any, tok: Any, cfg: RunConfig, unit: int, specs: Sequence[GameSpec],
-               rules: dict[str, GameConfig], option_ids: dict[str, list[int]] | None,
+               rules: dict[str, GameConfig], readout: Readout | None,
                generate_fn: GenerateFn, calls: list[int],
                after_step: Callable[[StepInfo], None] | None,
                on_game_end: Callable[[_Live], None]) -> pd.DataFrame:
@@ -212,7 +210,7 @@ def _play_unit(model: Any, tok: Any, cfg: RunConfig, unit: int, specs: Sequence[
         texts = [render(s, tok) for s in sent]
         seeds = [derive_seed(g.spec.seed, "sample", g.state.round, g.retries) for g in live]
         cons = answer_constraints(tok, [b.parse_kwargs() for b in base], p.sampling.answer)
-        res = generate_fn(model, tok, texts, seeds, samp, option_ids=option_ids,
+        res = generate_fn(model, tok, texts, seeds, samp, readout=readout,
                           constraints=cons)
         calls[0] += 1
         still: list[_Live] = []
@@ -228,7 +226,7 @@ def _play_unit(model: Any, tok: Any, cfg: RunConfig, unit: int, specs: Sequence[
                        round=g.state.round, balance_before=g.state.balance,
                        history=_history_json(g.state), prompt_id=b.prompt_id, prompt=texts[i],
                        response=response, action=dec.action, bet=dec.bet, valid=dec.valid,
-                       retries=g.retries, reason=dec.reason, p_stop=float(res.p_stop[i]),
+                       retries=g.retries, reason=dec.reason, p_stop=float(res.readout[i]),
                        outcome=None, balance_after=g.state.balance, end_reason=None,
                        seed=g.spec.seed, sample_seed=seeds[i], unit=unit)
             g.retries = 0
@@ -280,17 +278,6 @@ def _nulls(df: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------- storage
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(buf.getvalue())
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-
-
 def _read_part(path: Path, specs: Sequence[GameSpec]) -> pd.DataFrame | None:
     """A committed unit, or ``None`` if it is unreadable or holds other games (then redo it)."""
     try:
@@ -339,22 +326,17 @@ def run_play(model: Any, tok: Any, cfg: RunConfig, run_dir: str | Path, resume: 
     validate_play(cfg)
     rules = game_configs(cfg)
     run_dir = Path(run_dir)
-    play_dir = run_dir / "play"
-    parts_dir = play_dir / "parts"
+    rd = RunDir(run_dir)
+    play_dir = rd.play
+    parts_dir = rd.play_parts
     _check_play_dir(cfg, play_dir, resume)
     parts_dir.mkdir(parents=True, exist_ok=True)
     for stale in parts_dir.glob(".*.tmp*"):
         stale.unlink(missing_ok=True)
-    if not (run_dir / "config.yaml").exists():
-        save_config(cfg, run_dir / "config.yaml")
-    (play_dir / "config.yaml").write_text(dump_config(cfg))
+    save_config(cfg, rd.play_config)
 
-    option_ids = None
-    if cfg.play.protocol == "completion":
-        try:
-            option_ids = option_token_ids(tok)
-        except ValueError:
-            option_ids = None  # P(stop) is then NaN; play itself does not need it
+    # P(stop) is NaN without option tokens (chat protocol); play itself does not need it
+    readout = p_stop_readout(tok) if cfg.play.protocol == "completion" else None
 
     games = plan_games(cfg)
     units = _units(games, cfg.play.batch_size)
@@ -386,9 +368,9 @@ def run_play(model: Any, tok: Any, cfg: RunConfig, run_dir: str | Path, resume: 
         for u, specs in enumerate(units):
             if u in frames:
                 continue
-            df = _play_unit(model, tok, cfg, u, specs, rules, option_ids, generate_fn, calls,
+            df = _play_unit(model, tok, cfg, u, specs, rules, readout, generate_fn, calls,
                             after_step, _ended)
-            _atomic_parquet(df, parts_dir / _PART.format(u))
+            write_table(df, parts_dir / _PART.format(u), csv=False)
             frames[u] = df
     finally:
         bar.close()
@@ -397,10 +379,10 @@ def run_play(model: Any, tok: Any, cfg: RunConfig, run_dir: str | Path, resume: 
                                   for u in range(len(units))], ignore_index=True))
     if decisions.empty:
         raise DataError("play produced no decision points")
-    _atomic_parquet(decisions, play_dir / "decisions.parquet")
-    metrics = summarize(decisions, initial_balance=cfg.play.initial_balance)
-    _atomic_parquet(metrics, play_dir / "metrics.parquet")
-    metrics.to_csv(play_dir / "metrics.csv", index=False)
+    write_table(decisions, rd.decisions, csv=False)
+    metrics = summarize_games(decisions, initial_balance=cfg.play.initial_balance)
+    write_table(metrics, rd.metrics)
+    record_config(run_dir, cfg)
     return decisions
 
 
@@ -416,7 +398,7 @@ def summary_table(metrics: pd.DataFrame) -> str:
 
 def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     """The play metrics of a run directory."""
-    path = Path(run_dir) / "play" / "metrics.parquet"
+    path = RunDir(run_dir).metrics
     if not path.exists():
         raise DataError(f"{path} does not exist; run `featurepath play` first")
     return pd.read_parquet(path)

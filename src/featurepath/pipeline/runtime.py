@@ -1,32 +1,21 @@
-"""Resolving a run's config and loading its model and SAEs, shared by the stage commands."""
+"""Loading a run's model and SAEs, shared by the stages that run the model."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from featurepath.config import RunConfig, base_config, save_config, with_overrides
-
-
-def resolve_config(run_dir: Path, config: Path | None, **overrides: Any) -> RunConfig:
-    """``--config FILE`` > ``RUN/config.yaml`` > defaults; then non-None command-line overrides
-    (dotted keys like ``patch.trials``). Nothing is written here: a command that fails on bad
-    input must not rewrite the run's config; :func:`record_config` does that once the stage
-    has succeeded."""
-    return with_overrides(base_config(run_dir, config), overrides)
-
-
-def record_config(run_dir: Path, cfg: RunConfig) -> None:
-    """Write ``RUN/config.yaml`` after a stage succeeded, so the run says how it was made."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+from featurepath.config import RunConfig
 
 
 def load_runtime(cfg: RunConfig, progress: bool = True):
-    """``(model, tokenizer, {layer: SAE})`` for a config."""
+    """``(model, tokenizer, {layer: SAE})`` for a config.
+
+    The embedded SAE set is trained on first use, on the slot-machine corpus (the text the
+    model reads and writes in the game); ``featurepath.sae`` itself knows no task, so the corpus
+    builder is passed in here.
+    """
     from featurepath.models import load_model
     from featurepath.sae.registry import load_sae_set
+    from featurepath.tasks.slot_machine.corpus import default_corpus
 
     model, tok = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    saes = load_sae_set(cfg.saes, model, tok, progress=progress)
+    saes = load_sae_set(cfg.saes, model, tok, progress=progress, corpus=default_corpus)
     return model, tok, saes

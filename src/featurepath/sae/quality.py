@@ -129,3 +129,16 @@ def loss_increase(model: Any, tok: Any, sae: SAE, texts: Sequence[str],
     """Increase in mean next-token cross-entropy (nats) when the SAE reconstruction replaces
     the output of block ``layer`` (default: the SAE's layer); see :func:`ce_losses`."""
     return ce_losses(model, tok, sae, texts, layer, batch_size, max_length)["increase"]
+
+
+def measure_quality(model: Any, tok: Any, sae: SAE, texts: Sequence[str]) -> dict[str, Any]:
+    """FVU, L0, dead fraction and cross-entropy increase of ``sae`` on ``texts`` (prompts only,
+    nothing generated)."""
+    from featurepath.sae.collect import collect_activations
+
+    acts = collect_activations(model, tok, list(texts), [sae.layer], progress=False)[sae.layer]
+    q: dict[str, Any] = sae_quality(sae, acts)
+    ce = ce_losses(model, tok, sae, list(texts))
+    q.update(ce_clean=ce["ce_clean"], ce_patched=ce["ce_patched"],
+             loss_increase=ce["increase"])
+    return q

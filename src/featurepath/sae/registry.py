@@ -8,57 +8,21 @@ quality: ``quick`` (a few minutes on two CPU cores, the default) and ``full``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from featurepath.embedded import EMBEDDED_LAYERS, SAE_PRESETS, Preset
 from featurepath.errors import ConfigError, SAEFormatError
 from featurepath.models import EMBEDDED, EMBEDDED_NAME
 from featurepath.paths import home
 from featurepath.sae.formats import FP_CONFIG, detect_format, load_sae
 from featurepath.sae.model import SAE
-from featurepath.sae.train import TrainConfig
-
-#: Layers of the embedded model (30 blocks) that get SAEs: spread from early to late, skipping the
-#: last block, whose output mostly serves the unembedding.
-EMBEDDED_LAYERS: tuple[int, ...] = (3, 8, 13, 18, 23, 27)
-
-
-@dataclass(frozen=True)
-class Preset:
-    """How much text to build and how long to train, for one embedded SAE set."""
-
-    name: str
-    n_prompts: int
-    """Game prompts in the corpus."""
-    gen_tokens: int
-    """Tokens the model samples after each answered prompt."""
-    answered_fraction: float
-    """Share of prompts followed by a sampled answer (generation is the slow part on CPU)."""
-    train: TrainConfig = field(default_factory=TrainConfig)
-    heldout_fraction: float = 0.1
-    loss_texts: int = 12
-    seed: int = 0
-
-
-PRESETS: dict[str, Preset] = {
-    # Tuned on 2 CPU cores: ~30k training tokens; expansion 4 because at expansion 8 a third of
-    # the early-layer features never fire on held-out text with this little data.
-    "quick": Preset("quick", n_prompts=200, gen_tokens=40, answered_fraction=0.3,
-                    train=TrainConfig(expansion=4, k=32, lr=1e-3, batch_size=512, epochs=3,
-                                      dead_tokens=10_000),
-                    heldout_fraction=0.15, loss_texts=8),
-    "full": Preset("full", n_prompts=1500, gen_tokens=64, answered_fraction=0.5,
-                   train=TrainConfig(expansion=8, k=32, lr=5e-4, batch_size=1024, epochs=6,
-                                     dead_tokens=50_000),
-                   heldout_fraction=0.1, loss_texts=48),
-}
 
 
 def get_preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown SAE preset {name!r}; use one of {sorted(PRESETS)}")
-    return PRESETS[name]
+    if name not in SAE_PRESETS:
+        raise ConfigError(f"unknown SAE preset {name!r}; use one of {sorted(SAE_PRESETS)}")
+    return SAE_PRESETS[name]
 
 
 def embedded_set_dir(preset: str = "quick") -> Path:
@@ -80,11 +44,20 @@ def _check_embedded_model(model: Any) -> None:
             "`featurepath sae train --model SPEC --out DIR` and pass --saes DIR")
 
 
-def ensure_embedded_saes(model: Any, tok: Any, preset: str = "quick",
+class CorpusBuilder(Protocol):
+    """Builds the training text of an SAE set: ``(model, tok, n_prompts, gen_tokens, seed,
+    answered_fraction=..., progress=...) -> texts``. The task that the SAEs serve provides it
+    (``featurepath.tasks.slot_machine.corpus.default_corpus``); this package knows no task."""
+
+    def __call__(self, model: Any, tok: Any, n_prompts: int, gen_tokens: int, seed: int, *,
+                 answered_fraction: float, progress: bool) -> list[str]: ...
+
+
+def ensure_embedded_saes(model: Any, tok: Any, corpus: CorpusBuilder, preset: str = "quick",
                          layers: list[int] | tuple[int, ...] | None = None,
                          progress: bool = True) -> dict[int, SAE]:
-    """The embedded SAE set of ``preset``, training (with progress bars) only missing layers."""
-    from featurepath.sae.corpus import default_corpus
+    """The embedded SAE set of ``preset``, training (with progress bars) only missing layers on
+    the text ``corpus`` builds."""
     from featurepath.sae.train import train_saes
 
     p = get_preset(preset)
@@ -93,8 +66,8 @@ def ensure_embedded_saes(model: Any, tok: Any, preset: str = "quick",
     layers = tuple(layers or EMBEDDED_LAYERS)
     missing = [layer for layer in layers if not _is_trained(root / f"L{layer}")]
     if missing:
-        texts = default_corpus(model, tok, p.n_prompts, p.gen_tokens, p.seed,
-                               answered_fraction=p.answered_fraction, progress=progress)
+        texts = corpus(model, tok, p.n_prompts, p.gen_tokens, p.seed,
+                       answered_fraction=p.answered_fraction, progress=progress)
         train_saes(model, tok, texts, missing, p.train, root,
                    heldout_fraction=p.heldout_fraction, loss_texts=p.loss_texts,
                    model_name=EMBEDDED_NAME, progress=progress)
@@ -138,11 +111,12 @@ def _parse_embedded(spec: str) -> str | None:
 
 
 def load_sae_set(spec: str, model: Any = None, tok: Any = None,
-                 progress: bool = True) -> dict[int, SAE]:
+                 progress: bool = True, corpus: CorpusBuilder | None = None) -> dict[int, SAE]:
     """``{layer: SAE}`` from a spec:
 
     - ``"embedded"`` / ``"embedded:quick"`` / ``"embedded:full"``: the cached trained SAEs of the
-      embedded model, trained first when missing (which needs ``model``);
+      embedded model; when missing they are trained first if a ``corpus`` builder and the
+      ``model`` are given (loading never trains behind the caller's back), else refused;
     - a directory whose subdirectories are SAE directories (any format), or one SAE directory;
     - a comma-separated list of SAE directories.
 
@@ -156,7 +130,7 @@ def load_sae_set(spec: str, model: Any = None, tok: Any = None,
             if model is not None:
                 _check_embedded_model(model)
             return {layer: load_sae(root / f"L{layer}", d_model=d) for layer in EMBEDDED_LAYERS}
-        if model is None:
+        if model is None or corpus is None:
             raise SAEFormatError(f"the embedded SAEs ({preset}) are not trained yet: run "
                                  f"`featurepath sae train --preset {preset}`")
         if tok is None:
@@ -167,7 +141,7 @@ def load_sae_set(spec: str, model: Any = None, tok: Any = None,
             tok = AutoTokenizer.from_pretrained(resolve_spec(EMBEDDED))
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token
-        return ensure_embedded_saes(model, tok, preset, progress=progress)
+        return ensure_embedded_saes(model, tok, corpus, preset, progress=progress)
     out: dict[int, SAE] = {}
     for path in _sae_dirs(spec):
         sae = load_sae(path, d_model=d)
@@ -215,7 +189,7 @@ def list_saes(model_spec: str = EMBEDDED) -> list[dict[str, Any]]:
     """Known SAEs for a spec, from their JSON files: for ``embedded`` every trained layer of
     every preset (``preset`` key added), else the directories the spec names."""
     if model_spec == EMBEDDED or _parse_embedded(model_spec) is not None:
-        presets = [_parse_embedded(model_spec)] if model_spec != EMBEDDED else list(PRESETS)
+        presets = [_parse_embedded(model_spec)] if model_spec != EMBEDDED else list(SAE_PRESETS)
         rows = []
         for preset in presets:
             root = home() / "saes" / EMBEDDED_NAME / str(preset)

@@ -3,7 +3,7 @@ response parser, the decision-token P(stop) read-out and behavioural metrics."""
 
 from __future__ import annotations
 
-from featurepath.tasks.slot_machine.metrics import game_table, summarize
+from featurepath.tasks.slot_machine.metrics import game_table, summarize_games
 from featurepath.tasks.slot_machine.parser import Decision, parse_response
 from featurepath.tasks.slot_machine.prompts import (
     COMPONENTS,
@@ -29,5 +29,5 @@ __all__ = [
     "COMPONENTS", "Decision", "GameConfig", "GameState", "Prompt", "Round", "all_conditions",
     "build_prompt", "builtin_prompt", "builtin_state", "condition_name", "game_table",
     "normalize_components", "option_token_ids", "p_stop_from_logits", "parse_response", "play",
-    "render", "summarize", "validate_n_games",
+    "render", "summarize_games", "validate_n_games",
 ]

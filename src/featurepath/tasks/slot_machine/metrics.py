@@ -42,7 +42,7 @@ def _chase(values: np.ndarray, lost: np.ndarray) -> list[float]:
 
 
 def game_table(df: pd.DataFrame, initial_balance: float = 100.0) -> pd.DataFrame:
-    """One row per game with its per-game indices (the input to :func:`summarize`)."""
+    """One row per game with its per-game indices (the input to :func:`summarize_games`)."""
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"decision table lacks column(s) {missing}")
@@ -76,7 +76,7 @@ def game_table(df: pd.DataFrame, initial_balance: float = 100.0) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def summarize(df: pd.DataFrame, initial_balance: float = 100.0) -> pd.DataFrame:
+def summarize_games(df: pd.DataFrame, initial_balance: float = 100.0) -> pd.DataFrame:
     """Per (condition, bet_type) metrics from a table of decision points (see ``REQUIRED``)."""
     games = game_table(df, initial_balance)
     out = []

@@ -42,6 +42,16 @@ def option_token_ids(tokenizer: Any) -> dict[str, list[int]]:
     return out
 
 
+def p_stop_readout(tokenizer: Any):
+    """The engine's readout for this task: ``logits [rows, vocab] -> P(stop) [rows]``, or None
+    when the tokenizer has no single-token option digits (P(stop) is then NaN)."""
+    try:
+        ids = option_token_ids(tokenizer)
+    except ValueError:
+        return None
+    return lambda logits: p_stop_from_logits(logits, ids)
+
+
 def p_stop_from_logits(logits: torch.Tensor, ids: dict[str, list[int]]) -> torch.Tensor:
     """P(stop | the next token is an option) = mass on stop ids / mass on bet + stop ids.
 

@@ -1,7 +1,8 @@
 """``featurepath sae``: train, inspect and list SAEs.
 
-Registered on :data:`featurepath.cli.app` as the ``sae`` sub-app. Every problem is raised as a
-:class:`~featurepath.errors.FeaturepathError`, which ``featurepath.cli.main`` prints as one line.
+Registered on :data:`featurepath.cli.app` as the ``sae`` sub-app. The texts SAEs are trained and
+measured on come from the slot-machine task (``featurepath.tasks.slot_machine.corpus``); the
+``featurepath.sae`` package itself knows no task.
 """
 
 from __future__ import annotations
@@ -98,11 +99,12 @@ def train_cmd(
     """
     from dataclasses import replace
 
+    from featurepath.embedded import EMBEDDED_LAYERS
     from featurepath.models import EMBEDDED, load_model, n_layers
-    from featurepath.sae.corpus import default_corpus
     from featurepath.sae.formats import load_sae
-    from featurepath.sae.registry import EMBEDDED_LAYERS, embedded_set_dir, get_preset
+    from featurepath.sae.registry import embedded_set_dir, get_preset
     from featurepath.sae.train import train_saes
+    from featurepath.tasks.slot_machine.corpus import default_corpus
 
     if threads is not None:
         import torch
@@ -193,7 +195,9 @@ def info_cmd(
         if sae.meta.get(key) is not None:
             info[("stored_" if key == "quality" else "") + key] = sae.meta[key]
     if m is not None:
-        info["quality"] = measure_quality(m, tok, sae, n_texts)
+        from featurepath.sae.quality import measure_quality
+
+        info["quality"] = measure_quality(m, tok, sae, quality_texts(tok, n_texts))
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
@@ -210,21 +214,12 @@ def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def measure_quality(model: Any, tok: Any, sae: Any, n_texts: int = 24,
-                    seed: int = 12345) -> dict[str, Any]:
-    """FVU, L0, dead fraction and CE increase on fresh game text (a seed the training corpus
-    does not use, prompts only so nothing is generated)."""
-    from featurepath.sae.collect import collect_activations
-    from featurepath.sae.corpus import GENERAL_TEXTS, game_prompts
-    from featurepath.sae.quality import ce_losses, sae_quality
+def quality_texts(tok: Any, n_texts: int = 24, seed: int = 12345) -> list[str]:
+    """Fresh game prompts (a seed the training corpus does not use) plus a few general
+    sentences: the held-out text ``sae info --model`` measures quality on."""
+    from featurepath.tasks.slot_machine.corpus import GENERAL_TEXTS, game_prompts
 
-    texts = game_prompts(tok, max(1, n_texts - 4), seed) + list(GENERAL_TEXTS[:4])
-    acts = collect_activations(model, tok, texts, [sae.layer], progress=False)[sae.layer]
-    q: dict[str, Any] = sae_quality(sae, acts)
-    ce = ce_losses(model, tok, sae, texts)
-    q.update(ce_clean=ce["ce_clean"], ce_patched=ce["ce_patched"],
-             loss_increase=ce["increase"])
-    return q
+    return game_prompts(tok, max(1, n_texts - 4), seed) + list(GENERAL_TEXTS[:4])
 
 
 @sae_app.command("list")

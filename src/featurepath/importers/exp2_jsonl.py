@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from featurepath.analysis.stats import bh_fdr, spearman
-from featurepath.analysis.words import baseline_by_scale, summarize, word_table, write_outputs
+from featurepath.analysis.words import baseline_by_scale, summarize_words, word_table, write_outputs
 from featurepath.errors import DataError
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
     "reparse",
     "pool_by_direction",
     "rates_by_scale",
-    "dose_response",
+    "scale_trend_by_log",
     "run_words_jsonl",
 ]
 
@@ -257,7 +257,7 @@ def rates_by_scale(df: pd.DataFrame) -> pd.DataFrame:
                 "n_no_decision", "stop_rate", "mean_bet", "orig_stop_rate"]]
 
 
-def dose_response(df: pd.DataFrame) -> pd.DataFrame:
+def scale_trend_by_log(df: pd.DataFrame) -> pd.DataFrame:
     """Does behaviour follow the patch scale? Spearman over scales, per (layer, feature, context).
 
     Spearman's rho of scale against the per-scale stop rate and against the per-scale mean bet
@@ -319,7 +319,7 @@ def run_words_jsonl(
     paths = write_outputs(table, out_dir, top=top)
     out = Path(out_dir)
     rates = rates_by_scale(df)
-    dose = dose_response(df)
+    dose = scale_trend_by_log(df)
     paths["stop_rates"] = out / "stop_rates.csv"
     paths["dose_response"] = out / "dose_response.csv"
     paths["import_report"] = out / "import_report.txt"
@@ -328,7 +328,7 @@ def run_words_jsonl(
     paths["import_report"].write_text(report.text(max_lines=len(report.skipped)) + "\n",
                                       encoding="utf-8")
 
-    summ = summarize(table, top=top)
+    summ = summarize_words(table, top=top)
     n_sig = int(table["significant"].sum()) if not table.empty else 0
     lines = [report.text()]
     lines.append(

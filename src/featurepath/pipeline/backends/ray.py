@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from featurepath.errors import ConfigError
+from featurepath.pipeline.backends import BackendSummary
 from featurepath.pipeline.store import RunStore, Unit
 from featurepath.rundir import RunDir, atomic_write
 
@@ -211,14 +212,14 @@ def _write_failed(run_dir: str, store: RunStore, failures: dict[int, _Task],
         path.unlink(missing_ok=True)
 
 
-def run_ray(job, units: list[Unit], workers: int | None = None, address: str | None = None,
-            progress: bool = True, max_retries: int = 2,
-            on_unit: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run ``units`` of ``job`` on Ray actors and commit each to the run store exactly once.
+def run_ray(job, units: list[Unit] | None = None, *, workers: int | None = None,
+            address: str | None = None, progress: bool = True, max_retries: int = 2,
+            on_unit: Callable[[int], None] | None = None) -> BackendSummary:
+    """Run ``units`` (default: every pending unit) of ``job`` on Ray actors and commit each to
+    the run store exactly once.
 
-    Returns ``{"units", "trials", "seconds", "failed", "requeued", "restarts", "workers"}``;
-    ``failed`` lists unit ids that failed ``max_retries + 1`` times (their errors are in
-    ``RUN/patch/failed.json``). ``on_unit(unit_id)`` is called after each commit.
+    ``failed`` of the summary lists unit ids that failed ``max_retries + 1`` times (their errors
+    are in ``RUN/patch/failed.json``). ``on_unit(unit_id)`` is called after each commit.
     """
     from tqdm.auto import tqdm
 
@@ -226,10 +227,11 @@ def run_ray(job, units: list[Unit], workers: int | None = None, address: str | N
     from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
     store = RunStore(job.run_dir)
+    if units is None:
+        units = store.pending()
     if not units:  # nothing to do: do not pay for starting Ray
         store.consolidate()
-        return {"units": 0, "trials": 0, "seconds": 0.0, "failed": [], "requeued": 0,
-                "restarts": 0, "workers": []}
+        return BackendSummary(units=0, trials=0, seconds=0.0)
     marks = running_dir(job.run_dir)
     marks.mkdir(parents=True, exist_ok=True)
     for stale in marks.glob("u*"):
@@ -390,9 +392,9 @@ def run_ray(job, units: list[Unit], workers: int | None = None, address: str | N
             stale.unlink(missing_ok=True)
     _write_failed(job.run_dir, store, failures, {u.index for u in units})
     store.consolidate()
-    return {"units": n_done, "trials": n_trials, "seconds": time.time() - t0,
-            "failed": sorted(failures), "requeued": requeued, "restarts": restarts,
-            "workers": infos}
+    return BackendSummary(units=n_done, trials=n_trials, seconds=time.time() - t0,
+                          failed=sorted(failures), requeued=requeued, restarts=restarts,
+                          workers=infos)
 
 
 __all__ = ["run_ray", "start_ray", "running_dir", "failed_path", "release_memory"]

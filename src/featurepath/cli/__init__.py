@@ -1,5 +1,10 @@
 """The ``featurepath`` command: one sub-command per pipeline stage.
 
+Every command lives in this package (``pipeline``: play, discover, patch, status, demo;
+``analysis``: causal, pathways, words; ``report``; ``sae``) and calls one library function per
+stage; the library packages below never import typer. Command-line flags are overrides of the
+run's config (``--alpha`` is ``analysis.alpha``), resolved by :mod:`featurepath.cli.options`.
+
 Every user-facing problem is a :class:`FeaturepathError`; :func:`main` prints it as a single
 ``error: ...`` line and exits with status 2, so a bad config, SAE file, model name or log never
 ends in a traceback.
@@ -43,9 +48,17 @@ def _root(
     """featurepath command line."""
 
 
+#: Command modules in pipeline order (``--help`` lists the commands in this order). Each
+#: registers its commands on :data:`app` when imported.
+COMMAND_MODULES = ("pipeline", "analysis", "report", "sae")
+
+
 def _register() -> None:
-    """Attach the stage commands; each lives beside its stage so this file stays small."""
-    from featurepath import commands  # noqa: F401  (registers commands on `app`)
+    """Attach every command (imported on first use, so ``import featurepath.cli`` stays light)."""
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"featurepath.cli.{name}")
 
 
 def main(argv: list[str] | None = None) -> int:

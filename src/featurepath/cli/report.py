@@ -1,4 +1,4 @@
-"""``featurepath report RUN_DIR``: build the HTML report of a run."""
+"""``featurepath report RUN_DIR``: the HTML report of a run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 from featurepath.cli import app
 
 
-@app.command("report")
+@app.command("report", short_help="One self-contained HTML page over every stage of a run.")
 def report(
     run_dir: Path = typer.Argument(..., help="Run directory (holds play/, discover.parquet, …)."),
     out: Path | None = typer.Option(None, "--out", "-o",
@@ -19,7 +19,8 @@ def report(
 ) -> None:
     """Write one self-contained HTML page (works offline) and print its path.
 
-    Stages that have not run yet show as such, so the report can be built at any point.
+    Significance marks use analysis.alpha of the run's config. Stages that have not run yet show
+    as such, so the report can be built at any point.
     """
     from featurepath.report.html import build_report
 

@@ -1,0 +1,86 @@
+"""Options and choices shared by the commands, and how flags become config overrides.
+
+Every choice a config field restricts (``patch.mode`` and friends) is an Enum here whose values
+are the config's literals, so ``--help`` lists them and a typo is refused by the parser.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from featurepath.config import RunConfig, resolve_config
+from featurepath.errors import ConfigError
+
+
+class Mode(str, Enum):
+    sample = "sample"
+    replay = "replay"
+
+
+class Method(str, Enum):
+    delta = "delta"
+    reconstruct = "reconstruct"
+
+
+class PromptSet(str, Enum):
+    builtin = "builtin"
+    play = "play"
+    states = "states"
+
+
+class Positions(str, Enum):
+    last = "last"
+    prompt = "prompt"
+    all = "all"
+
+
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class Protocol(str, Enum):
+    completion = "completion"
+    chat = "chat"
+
+
+class Signal(str, Enum):
+    decision = "decision"
+    gen_mean = "gen_mean"
+    gen_max = "gen_max"
+    both = "both"
+
+
+RUN_DIR = typer.Argument(..., help="Run directory (created if missing); every stage reads and "
+                                   "writes here.")
+EXISTING_RUN = typer.Argument(..., help="Run directory of an earlier stage.")
+CONFIG = typer.Option(None, "--config", "-c", help="YAML config (default: RUN_DIR/config.yaml, "
+                                                   "else built-in defaults).")
+PROGRESS = typer.Option(True, help="Show progress bars.")
+ALPHA = typer.Option(None, "--alpha", help="FDR level, Benjamini-Hochberg (overrides "
+                                           "analysis.alpha of the run's config; default 0.05).")
+
+
+def value(choice: Enum | None) -> Any:
+    """An Enum option's config value (None stays None: "not given")."""
+    return None if choice is None else choice.value
+
+
+def csv_list(text: str | None) -> list[str] | None:
+    """``"a, b"`` -> ``["a", "b"]``; None stays None; an empty list is refused."""
+    if text is None:
+        return None
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    if not items:
+        raise ConfigError(f"empty list {text!r}; give comma-separated names")
+    return items
+
+
+def config_for(run_dir: Path, config: Path | None, **overrides: Any) -> RunConfig:
+    """The run's config (``--config`` > ``RUN/config.yaml`` > defaults) with the flags given
+    (dotted keys, e.g. ``**{"analysis.alpha": 0.01}``) applied and validated."""
+    return resolve_config(run_dir, config, **overrides)

@@ -1,0 +1,226 @@
+"""Commands of the stages that run the model: play, discover, patch, status, demo."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from featurepath.cli import app
+from featurepath.cli.options import (
+    CONFIG,
+    PROGRESS,
+    RUN_DIR,
+    Backend,
+    Method,
+    Mode,
+    Positions,
+    PromptSet,
+    Protocol,
+    config_for,
+    csv_list,
+    value,
+)
+from featurepath.errors import ConfigError
+
+_PLAY_HELP = (
+    "Play slot-machine games with the model and record every decision point.\n\n"
+    "Games are every condition x bet type x game index; each game's seed (its wins and losses "
+    "and its sampling) derives from the run seed, condition, bet type and index, so a rerun gives "
+    "the same games. Live games advance one round per batched forward pass. Unreadable answers "
+    "are resampled up to play.max_retries times with a format reminder; after that the game ends "
+    "as 'invalid'.\n\n"
+    "Writes RUN_DIR/play/decisions.parquet (one row per decision point), "
+    "metrics.parquet/.csv (bankruptcy rate, stop rate, bet size, loss chasing, irrationality "
+    "index per condition x bet type) and RUN_DIR/config.yaml. Finished batches of "
+    "games are committed as they end: after a kill, rerun with --resume.\n\n"
+    "Config: --config FILE, else RUN_DIR/config.yaml if present, else defaults; the options "
+    "below override it. Example: featurepath play runs/a --games 20 --conditions BASE,GMHWP"
+)
+
+
+@app.command("play", help=_PLAY_HELP,
+             short_help="Slot-machine games: every decision point and behavioural metrics.")
+def play_command(
+    run_dir: Path = RUN_DIR,
+    config: Path | None = CONFIG,
+    model: str | None = typer.Option(None, "--model",
+                                     help="'embedded' (SmolLM2-135M-Instruct), a local HF model "
+                                          "directory or a cached HF id."),
+    games: int | None = typer.Option(None, "--games", "-n",
+                                     help="Games per condition x bet type."),
+    conditions: str | None = typer.Option(None, "--conditions",
+                                          help="Comma-separated prompt components, e.g. "
+                                               "BASE,G,GM,GMHWP (letters from GMHWP)."),
+    bet_types: str | None = typer.Option(None, "--bet-types",
+                                         help="Comma-separated: fixed, variable."),
+    max_rounds: int | None = typer.Option(None, "--max-rounds", help="Round limit per game."),
+    protocol: Protocol | None = typer.Option(None, "--protocol",
+                                             help="completion: 'Choice: ' prompts (P(stop) from "
+                                                  "the decision token); chat: chat template."),
+    batch_size: int | None = typer.Option(None, "--batch-size",
+                                          help="Games played together (one work unit)."),
+    seed: int | None = typer.Option(None, "--seed", help="Run seed."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ..."),
+    dtype: str | None = typer.Option(None, "--dtype", help="float32, bfloat16, float16."),
+    resume: bool = typer.Option(False, "--resume",
+                                help="Finish an interrupted play stage in RUN_DIR, keeping its "
+                                     "committed games."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    from featurepath.models import load_model
+    from featurepath.pipeline.play import read_metrics, run_play, summary_table, validate_play
+    from featurepath.rundir import RunDir
+
+    cfg = config_for(run_dir, config, **{
+        "model": model, "seed": seed, "device": device, "dtype": dtype,
+        "play.games_per_condition": games, "play.conditions": csv_list(conditions),
+        "play.bet_types": csv_list(bet_types), "play.max_rounds": max_rounds,
+        "play.protocol": value(protocol), "play.batch_size": batch_size,
+    })
+    validate_play(cfg)
+    play_dir = RunDir(run_dir).play
+    if not resume and play_dir.exists() and any(play_dir.iterdir()):
+        raise ConfigError(f"{play_dir} already holds play results; pass --resume to finish them "
+                          "or use a new run directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mdl, tok = load_model(cfg.model, cfg.device, cfg.dtype)
+    decisions = run_play(mdl, tok, cfg, run_dir, resume=resume, progress=not quiet)
+    typer.echo(summary_table(read_metrics(run_dir)))
+    typer.echo(f"{decisions['game_id'].nunique()} games, {len(decisions)} decision points -> "
+               f"{RunDir(run_dir).decisions}")
+
+
+@app.command("discover",
+             short_help="Candidate features: bankrupt vs stopped games, Welch t, Cohen's d, BH-FDR.")
+def discover_cmd(
+    run_dir: Path = RUN_DIR,
+    config: Path = CONFIG,
+    alpha: float = typer.Option(None, help="FDR level for candidates (discover.alpha; "
+                                           "default 0.05)."),
+    min_d: float = typer.Option(None, "--min-d", help="Minimum |Cohen's d| of a candidate "
+                                                      "(discover.min_d; default 0.3)."),
+    progress: bool = PROGRESS,
+) -> None:
+    """Find candidate features: SAE activations at every decision point recorded by `play`,
+    bankrupt vs voluntarily-stopped games, Welch t-test + Cohen's d per feature, BH-FDR across
+    all features of all layers. Writes RUN_DIR/discover.parquet; the candidates carry the two
+    patch values (mean in safe games, mean in bankrupt games) that `patch` uses."""
+    from featurepath.pipeline.discover import run_discover
+    from featurepath.pipeline.runtime import load_runtime
+    from featurepath.rundir import RunDir
+
+    cfg = config_for(run_dir, config, **{"discover.alpha": alpha, "discover.min_d": min_d})
+    model, tok, saes = load_runtime(cfg, progress)
+    table = run_discover(run_dir, cfg, model, tok, saes, progress)
+    cands = table[table["candidate"]]
+    typer.echo(f"{table.attrs['n_points']} decision points ({table.attrs['n_bankrupt']} from "
+               f"bankrupt games), {len(table)} features tested, {len(cands)} candidates "
+               f"(q <= {cfg.discover.alpha}, |d| > {cfg.discover.min_d})")
+    if not cands.empty:
+        typer.echo(cands.head(10)[["feature", "d", "q", "mean_safe", "mean_bankrupt"]]
+                   .to_string(index=False))
+    typer.echo(f"wrote {RunDir(run_dir).discover}")
+
+
+@app.command("patch",
+             short_help="Clamp features per batch row and record every candidate feature in one pass.")
+def patch_cmd(
+    run_dir: Path = RUN_DIR,
+    config: Path = CONFIG,
+    features: str = typer.Option(None, help="Features to patch, e.g. L12-345,L20-7 (default: "
+                                            "the candidates from `discover`)."),
+    trials: int = typer.Option(None, help="Trials per feature x condition (default 30)."),
+    model: str = typer.Option(None, help="'embedded', a local HF directory or a HF id."),
+    saes: str = typer.Option(None, help="'embedded', a directory of SAE directories, or a "
+                                        "comma-separated list of SAE directories."),
+    mode: Mode = typer.Option(None, help="sample (generate answers) or replay (teacher-forced, "
+                                         "no sampling; exact and cheap, for pathways)."),
+    method: Method = typer.Option(None, help="delta (default: keep the SAE error) or "
+                                             "reconstruct (the original study's replacement)."),
+    positions: Positions = typer.Option(None, help="last (decision token, then every new "
+                                                   "token; default), prompt (decision token "
+                                                   "only) or all."),
+    prompt_set: PromptSet = typer.Option(None, "--prompt-set", help="builtin (the study's two "
+                                         "prompts), play (decision points recorded by play) or "
+                                         "states (patch.n_prompts distinct game states per "
+                                         "context)."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Rows per work unit."),
+    resume: bool = typer.Option(False, help="Continue a killed run: finished units are kept, "
+                                            "unfinished or corrupt ones redone."),
+    backend: Backend = typer.Option(Backend.local, help="local (this process) or ray."),
+    workers: int = typer.Option(None, help="Ray workers (default: one per GPU, else 2)."),
+    address: str = typer.Option(None, help="Ray cluster address to join (default: start a "
+                                           "local Ray, dashboard on localhost only)."),
+    shard: str = typer.Option(None, help="I/N: run only the I-th of N deterministic slices of "
+                                         "the units (SLURM job arrays); same store."),
+    progress: bool = PROGRESS,
+) -> None:
+    """Patch and cache in one pass: for each feature and condition, N trials with the feature
+    clamped (per-row interventions, batched), recording every recorded feature at every SAE
+    layer and P(stop) at the decision token. Results go to RUN_DIR/trials.parquet and
+    RUN_DIR/activations.zarr; a killed run continues with --resume."""
+    from featurepath.pipeline.patch import describe
+    from featurepath.pipeline.patch_stage import parse_shard, run_patch
+    from featurepath.rundir import RunDir
+
+    planned = RunDir(run_dir).patch_config
+    if config is None and planned.exists():  # resuming: start from what the plan was made with
+        config = planned
+    cfg = config_for(run_dir, config, model=model, saes=saes, **{
+        "patch.trials": trials, "patch.mode": value(mode), "patch.method": value(method),
+        "patch.positions": value(positions), "patch.prompt_set": value(prompt_set),
+        "patch.batch_size": batch_size, "patch.features": csv_list(features)})
+    res = run_patch(run_dir, cfg, resume=resume, backend=backend.value, workers=workers,
+                    address=address, shard=parse_shard(shard), progress=progress,
+                    on_plan=lambda job: typer.echo(describe(job)))
+    s = res.summary
+    typer.echo(f"{s.trials} trials in {s.seconds:.1f}s ({s.trials_per_s:.2f} trials/s); "
+               f"{res.left} units left; {res.bytes_stored / 1e6:.2f} MB stored")
+    if s.failed:
+        typer.echo(f"failed units: {s.failed} — rerun with --resume to retry", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("status", short_help="Units done / running / failed / left, trials/s, ETA, disk.")
+def status_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory of a patch run (running or not)."),
+    watch: float = typer.Option(None, "--watch", help="Refresh every SECONDS until the run is "
+                                                      "done (Ctrl-C stops watching, not the run)."),
+) -> None:
+    """Units done / running / failed / left, trials per second, ETA, bytes written and free
+    disk, with a warning when the disk passes 80% or will not hold the rest of the run. Reads
+    files only, so it works beside local, Ray and sharded SLURM runs alike."""
+    from featurepath.pipeline.status import format_status, run_status
+
+    if watch is not None and watch <= 0:
+        raise ConfigError(f"--watch must be a positive number of seconds, got {watch}")
+    while True:
+        st = run_status(run_dir)
+        text = format_status(st)
+        if watch is None:
+            typer.echo(text)
+            return
+        typer.echo(f"\x1b[2J\x1b[H{time.strftime('%H:%M:%S')}\n{text}")
+        if st["left"] == 0 or (st["left"] == len(st["failed"]) and not st["running"]):
+            return
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            return
+
+
+@app.command("demo", short_help="The whole pipeline on the embedded default; prints the report path.")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), help="Run directory to fill."),
+    preset: str = typer.Option("quick", help="quick (minutes on 2 CPU cores) or full."),
+    seed: int = typer.Option(0, help="Run seed."),
+    progress: bool = PROGRESS,
+) -> None:
+    """Run the whole pipeline on the embedded default (SmolLM2-135M-Instruct, SAEs trained and
+    cached by featurepath): SAEs, play, discover, patch + cache, causal, pathways, words and
+    the HTML report, whose path it prints last. Rerunning continues where it stopped."""
+    from featurepath.pipeline.demo import run_demo
+
+    run_demo(out, preset, seed, progress, echo=typer.echo)

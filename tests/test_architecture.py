@@ -1,0 +1,90 @@
+"""The layering the docs promise (docs/architecture.md), checked on the source itself.
+
+Data flows task -> engine -> store -> analysis -> report with the CLI on top: the engine, the SAE
+package and the analysis stages must not know the slot-machine task or the command line, no two
+modules may import each other (directly or round a loop), and no module grows past ~500 lines.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "featurepath"
+
+
+def _module(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every featurepath module or third-party top name imported anywhere in the file
+    (function-level imports included: a lazy import is still a dependency)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+    return out
+
+
+MODULES = {_module(p): p for p in SRC.rglob("*.py")}
+
+
+def _graph() -> nx.DiGraph:
+    g = nx.DiGraph()
+    for name, path in MODULES.items():
+        g.add_node(name)
+        for imp in _imports(path):
+            if imp in MODULES and imp != name and not name.startswith(imp + "."):
+                g.add_edge(name, imp)
+    return g
+
+
+@pytest.mark.parametrize("package", ["featurepath.engine", "featurepath.sae",
+                                     "featurepath.analysis"])
+def test_lower_layers_know_no_task_and_no_cli(package: str) -> None:
+    bad = []
+    for name, path in MODULES.items():
+        if name == package or name.startswith(package + "."):
+            for imp in _imports(path):
+                if imp.startswith(("featurepath.tasks", "featurepath.cli", "typer")):
+                    bad.append(f"{name} imports {imp}")
+    assert not bad, bad
+
+
+def test_library_packages_do_not_import_typer() -> None:
+    bad = [f"{n} imports {i}" for n, p in MODULES.items() if not n.startswith("featurepath.cli")
+           for i in _imports(p) if i == "typer" or i.startswith("typer.")]
+    assert not bad, bad
+
+
+def test_no_import_cycle() -> None:
+    cycles = list(nx.simple_cycles(_graph()))
+    assert not cycles, cycles[:5]
+
+
+def test_no_module_over_500_lines() -> None:
+    long = {n: len(p.read_text().splitlines()) for n, p in MODULES.items()}
+    assert {n: k for n, k in long.items() if k > 520} == {}
+
+
+def test_importing_an_analysis_stage_loads_neither_task_nor_cli() -> None:
+    code = ("import sys, featurepath.analysis.causal, featurepath.analysis.pathways, "
+            "featurepath.engine.generate, featurepath.sae.registry; "
+            "print(sorted(m for m in sys.modules if m.startswith(('featurepath.tasks', "
+            "'featurepath.cli', 'typer'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
