@@ -45,10 +45,11 @@ def make_inputs(root: Path, units: int, batch_size: int) -> Path:
 
 def one_run(cfg_path: Path, run: Path, backend: str, workers: int | None,
             threads: int | None = None) -> dict:
+    from featurepath.config import resolve_config
     from featurepath.pipeline.backends.local import run_local
     from featurepath.pipeline.backends.ray import run_ray, start_ray
     from featurepath.pipeline.patch import prepare
-    from featurepath.pipeline.runtime import load_runtime, resolve_config
+    from featurepath.pipeline.runtime import load_runtime
     from featurepath.pipeline.store import RunStore
 
     cfg = resolve_config(run, cfg_path)

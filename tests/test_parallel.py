@@ -143,9 +143,10 @@ def test_ray_worker_killed_mid_run_gives_identical_store(tiny_dirs, reference, t
     pytest.importorskip("ray")
     import ray
 
+    from featurepath.config import resolve_config
     from featurepath.pipeline.backends.ray import failed_path, run_ray, running_dir, start_ray
     from featurepath.pipeline.patch import prepare
-    from featurepath.pipeline.runtime import load_runtime, resolve_config
+    from featurepath.pipeline.runtime import load_runtime
     from featurepath.pipeline.store import PlanItem, Unit
 
     run = tmp_path / "ray"

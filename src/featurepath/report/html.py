@@ -42,20 +42,6 @@ from featurepath.report.sections import (
     _words,
 )
 
-MAX_FEATURE_ROWS = 5000
-MAX_WORD_FEATURES = 200
-WORDS_PER_LIST = 10
-EXAMPLES_PER_GROUP = 3
-MAX_EXAMPLE_GROUPS = 12
-MAX_RESPONSE_CHARS = 800
-# columns of causal_tests.parquet embedded per feature for the page's details panel
-TEST_COLUMNS = ("layer", "feature_id", "context", "condition", "patch", "method", "value",
-                "scale", "metric",
-                "baseline_value", "patched_value", "effect", "ci_low", "ci_high", "statistic",
-                "p", "q", "n_patched", "n_baseline", "n_invalid_patched", "n_invalid_baseline",
-                "degenerate", "test")
-
-
 # --------------------------------------------------------------------------------------------
 # page
 
