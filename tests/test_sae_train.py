@@ -142,6 +142,22 @@ def test_train_saes_writes_a_set(tiny, tmp_path) -> None:
     assert {"fvu", "l0", "dead_fraction", "loss_increase"} <= set(meta["quality"])
 
 
+def test_layers_of_a_set_start_from_different_seeds(tiny, tmp_path) -> None:
+    """Same-index features of two layers are unrelated directions (cosine near 0), not one
+    direction that the residual stream would carry from layer to layer. With the set's seed
+    for both layers (the old behaviour) they start identical."""
+    model, tok = tiny
+    cfg = TrainConfig(expansion=2, k=8, steps=2, batch_size=64, lr=1e-5)
+    paths = train_saes(model, tok, TEXTS, [1, 2], cfg, tmp_path, loss_texts=0,
+                       progress=False)
+    a, b = (load_sae(paths[x]).W_dec for x in (1, 2))
+    same_index = torch.nn.functional.cosine_similarity(a, b, dim=1).abs().mean()
+    assert same_index < 0.3
+    acts = collect_activations(model, tok, TEXTS, [1, 2], progress=False)
+    one, two = (train_sae(acts[x], cfg, progress=False).W_dec for x in (1, 2))
+    assert torch.nn.functional.cosine_similarity(one, two, dim=1).mean() > 0.9
+
+
 def test_split_texts_deterministic() -> None:
     a = split_texts(TEXTS, 0.1, 3)
     assert a == split_texts(TEXTS, 0.1, 3)

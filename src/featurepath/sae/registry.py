@@ -27,7 +27,8 @@ def get_preset(name: str) -> Preset:
 
 def embedded_set_dir(preset: str = "quick") -> Path:
     get_preset(preset)
-    return home() / "saes" / EMBEDDED_NAME / preset
+    # v2: every layer trained from its own seed (sae.train.layer_seed); v1 sets shared one
+    return home() / "saes" / EMBEDDED_NAME / f"{preset}-v2"
 
 
 def _is_trained(path: Path) -> bool:

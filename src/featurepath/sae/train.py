@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +263,20 @@ def split_texts(texts: list[str], heldout_fraction: float, seed: int) -> tuple[l
     return [texts[i] for i in train], [texts[i] for i in held]
 
 
+def layer_seed(seed: int, layer: int) -> int:
+    """The training seed of one layer's SAE in a set trained with ``seed``.
+
+    Why not ``seed`` itself: SAEs started from one seed begin with the same decoder rows, and
+    with little data each row stays near its start, so feature i of layer 13 and feature i of
+    layer 18 ended up pointing the same way (decoder cosine 0.85 in the embedded set). A patched
+    feature then showed up "downstream" at its own index: the residual stream carrying the
+    patch, not a pathway. Distinct seeds make same-index features unrelated."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"sae-layer:{seed}:{layer}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") & 0x7FFFFFFF
+
+
 def train_saes(model: Any, tok: Any, texts: list[str], layers: list[int],
                cfg: TrainConfig | None = None, out_dir: str | Path | None = None,
                heldout_fraction: float = 0.1, loss_texts: int = 16, batch_size: int = 16,
@@ -299,7 +313,8 @@ def train_saes(model: Any, tok: Any, texts: list[str], layers: list[int],
     paths: dict[int, Path] = {}
     clean_ce: dict[str, float] | None = None
     for layer in tqdm(layers, desc="SAE layers", unit="layer", disable=not progress):
-        sae = train_sae(acts[layer], cfg, layer=layer, progress=progress)
+        sae = train_sae(acts[layer], replace(cfg, seed=layer_seed(cfg.seed, layer)),
+                        layer=layer, progress=progress)
         quality: dict[str, Any] = {}
         if held:
             quality = sae_quality(sae, held[layer])
@@ -311,7 +326,8 @@ def train_saes(model: Any, tok: Any, texts: list[str], layers: list[int],
                                loss_increase=ce["increase"], loss_tokens=ce["n_tokens"])
         sae.meta["quality"] = quality
         paths[layer] = save_sae(sae.cpu(), out / f"L{layer}", extra={
-            "model": name, "layer": layer, "n_tokens": int(acts[layer].shape[0]),
+            "model": name, "layer": layer, "set_seed": cfg.seed,
+            "n_tokens": int(acts[layer].shape[0]),
             "n_heldout_tokens": int(held[layer].shape[0]) if held else 0,
             "n_texts": len(train_texts), "n_heldout_texts": len(held_texts)})
         del acts[layer]
