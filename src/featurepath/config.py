@@ -36,6 +36,14 @@ class SamplingSection(_Strict):
                             "(and, for variable bets, '\\nAmount: $' + digits) — for small models "
                             "that rarely write a readable answer")
 
+    def engine(self):
+        """The engine's :class:`~featurepath.engine.generate.SamplingConfig` for this section:
+        the one translation, so the config's defaults are the only defaults a run uses."""
+        from featurepath.engine.generate import SamplingConfig
+
+        return SamplingConfig(self.temperature, self.top_p, self.max_new_tokens,
+                              tuple(self.stop_strings))
+
 
 class PlaySection(_Strict):
     """Batched games: every prompt condition × bet type, ``games_per_condition`` games each."""

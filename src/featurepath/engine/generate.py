@@ -21,7 +21,10 @@ from featurepath.sae.model import SAE
 
 @dataclass
 class SamplingConfig:
-    """How answers are sampled. ``temperature = 0`` means greedy decoding."""
+    """How answers are sampled. ``temperature = 0`` means greedy decoding.
+
+    Runs build this from their config (``SamplingSection.engine()``); these defaults serve
+    direct library calls only."""
 
     temperature: float = 0.7
     top_p: float = 1.0

@@ -24,7 +24,7 @@ from featurepath.config import (
     parse_feature_key,
     save_config,
 )
-from featurepath.engine.generate import SamplingConfig, generate, replay
+from featurepath.engine.generate import generate, replay
 from featurepath.engine.hooks import Intervention, RecordSpec
 from featurepath.errors import ConfigError, DataError
 from featurepath.pipeline.seeds import derive_seed
@@ -313,8 +313,7 @@ def run_unit(job: PatchJob, unit: Unit, model, tok, saes) -> tuple[pd.DataFrame,
         s = pc.sampling
         cons = answer_constraints(tok, [r["_parse"] for r in rows], s.answer)
         res = generate(model, tok, prompts, [r["seed"] for r in rows],
-                       SamplingConfig(s.temperature, s.top_p, s.max_new_tokens,
-                                      tuple(s.stop_strings)), saes, ivs, spec, readout,
+                       s.engine(), saes, ivs, spec, readout,
                        constraints=cons)
     else:
         res = replay(model, tok, prompts, None, saes, ivs, spec, readout)

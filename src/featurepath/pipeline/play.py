@@ -46,7 +46,7 @@ from typing import Any
 import pandas as pd
 
 from featurepath.config import RunConfig, config_from_dict, load_config, record_config, save_config
-from featurepath.engine.generate import GenResult, Readout, SamplingConfig, generate
+from featurepath.engine.generate import GenResult, Readout, generate
 from featurepath.errors import ConfigError, DataError
 from featurepath.pipeline.seeds import derive_seed
 from featurepath.rundir import DECISION_COLUMNS, RunDir, write_table
@@ -198,9 +198,7 @@ def _play_unit(model: Any, tok: Any, cfg: RunConfig, unit: int, specs: Sequence[
     """Play the unit's games to their ends, one batched ``generate`` call per step: every live
     game contributes its next decision (or its retry of an unreadable one)."""
     p = cfg.play
-    samp = SamplingConfig(temperature=p.sampling.temperature, top_p=p.sampling.top_p,
-                          max_new_tokens=p.sampling.max_new_tokens,
-                          stop_strings=tuple(p.sampling.stop_strings))
+    samp = p.sampling.engine()
     live = [_Live(s, GameState(config=rules[s.bet_type], seed=s.seed)) for s in specs]
     done: list[_Live] = []
     step = 0
