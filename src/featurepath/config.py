@@ -136,11 +136,51 @@ class PatchSection(_Strict):
     protocol: Literal["completion", "chat"] = "completion"
     store_dtype: Literal["float16", "float32"] = "float16"
     sampling: SamplingSection = Field(default_factory=SamplingSection)
+    null_directions: int = Field(
+        0, ge=0, le=4096, description="random-direction null arms per patched feature and "
+        "condition: the same per-row intervention magnitude along a random unit direction "
+        "(shared by every feature of a layer) instead of the feature's decoder row; causal and "
+        "pathways compare each effect with this band (16 for a demo, >= 100 at scale)")
+    null_span: Literal["random", "decoder"] = Field(
+        "random", description="null directions uniform on the sphere, or random combinations "
+                              "of the SAE's decoder rows ('another direction of the same kind')")
+    null_conditions: list[str] = Field(
+        default_factory=list, description="conditions that get null arms (default: every "
+                                          "patched condition)")
+    doses: list[float] = Field(
+        default_factory=list, description="dose ladder: for each context, one condition per "
+        "dose clamping the feature to dose x its own activation (1 = no-op), named "
+        "<context>_dose<d>; null arms and the behavioural direction get the same ladder")
+    seed_matched: bool = Field(
+        True, description="trial t of a context uses the same prompt and the same sampling "
+        "seed in every arm (baseline, features, nulls), so arms can be compared pair by pair; "
+        "false: seeds also depend on the feature and condition (featurepath 0.1)")
+    behavioural_direction: bool = Field(
+        False, description="positive control: also patch, at each patched layer, the direction "
+        "from stopping to continuing decisions (difference of mean residuals at the decision "
+        "token over play's decision points), under every scale condition")
 
     @model_validator(mode="after")
     def _constrained_needs_completion(self):
         if self.sampling.answer == "constrained" and self.protocol != "completion":
             raise ValueError("sampling.answer 'constrained' works with protocol 'completion' only")
+        return self
+
+    def all_conditions(self) -> list[ConditionSpec]:
+        """The configured conditions plus the dose ladder's (``<context>_dose<d>``, a scale
+        clamp per dose and context), in a fixed order."""
+        contexts = list(dict.fromkeys(c.context for c in self.conditions))
+        ladder = [ConditionSpec(name=f"{ctx}_dose{d:g}", context=ctx, patch="scale", scale=d)
+                  for ctx in contexts for d in self.doses]
+        return [*self.conditions, *ladder]
+
+    @model_validator(mode="after")
+    def _null_conditions_exist(self):
+        names = {c.name for c in self.all_conditions()}
+        unknown = [n for n in self.null_conditions if n not in names]
+        if unknown:
+            raise ValueError(f"null_conditions {unknown} are not conditions (have "
+                             f"{sorted(names)})")
         return self
 
     @field_validator("features", "record")

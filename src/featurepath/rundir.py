@@ -80,9 +80,16 @@ max over generated tokens."""
 
 TRIAL_COLUMNS = ["unit", "row", "feature", "layer", "feature_id", "condition", "context", "patch",
                  "value", "scale", "method", "trial", "seed", "prompt_id", "response", "action",
-                 "bet", "valid", "p_stop", "n_new_tokens"]
+                 "bet", "valid", "p_stop", "n_new_tokens", "arm", "null_index"]
 """``trials.parquet``: ``feature`` is ``""`` (layer/feature_id -1) for a baseline; a reconstruct
-baseline carries its layer. ``row`` indexes the Zarr arrays."""
+baseline carries its layer. ``row`` indexes the Zarr arrays. ``arm`` says what was patched
+(:data:`ARMS`); a ``null`` row carries the feature whose magnitude it borrowed and its
+``null_index`` (-1 on every other arm); a ``direction`` row carries its layer."""
+
+ARMS = ("baseline", "feature", "null", "direction")
+"""``baseline``: nothing patched (a reconstruct baseline: the SAE reconstruction only);
+``feature``: an SAE feature clamped; ``null``: the same per-row magnitude along a random
+direction; ``direction``: the behavioural direction (positive control)."""
 
 ANALYSIS_COLUMNS = ("row", "feature", "layer", "feature_id", "condition", "context", "patch",
                     "method", "value", "scale", "trial", "prompt_id", "action", "bet", "valid",
@@ -136,7 +143,7 @@ WORD_COLUMNS: tuple[str, ...] = (
 
 
 # ------------------------------------------------------------------ plan items
-ItemKind = Literal["baseline", "layer_baseline", "feature"]
+ItemKind = Literal["baseline", "layer_baseline", "feature", "null", "direction"]
 
 
 @dataclass
@@ -145,7 +152,9 @@ class PlanItem:
 
     ``kind`` says what the rows patch: ``baseline`` nothing, ``layer_baseline`` the no-clamp SAE
     reconstruction at ``layer`` (the fair baseline of ``method: reconstruct``), ``feature`` the
-    feature ``feature_key(layer, feature_id)``.
+    feature ``feature_key(layer, feature_id)``, ``null`` that feature's intervention magnitude
+    along null direction ``null_index`` of its layer, ``direction`` the behavioural direction
+    of ``layer``.
     """
 
     kind: ItemKind
@@ -154,19 +163,32 @@ class PlanItem:
     n: int
     layer: int = -1
     feature_id: int = -1
+    null_index: int = -1
 
     @property
     def feature(self) -> str:
-        """The ``feature`` column of the trials this item makes (``""`` unless a feature)."""
-        return feature_key(self.layer, self.feature_id) if self.kind == "feature" else ""
+        """The ``feature`` column of the trials this item makes (``""`` unless a feature or
+        its null arm)."""
+        return feature_key(self.layer, self.feature_id) if self.kind in ("feature", "null") \
+            else ""
+
+    @property
+    def arm(self) -> str:
+        """The ``arm`` column (:data:`ARMS`)."""
+        return "baseline" if self.kind in ("baseline", "layer_baseline") else self.kind
 
     @property
     def key(self) -> str:
-        """A stable name for seeds: ``""``, ``"L13"`` or ``"L13-5"``."""
+        """A stable name of what the rows patch: ``""``, ``"L13"``, ``"L13-5"``,
+        ``"L13-5~null3"`` or ``"L13~direction"``."""
         if self.kind == "baseline":
             return ""
         if self.kind == "layer_baseline":
             return f"L{self.layer}"
+        if self.kind == "null":
+            return f"{self.feature}~null{self.null_index}"
+        if self.kind == "direction":
+            return f"L{self.layer}~direction"
         return self.feature
 
 
@@ -261,6 +283,11 @@ class RunDir:
 
     def commit(self, unit: int) -> Path:
         return self.commits / f"u{unit:05d}.json"
+
+    @property
+    def directions(self) -> Path:
+        """The behavioural direction per patched layer (``patch.behavioural_direction``)."""
+        return self.patch / "directions.safetensors"
 
     @property
     def trials(self) -> Path:

@@ -25,7 +25,7 @@ Methods:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -40,7 +40,17 @@ POSITIONS = ("last", "prompt", "all")
 class Intervention:
     """What one batch row does at one layer: clamp ``feature`` to ``value`` (or to
     ``scale`` × its current value). ``feature = -1`` with ``reconstruct`` is the reconstruction
-    baseline (nothing clamped)."""
+    baseline (nothing clamped).
+
+    Control arms (``delta`` only) change *where* the clamp writes:
+
+    - ``direction`` with a feature: a null arm. The row reads the feature and computes the same
+      ``v - f(h)``, but writes it along ``‖W_dec[f]‖ · direction`` (a unit vector) instead of
+      ``W_dec[f]``: the same intervention magnitude in another direction.
+    - ``direction`` with ``readout = "projection"`` (no feature): the row reads ``a = h · u``
+      and writes ``(v - a) · u``, so a scale clamp moves a plain direction (the behavioural
+      direction) exactly as it moves an SAE feature.
+    """
 
     layer: int
     feature: int
@@ -48,12 +58,25 @@ class Intervention:
     scale: float | None = None
     method: str = "delta"
     positions: str = "last"
+    direction: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    readout: str = "feature"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown patch method {self.method!r}; use one of {METHODS}")
         if self.positions not in POSITIONS:
             raise ValueError(f"unknown positions {self.positions!r}; use one of {POSITIONS}")
+        if self.readout not in ("feature", "projection"):
+            raise ValueError(f"unknown readout {self.readout!r}; use feature or projection")
+        if self.readout == "projection":
+            if self.direction is None or self.feature >= 0 or self.method != "delta":
+                raise ValueError("a projection readout needs a direction, no feature and "
+                                 "method delta")
+            if (self.value is None) == (self.scale is None):
+                raise ValueError("an intervention needs exactly one of value or scale")
+            return
+        if self.direction is not None and (self.feature < 0 or self.method != "delta"):
+            raise ValueError("a null direction needs a feature and method delta")
         if self.feature >= 0 and (self.value is None) == (self.scale is None):
             raise ValueError("an intervention needs exactly one of value or scale")
         if self.feature < 0 and self.method != "reconstruct":

@@ -93,24 +93,41 @@ def play_prompt_sets(run_dir: Path, max_per_set: int = 256) -> dict[str, list[Pr
 
 # ---------------------------------------------------------------- planning
 def plan_units(features: list[str], conditions: list[ConditionSpec], trials: int,
-               batch_size: int, method: str) -> list[Unit]:
-    """Rows in a fixed order — baselines first (once per context, or once per layer and
-    context for ``reconstruct``), then every feature × patched condition — cut into units of
-    ``batch_size`` rows."""
+               batch_size: int, method: str, null_directions: int = 0,
+               null_conditions: list[str] | None = None,
+               direction_layers: list[int] | None = None) -> list[Unit]:
+    """Rows in a fixed order, cut into units of ``batch_size`` rows: baselines (once per
+    context, or once per layer and context for ``reconstruct``), every feature × patched
+    condition, then the controls — ``null_directions`` null arms per feature × condition in
+    ``null_conditions`` (default: every patched condition), and the behavioural direction of
+    each of ``direction_layers`` under every ``scale`` condition."""
     rows: list[tuple[PlanItem, int]] = []
+
+    def add(proto: PlanItem) -> None:
+        rows.extend((proto, t) for t in range(trials))
+
     layers = sorted({parse_feature_key(f)[0] for f in features})
+    patched = [c for c in conditions if c.patch != "none"]
     for cond in conditions:
         if cond.patch == "none":
-            kinds = [PlanItem("baseline", cond.name, 0, 0)] if method == "delta" else \
-                [PlanItem("layer_baseline", cond.name, 0, 0, layer=lay) for lay in layers]
-            for proto in kinds:
-                rows += [(proto, t) for t in range(trials)]
+            if method == "delta":
+                add(PlanItem("baseline", cond.name, 0, 0))
+            for lay in layers if method != "delta" else ():
+                add(PlanItem("layer_baseline", cond.name, 0, 0, layer=lay))
     for f in features:
         layer, fid = parse_feature_key(f)
-        for cond in conditions:
-            if cond.patch != "none":
-                proto = PlanItem("feature", cond.name, 0, 0, layer=layer, feature_id=fid)
-                rows += [(proto, t) for t in range(trials)]
+        for cond in patched:
+            add(PlanItem("feature", cond.name, 0, 0, layer=layer, feature_id=fid))
+    with_null = [c for c in patched if not null_conditions or c.name in null_conditions]
+    for f in features:
+        layer, fid = parse_feature_key(f)
+        for cond in with_null:
+            for k in range(null_directions):
+                add(PlanItem("null", cond.name, 0, 0, layer, fid, k))
+    for lay in direction_layers or ():
+        for cond in patched:
+            if cond.patch == "scale":
+                add(PlanItem("direction", cond.name, 0, 0, layer=lay))
     units = []
     for u, start in enumerate(range(0, len(rows), batch_size)):
         items: list[PlanItem] = []
@@ -121,7 +138,7 @@ def plan_units(features: list[str], conditions: list[ConditionSpec], trials: int
                 last.n += 1
             else:
                 items.append(PlanItem(proto.kind, proto.condition, t, 1, proto.layer,
-                                      proto.feature_id))
+                                      proto.feature_id, proto.null_index))
         units.append(Unit(u, items, u * batch_size))
     return units
 
@@ -218,7 +235,8 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
         for f in record:
             if parse_feature_key(f)[0] not in saes:
                 raise ConfigError(f"recorded feature {f}: no SAE for its layer")
-        contexts = {c.context for c in pc.conditions}
+        conditions = pc.all_conditions()
+        contexts = {c.context for c in conditions}
         if pc.prompt_set == "builtin":
             prompt_sets = builtin_prompt_sets(tok, pc.protocol)
         elif pc.prompt_set == "play":
@@ -231,7 +249,7 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
             raise ConfigError(f"conditions use unknown contexts {sorted(missing)}; known: "
                               f"{sorted(prompt_sets)}")
         values: dict[str, dict[str, float]] = {}
-        needs_values = any(c.patch in ("safe", "risky") for c in pc.conditions)
+        needs_values = any(c.patch in ("safe", "risky") for c in conditions)
         if needs_values:
             if cands is not None and not cands.empty:
                 by_key = {feature_key(int(r.layer), int(r.feature_id)): r for r in cands.itertuples()}
@@ -245,7 +263,16 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
                                  "risky": float(by_key[f].mean_bankrupt), "source": "discover"}
                 else:
                     values[f] = {**measured[f], "source": "measured on the safe/risky prompts"}
-        units = plan_units(feats, pc.conditions, pc.trials, pc.batch_size, pc.method)
+        direction_layers = sorted({parse_feature_key(f)[0] for f in feats}) \
+            if pc.behavioural_direction else []
+        if direction_layers:
+            from featurepath.pipeline.controls import behavioural_directions, save_directions
+
+            rd.patch.mkdir(parents=True, exist_ok=True)
+            save_directions(rd.directions,
+                            behavioural_directions(model, tok, root, direction_layers))
+        units = plan_units(feats, conditions, pc.trials, pc.batch_size, pc.method,
+                           pc.null_directions, pc.null_conditions, direction_layers)
         plan = Plan(units, pc.batch_size, record, _digest(cfg), {
             "features": feats, "values": values,
             "prompts": {k: [vars(r) for r in v] for k, v in prompt_sets.items()},
@@ -259,9 +286,59 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
     return PatchJob(str(root), cfg, plan)
 
 
-def _unit_rows(job: PatchJob, unit: Unit) -> list[dict[str, Any]]:
+def _trial_seed(cfg: RunConfig, item: PlanItem, cond: ConditionSpec, t: int) -> int:
+    """Seed-matched (default): trial t of a context draws the same numbers in every arm, so a
+    patched trial and its baseline differ only by the patch. Else (0.1): per feature and
+    condition."""
+    if cfg.patch.seed_matched:
+        return derive_seed(cfg.seed, "trial", cond.context, t)
+    return derive_seed(cfg.seed, item.key, cond.name, t)
+
+
+def _control_directions(job: PatchJob, unit: Unit, saes) -> dict[tuple[str, int, int], Any]:
+    """The unit vectors its null and direction rows need, keyed ``(kind, layer, k)``."""
+    from featurepath.pipeline.controls import load_directions, null_direction
+
+    pc, out = job.cfg.patch, {}
+    behavioural = None
+    for it in unit.items:
+        if it.kind == "null" and ("null", it.layer, it.null_index) not in out:
+            sae = saes[it.layer]
+            out[("null", it.layer, it.null_index)] = null_direction(
+                job.cfg.seed, it.layer, it.null_index, sae.d_model, pc.null_span, sae.W_dec)
+        elif it.kind == "direction" and ("direction", it.layer, 0) not in out:
+            behavioural = behavioural or load_directions(RunDir(job.run_dir).directions)
+            out[("direction", it.layer, 0)] = behavioural[it.layer]
+    return out
+
+
+def _intervention(item: PlanItem, cond: ConditionSpec, values: dict, pc,
+                  dirs: dict) -> Intervention | None:
+    """What one row of ``item`` under ``cond`` does (None: nothing)."""
+    kw = dict(method=pc.method, positions=pc.positions)
+    if item.kind == "layer_baseline":  # no-clamp reconstruction at this layer
+        return Intervention(item.layer, -1, method="reconstruct", positions=pc.positions)
+    if item.kind == "baseline":
+        return None
+    if cond.patch in ("safe", "risky"):
+        kw["value"] = values[item.feature][cond.patch]
+    elif cond.patch == "value":
+        kw["value"] = float(cond.value)
+    else:
+        kw["scale"] = float(cond.scale)
+    if item.kind == "null":
+        return Intervention(item.layer, item.feature_id, direction=dirs[
+            ("null", item.layer, item.null_index)], **kw)
+    if item.kind == "direction":
+        return Intervention(item.layer, -1, readout="projection",
+                            direction=dirs[("direction", item.layer, 0)], **kw)
+    return Intervention(item.layer, item.feature_id, **kw)
+
+
+def _unit_rows(job: PatchJob, unit: Unit, saes=None) -> list[dict[str, Any]]:
     pc = job.cfg.patch
-    conds = {c.name: c for c in pc.conditions}
+    conds = {c.name: c for c in pc.all_conditions()}
+    dirs = _control_directions(job, unit, saes) if saes is not None else {}
     prompts = {k: [PromptRecord(**r) for r in v] for k, v in job.plan.extra["prompts"].items()}
     values = job.plan.extra["values"]
     rows = []
@@ -271,26 +348,14 @@ def _unit_rows(job: PatchJob, unit: Unit) -> list[dict[str, Any]]:
         recs = prompts[cond.context]
         for t in range(it.trial_start, it.trial_start + it.n):
             pr = recs[t % len(recs)]
-            layer, fid, iv = it.layer, it.feature_id, None
-            if it.kind == "feature":
-                if cond.patch in ("safe", "risky"):
-                    iv = Intervention(layer, fid, value=values[it.feature][cond.patch],
-                                      method=pc.method, positions=pc.positions)
-                elif cond.patch == "value":
-                    iv = Intervention(layer, fid, value=float(cond.value), method=pc.method,
-                                      positions=pc.positions)
-                else:
-                    iv = Intervention(layer, fid, scale=float(cond.scale), method=pc.method,
-                                      positions=pc.positions)
-            elif it.kind == "layer_baseline":  # no-clamp reconstruction at this layer
-                iv = Intervention(layer, -1, method="reconstruct", positions=pc.positions)
+            iv = _intervention(it, cond, values, pc, dirs)
             value = iv.value if iv is not None and iv.value is not None else float("nan")
             scale = iv.scale if iv is not None and iv.scale is not None else float("nan")
             rows.append(dict(
-                unit=unit.index, row=r, feature=it.feature, layer=layer,
-                feature_id=fid, condition=cond.name, context=cond.context, patch=cond.patch,
-                value=value, scale=scale, method=pc.method, trial=t,
-                seed=derive_seed(job.cfg.seed, it.key, cond.name, t),
+                unit=unit.index, row=r, feature=it.feature, layer=it.layer,
+                feature_id=it.feature_id, condition=cond.name, context=cond.context,
+                patch=cond.patch, value=value, scale=scale, method=pc.method, trial=t,
+                seed=_trial_seed(job.cfg, it, cond, t), arm=it.arm, null_index=it.null_index,
                 prompt_id=pr.prompt_id, _text=pr.text, _parse=pr.parse, _iv=iv))
             r += 1
     return rows
@@ -302,7 +367,7 @@ def run_unit(job: PatchJob, unit: Unit, model, tok, saes) -> tuple[pd.DataFrame,
     from featurepath.tasks.slot_machine.readout import p_stop_readout
 
     pc = job.cfg.patch
-    rows = _unit_rows(job, unit)
+    rows = _unit_rows(job, unit, saes)
     spec = RecordSpec([parse_feature_key(f) for f in job.plan.record])
     readout = p_stop_readout(tok)
     prompts = [r["_text"] for r in rows]
