@@ -161,6 +161,13 @@ def _fmt(v: Any, digits: int = 3, pct: bool = False) -> str:
     return f"{v:>6.1%}" if pct else f"{v:>7.{digits}f}"
 
 
+_LS_THRESHOLD_HELP = ("Llama Scope threshold reading: 'scaled' compares jump_relu_threshold x s "
+                      "with the normalised pre-activation (SAELens, default), 'stored' compares "
+                      "the threshold as written (OpenMOSS's code). See docs/saes.md.")
+_LS_DECNORM_HELP = ("Llama Scope: gate on pre-activation x decoder norm "
+                    "(sparsity_include_decoder_norm), as OpenMOSS's code does.")
+
+
 @sae_app.command("info")
 def info_cmd(
     path: Path = typer.Argument(..., help="An SAE directory (LlamaScope, SAELens or "
@@ -170,6 +177,8 @@ def info_cmd(
                               "increase on held-out game text."),
     layer: int = typer.Option(None, help="Layer the SAE reads, when its files do not say."),
     n_texts: int = typer.Option(24, help="Held-out texts for the quality figures."),
+    llamascope_threshold: str = typer.Option("scaled", help=_LS_THRESHOLD_HELP),
+    llamascope_decoder_norm: bool = typer.Option(False, help=_LS_DECNORM_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
 ) -> None:
@@ -184,7 +193,8 @@ def info_cmd(
 
         m, tok = load_model(model, device=device)
         d_model = int(m.config.hidden_size)
-    sae = load_sae(path, layer=layer, d_model=d_model)
+    sae = load_sae(path, layer=layer, d_model=d_model, llamascope_threshold=llamascope_threshold,
+                   llamascope_decoder_norm=llamascope_decoder_norm)
     info: dict[str, Any] = {
         "path": str(path), "format": fmt, "layer": sae.layer, "d_model": sae.d_model,
         "d_sae": sae.d_sae, "activation": sae.activation, "k": sae.k,
@@ -220,6 +230,44 @@ def quality_texts(tok: Any, n_texts: int = 24, seed: int = 12345) -> list[str]:
     from featurepath.tasks.slot_machine.corpus import GENERAL_TEXTS, game_prompts
 
     return game_prompts(tok, max(1, n_texts - 4), seed) + list(GENERAL_TEXTS[:4])
+
+
+@sae_app.command("check")
+def check_cmd(
+    model: str = typer.Argument(..., help="Model: 'embedded', a local Hugging Face directory or "
+                                "a cached hub id."),
+    saes: str = typer.Argument(..., help="SAEs: 'embedded', an SAE directory, a directory of "
+                               "SAE directories, or a comma-separated list."),
+    n_texts: int = typer.Option(24, help="Texts to run: game prompts plus built-in neutral "
+                                "sentences (a few hundred tokens and more)."),
+    loss: bool = typer.Option(True, help="Also measure the loss increase with each SAE's "
+                              "reconstruction spliced in (one more forward pass per layer)."),
+    llamascope_threshold: str = typer.Option("scaled", help=_LS_THRESHOLD_HELP),
+    llamascope_decoder_norm: bool = typer.Option(False, help=_LS_DECNORM_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object a layer."),
+    device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
+) -> None:
+    """Check SAEs on real text: per layer L0, FVU, dead share and loss increase, and L0 against
+    the SAE's declared target (top_k / k).
+
+    When L0 is more than 2x off its target, the check says so and, for Llama Scope SAEs, reports
+    L0 under the other threshold readings and names the options that bring it in line.
+    """
+    from featurepath.models import load_model
+    from featurepath.sae.check import check_saes, check_texts, format_check
+    from featurepath.sae.registry import load_sae_set
+
+    if n_texts < 1:
+        raise ConfigError(f"--n-texts must be >= 1, got {n_texts}")
+    m, tok = load_model(model, device=device)
+    sets = load_sae_set(saes, m, tok, llamascope_threshold=llamascope_threshold,
+                        llamascope_decoder_norm=llamascope_decoder_norm)
+    rows = check_saes(m, tok, sets, check_texts(tok, n_texts), loss=loss)
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    for line in format_check(rows):
+        typer.echo(line)
 
 
 @sae_app.command("list")

@@ -9,17 +9,30 @@ from __future__ import annotations
 
 import json
 import math
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from featurepath.errors import SAEFormatError
-from featurepath.sae.model import ACTIVATIONS, SAE
+from featurepath.sae.files import (
+    MAX_LAYER,
+    as_dict,
+    as_int,
+    as_number,
+    hook_site,
+    need_tensor,
+    read_json,
+    read_safetensors,
+)
+from featurepath.sae.model import ACTIVATIONS, SAE, TOPK_ACTIVATIONS
+from featurepath.sae.saelens import load_saelens
 
 FP_CONFIG = "sae.json"
 FP_WEIGHTS = "sae.safetensors"
+LS_CONFIG = "hyperparams.json"
+LS_WEIGHTS = ("checkpoints", "final.safetensors")
 
 
 def detect_format(path: str | Path) -> str:
@@ -31,7 +44,7 @@ def detect_format(path: str | Path) -> str:
         raise SAEFormatError(f"SAE path {p} is a file; give the SAE's directory")
     if (p / FP_CONFIG).exists():
         return "featurepath"
-    if (p / "hyperparams.json").exists():
+    if (p / LS_CONFIG).exists():
         return "llamascope"
     if (p / "cfg.json").exists():
         return "saelens"
@@ -42,49 +55,97 @@ def detect_format(path: str | Path) -> str:
                          f"cfg.json (SAELens) or {FP_CONFIG} (featurepath){hint}")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SAEFormatError(f"{path} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SAEFormatError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise SAEFormatError(f"{path} must hold a JSON object")
-    return data
+# ------------------------------------------------------------------------------- Llama Scope
+
+#: How Llama Scope's scalar ``jump_relu_threshold`` meets the pre-activation of the normalised
+#: input ``(x·s)·W_enc + b_enc``: ``scaled`` compares it with ``θ·s`` (SAELens's loader, which
+#: the Llama Scope authors contributed); ``stored`` compares it with ``θ`` as written (OpenMOSS's
+#: own training code, which applies the threshold after normalising the input).
+LLAMASCOPE_THRESHOLDS = ("scaled", "stored")
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+@dataclass(frozen=True)
+class LlamaScopeConfig:
+    """What featurepath reads from a Llama Scope ``hyperparams.json`` (checked)."""
 
-    if not path.exists():
-        raise SAEFormatError(f"{path} is missing")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise SAEFormatError(f"{path} is not a readable safetensors file: "
-                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
-            from None
+    d_model: int
+    d_sae: int
+    threshold: float
+    norm_in: float
+    layer: int
+    hook: str
+    top_k: int | None
+    decoder_norm_declared: bool
+    model: str | None
 
-
-def _need(tensors: dict[str, torch.Tensor], key: str, shape: tuple[int, ...], path: Path):
-    if key not in tensors:
-        raise SAEFormatError(f"{path} has no tensor {key!r} (has: {', '.join(sorted(tensors))})")
-    t = tensors[key]
-    if tuple(t.shape) != shape:
-        raise SAEFormatError(f"{path}: {key} has shape {tuple(t.shape)}, expected {shape}")
-    if not torch.isfinite(t.float()).all():
-        raise SAEFormatError(f"{path}: {key} holds NaN or infinite values")
-    return t.float()
+    @property
+    def scale(self) -> float:
+        """``s = sqrt(d_model) / dataset_average_activation_norm.in``: the factor Llama Scope
+        multiplies inputs by so that their average norm is sqrt(d_model)."""
+        return math.sqrt(self.d_model) / self.norm_in
 
 
-def _layer_from_hook(hook: str | None) -> int | None:
-    m = re.search(r"(?:blocks|layers)[._](\d+)", hook or "")
-    return int(m.group(1)) if m else None
+def read_llamascope_config(path: Path) -> LlamaScopeConfig:
+    """``hyperparams.json`` checked the way SAELens needs it (threshold and input norm present)
+    and refusing what neither SAELens nor featurepath would read correctly: per-token input
+    normalisation, transcoders (``hook_point_in`` ≠ ``hook_point_out``) and non-residual hooks."""
+    cpath = path / LS_CONFIG
+    hp = read_json(cpath)
+    d_model = as_int(hp.get("d_model"), "d_model", cpath, lo=1)
+    if hp.get("d_sae") is not None:
+        d_sae = as_int(hp["d_sae"], "d_sae", cpath, lo=1)
+    else:
+        d_sae = d_model * as_int(hp.get("expansion_factor"), "expansion_factor (or d_sae)",
+                                 cpath, lo=1)
+    norm_mode = hp.get("norm_activation", "dataset-wise")
+    if norm_mode != "dataset-wise":
+        raise SAEFormatError(f"{cpath}: norm_activation {norm_mode!r:.40} is not supported "
+                             "(featurepath reads dataset-wise Llama Scope SAEs)")
+    if "dataset_average_activation_norm" not in hp:
+        raise SAEFormatError(f"{cpath}: dataset_average_activation_norm is missing (a "
+                             "dataset-wise SAE needs its input norm)")
+    norm = as_dict(hp["dataset_average_activation_norm"], "dataset_average_activation_norm",
+                   cpath)
+    norm_in = as_number(norm.get("in"), "dataset_average_activation_norm.in", cpath,
+                        positive=True)
+    if "jump_relu_threshold" not in hp:
+        raise SAEFormatError(f"{cpath}: jump_relu_threshold is missing (featurepath reads "
+                             "JumpReLU Llama Scope SAEs)")
+    thr = as_number(hp["jump_relu_threshold"], "jump_relu_threshold", cpath)
+    hook_in = hp.get("hook_point_in") or hp.get("hook_point")
+    hook_out = hp.get("hook_point_out") or hook_in
+    if hook_in is None:
+        raise SAEFormatError(f"{cpath}: hook_point_in is missing")
+    if hook_out != hook_in:
+        raise SAEFormatError(f"{cpath}: reads {hook_in!r:.60} but reconstructs {hook_out!r:.60}: "
+                             "transcoders are not supported")
+    site = hook_site(hook_in, cpath)
+    top_k = hp.get("top_k")
+    top_k = as_int(top_k, "top_k", cpath, lo=1) if top_k is not None else None
+    dec = hp.get("sparsity_include_decoder_norm", False)
+    return LlamaScopeConfig(d_model, d_sae, thr, norm_in, site.layer, site.hook, top_k,
+                            dec is True, hp.get("model_name"))
 
 
-def load_llamascope(path: Path) -> SAE:
+def llamascope_thresholds(theta: float, scale: float, stored_decoder_norms: torch.Tensor,
+                         threshold: str = "scaled", decoder_norm: bool = False) -> torch.Tensor:
+    """Per-feature JumpReLU threshold on the pre-activation of the normalised input, under one
+    reading of Llama Scope's conventions.
+
+    ``threshold`` picks ``θ·s`` (``scaled``) or ``θ`` (``stored``); with ``decoder_norm`` the
+    gate is ``pre·‖W_dec,i‖ > θ_eff`` (OpenMOSS's ``sparsity_include_decoder_norm``, with the
+    stored decoder's norms), i.e. a threshold of ``θ_eff / ‖W_dec,i‖`` on ``pre``.
+    """
+    if threshold not in LLAMASCOPE_THRESHOLDS:
+        raise SAEFormatError(f"unknown Llama Scope threshold convention {threshold!r}; use one "
+                             f"of {', '.join(LLAMASCOPE_THRESHOLDS)}")
+    eff = theta * scale if threshold == "scaled" else theta
+    if decoder_norm:
+        return eff / stored_decoder_norms.float().clamp(min=1e-8)
+    return torch.full(stored_decoder_norms.shape, eff)
+
+
+def load_llamascope(path: Path, threshold: str = "scaled", decoder_norm: bool = False) -> SAE:
     """LlamaScope: ``hyperparams.json`` + ``checkpoints/final.safetensors``.
 
     Arithmetic as SAELens loads LlamaScope (``sae_lens/loading/pretrained_sae_loaders.py``,
@@ -94,101 +155,65 @@ def load_llamascope(path: Path) -> SAE:
     the decoder output is divided by ``s`` (folded: ``W_dec/s``, ``b_dec/s``), the encoder bias
     is unchanged, ``b_dec`` is not subtracted from the input, and the scalar
     ``jump_relu_threshold`` is multiplied by ``s`` and applied as ``relu(pre)·[pre > θ]``.
+    ``threshold`` / ``decoder_norm`` select the other readings (:func:`llamascope_thresholds`).
     """
-    hp = _read_json(path / "hyperparams.json")
-    try:
-        d_model = int(hp["d_model"])
-        d_sae = int(hp.get("d_sae") or d_model * int(hp["expansion_factor"]))
-    except (KeyError, TypeError, ValueError):
-        raise SAEFormatError(f"{path / 'hyperparams.json'} needs d_model and d_sae "
-                             "(or expansion_factor)") from None
-    wpath = path / "checkpoints" / "final.safetensors"
-    t = _read_safetensors(wpath)
-    W_enc = _need(t, "encoder.weight", (d_sae, d_model), wpath).T.contiguous()
-    b_enc = _need(t, "encoder.bias", (d_sae,), wpath)
-    W_dec = _need(t, "decoder.weight", (d_model, d_sae), wpath).T.contiguous()
-    b_dec = _need(t, "decoder.bias", (d_model,), wpath)
-    norm = hp.get("dataset_average_activation_norm") or {}
-    s = 1.0
-    if isinstance(norm, dict) and norm.get("in"):
-        s = math.sqrt(d_model) / float(norm["in"])
-    elif hp.get("norm_activation", "dataset-wise") == "dataset-wise" and norm:
-        raise SAEFormatError(f"{path / 'hyperparams.json'}: dataset_average_activation_norm "
-                             "needs an 'in' value")
-    thr_value = hp.get("jump_relu_threshold")
-    act = "jumprelu" if thr_value is not None else "relu"
-    thr = torch.full((d_sae,), float(thr_value or 0.0) * s)
-    hook = hp.get("hook_point_in") or hp.get("hook_point")
-    return SAE(W_enc * s, b_enc, W_dec / s, b_dec / s, act, thr, None, False,
-               _layer_from_hook(hook),
-               {"format": "llamascope", "path": str(path), "hook": hook, "norm_scale": s,
-                "model": hp.get("model_name")})
+    c = read_llamascope_config(path)
+    wpath = path.joinpath(*LS_WEIGHTS)
+    t = read_safetensors(wpath)
+    W_enc = need_tensor(t, "encoder.weight", (c.d_sae, c.d_model), wpath).T.contiguous()
+    b_enc = need_tensor(t, "encoder.bias", (c.d_sae,), wpath)
+    W_dec = need_tensor(t, "decoder.weight", (c.d_model, c.d_sae), wpath).T.contiguous()
+    b_dec = need_tensor(t, "decoder.bias", (c.d_model,), wpath)
+    s = c.scale
+    thr = llamascope_thresholds(c.threshold, s, W_dec.norm(dim=1), threshold, decoder_norm)
+    return SAE(W_enc * s, b_enc, W_dec / s, b_dec / s, "jumprelu", thr, None, False, c.layer,
+               {"format": "llamascope", "path": str(path), "hook": c.hook, "norm_scale": s,
+                "model": c.model, "jump_relu_threshold": c.threshold, "target_l0": c.top_k,
+                "llamascope_threshold": threshold, "llamascope_decoder_norm": decoder_norm,
+                "sparsity_include_decoder_norm": c.decoder_norm_declared})
 
 
-def load_saelens(path: Path) -> SAE:
-    """SAELens: ``cfg.json`` + ``sae_weights.safetensors`` (W_enc [d_in, d_sae], W_dec
-    [d_sae, d_in], b_enc, b_dec, and ``threshold`` or ``log_threshold`` for JumpReLU)."""
-    cfg = _read_json(path / "cfg.json")
-    try:
-        d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
-    except (KeyError, TypeError, ValueError):
-        raise SAEFormatError(f"{path / 'cfg.json'} needs integer d_in and d_sae") from None
-    wpath = path / "sae_weights.safetensors"
-    t = _read_safetensors(wpath)
-    W_enc = _need(t, "W_enc", (d_in, d_sae), wpath)
-    W_dec = _need(t, "W_dec", (d_sae, d_in), wpath)
-    b_enc = _need(t, "b_enc", (d_sae,), wpath)
-    b_dec = _need(t, "b_dec", (d_in,), wpath)
-    arch = str(cfg.get("architecture", "standard"))
-    act_fn = str(cfg.get("activation_fn", cfg.get("activation_fn_str", "relu")))
-    kwargs = cfg.get("activation_fn_kwargs") or {}
-    thr, k = None, None
-    if arch == "jumprelu":
-        act = "jumprelu"
-        if "threshold" in t:
-            thr = _need(t, "threshold", (d_sae,), wpath)
-        elif "log_threshold" in t:
-            thr = _need(t, "log_threshold", (d_sae,), wpath).exp()
-        else:
-            raise SAEFormatError(f"{wpath}: a jumprelu SAE needs 'threshold' or 'log_threshold'")
-    elif arch == "topk" or act_fn == "topk":
-        act, k = "topk", int(cfg.get("k") or kwargs.get("k") or 0)
-        if k <= 0:
-            raise SAEFormatError(f"{path / 'cfg.json'}: a topk SAE needs k")
-    elif act_fn == "relu":
-        act = "relu"
-    else:
-        raise SAEFormatError(f"{path / 'cfg.json'}: unsupported architecture {arch!r} / "
-                             f"activation {act_fn!r}")
-    if cfg.get("normalize_activations", "none") not in ("none", None):
-        raise SAEFormatError(f"{path / 'cfg.json'}: normalize_activations="
-                             f"{cfg['normalize_activations']!r} needs a scaling factor that "
-                             "SAELens does not store; fold it into the weights first")
-    hook = cfg.get("hook_name") or cfg.get("hook_point")
-    layer = cfg.get("hook_layer")
-    return SAE(W_enc, b_enc, W_dec, b_dec, act, thr, k, bool(cfg.get("apply_b_dec_to_input")),
-               int(layer) if layer is not None else _layer_from_hook(hook),
-               {"format": "saelens", "path": str(path), "hook": hook,
-                "model": cfg.get("model_name")})
+# ------------------------------------------------------------------------- featurepath's own
+
+
+def read_featurepath_config(path: Path) -> dict[str, Any]:
+    """``sae.json`` with every field checked for its type."""
+    cpath = path / FP_CONFIG
+    cfg = read_json(cpath)
+    d_model = as_int(cfg.get("d_model"), "d_model", cpath, lo=1)
+    d_sae = as_int(cfg.get("d_sae"), "d_sae", cpath, lo=1)
+    act = cfg.get("activation")
+    if not isinstance(act, str) or act not in ACTIVATIONS:
+        raise SAEFormatError(f"{cpath}: activation must be one of {', '.join(ACTIVATIONS)}, got "
+                             f"{act!r:.40}")
+    k = cfg.get("k")
+    if act in TOPK_ACTIVATIONS or k is not None:
+        k = as_int(k, "k", cpath, lo=1, hi=d_sae)
+    layer = cfg.get("layer")
+    if layer is not None:
+        layer = as_int(layer, "layer", cpath, lo=0, hi=MAX_LAYER)
+    apply_b_dec = cfg.get("apply_b_dec_to_input", False)
+    if not isinstance(apply_b_dec, bool):
+        raise SAEFormatError(f"{cpath}: apply_b_dec_to_input must be true or false")
+    meta = as_dict(cfg.get("meta"), "meta", cpath)
+    return {"d_model": d_model, "d_sae": d_sae, "activation": act, "k": k, "layer": layer,
+            "apply_b_dec_to_input": apply_b_dec, "meta": meta}
 
 
 def load_featurepath(path: Path) -> SAE:
-    cfg = _read_json(path / FP_CONFIG)
-    try:
-        d_model, d_sae = int(cfg["d_model"]), int(cfg["d_sae"])
-        act = str(cfg["activation"])
-    except (KeyError, TypeError, ValueError):
-        raise SAEFormatError(f"{path / FP_CONFIG} needs d_model, d_sae and activation") from None
-    if act not in ACTIVATIONS:
-        raise SAEFormatError(f"{path / FP_CONFIG}: unknown activation {act!r}")
+    c = read_featurepath_config(path)
+    d_model, d_sae = c["d_model"], c["d_sae"]
     wpath = path / FP_WEIGHTS
-    t = _read_safetensors(wpath)
-    thr = _need(t, "threshold", (d_sae,), wpath) if "threshold" in t else None
-    return SAE(_need(t, "W_enc", (d_model, d_sae), wpath), _need(t, "b_enc", (d_sae,), wpath),
-               _need(t, "W_dec", (d_sae, d_model), wpath), _need(t, "b_dec", (d_model,), wpath),
-               act, thr, cfg.get("k"), bool(cfg.get("apply_b_dec_to_input", False)),
-               cfg.get("layer"), {**cfg.get("meta", {}), "format": "featurepath",
-                                  "path": str(path)})
+    t = read_safetensors(wpath)
+    thr = need_tensor(t, "threshold", (d_sae,), wpath) if "threshold" in t else None
+    meta = {**c["meta"], "format": "featurepath", "path": str(path)}
+    if c["activation"] in TOPK_ACTIVATIONS:
+        meta.setdefault("target_l0", c["k"])
+    return SAE(need_tensor(t, "W_enc", (d_model, d_sae), wpath),
+               need_tensor(t, "b_enc", (d_sae,), wpath),
+               need_tensor(t, "W_dec", (d_sae, d_model), wpath),
+               need_tensor(t, "b_dec", (d_model,), wpath),
+               c["activation"], thr, c["k"], c["apply_b_dec_to_input"], c["layer"], meta)
 
 
 def save_sae(sae: SAE, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -213,23 +238,31 @@ def save_sae(sae: SAE, path: str | Path, extra: dict[str, Any] | None = None) ->
     return p
 
 
-_LOADERS = {"llamascope": load_llamascope, "saelens": load_saelens,
-            "featurepath": load_featurepath}
-
-
 def load_sae(path: str | Path, activation: str | None = None, layer: int | None = None,
-             d_model: int | None = None) -> SAE:
+             d_model: int | None = None, llamascope_threshold: str = "scaled",
+             llamascope_decoder_norm: bool = False) -> SAE:
     """Load an SAE directory of any supported format.
 
     ``activation`` overrides the format's activation (e.g. ``relu`` to reproduce a loader that
     ignored JumpReLU thresholds); ``layer`` overrides the layer read from the file; ``d_model``,
-    when given, is checked against the SAE (the model's hidden size).
+    when given, is checked against the SAE (the model's hidden size). The ``llamascope_*``
+    options choose how a Llama Scope threshold is read (see :func:`llamascope_thresholds`; other
+    formats ignore them).
     """
     p = Path(path).expanduser()
-    sae = _LOADERS[detect_format(p)](p)
+    fmt = detect_format(p)
+    if fmt == "llamascope":
+        sae = load_llamascope(p, llamascope_threshold, llamascope_decoder_norm)
+    elif fmt == "saelens":
+        sae = load_saelens(p)
+    else:
+        sae = load_featurepath(p)
     if activation is not None:
         if activation not in ACTIVATIONS:
             raise SAEFormatError(f"unknown activation override {activation!r}")
+        if activation in TOPK_ACTIVATIONS and sae.k is None:
+            raise SAEFormatError(f"{p}: cannot override the activation with {activation}: the "
+                                 "SAE has no k")
         sae = sae.with_activation(activation)
     if layer is not None:
         sae.layer = layer

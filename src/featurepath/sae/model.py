@@ -10,7 +10,13 @@ Encoding, for input x (any leading shape):
     relu:     f = relu(pre)
     jumprelu: f = relu(pre) · [pre > threshold]
     topk:     f = relu(pre) on the k largest pre-activations, 0 elsewhere
+    abstopk:  f = pre on the k pre-activations largest in magnitude, 0 elsewhere (signed:
+              a feature can fire negatively; SAELens's ``abstopk``, arXiv:2510.00404)
 Decoding: x_hat = f @ W_dec + b_dec.
+
+A feature is *active* where ``f != 0`` (not ``f > 0``: abstopk features can be negative).
+Weights keep the dtype the source declares (a SAELens ``bfloat16`` SAE computes in bfloat16, as
+SAELens does), so encode casts its input to ``W_enc.dtype``.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from typing import Any
 
 import torch
 
-ACTIVATIONS = ("relu", "jumprelu", "topk")
+ACTIVATIONS = ("relu", "jumprelu", "topk", "abstopk")
+#: Activations that couple features through the k-th largest (pre-)activation of each token.
+TOPK_ACTIVATIONS = ("topk", "abstopk")
 
 
 def _activate(pre: torch.Tensor, activation: str, threshold: torch.Tensor | None,
@@ -34,6 +42,10 @@ def _activate(pre: torch.Tensor, activation: str, threshold: torch.Tensor | None
         assert k is not None
         vals, idx = pre.topk(k, dim=-1)
         return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
+    if activation == "abstopk":
+        assert k is not None
+        idx = pre.abs().topk(k, dim=-1).indices
+        return torch.zeros_like(pre).scatter_(-1, idx, pre.gather(-1, idx))
     raise ValueError(f"unknown activation {activation!r}")
 
 
@@ -49,6 +61,8 @@ class SAE(torch.nn.Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
         d_model, d_sae = W_enc.shape
+        if activation in TOPK_ACTIVATIONS and not (isinstance(k, int) and 0 < k <= d_sae):
+            raise ValueError(f"a {activation} SAE needs an integer k in 1..{d_sae}, got {k!r}")
         self.W_enc = torch.nn.Parameter(W_enc, requires_grad=False)
         self.b_enc = torch.nn.Parameter(b_enc, requires_grad=False)
         self.W_dec = torch.nn.Parameter(W_dec, requires_grad=False)
@@ -103,7 +117,7 @@ class SAE(torch.nn.Module):
         ids = torch.as_tensor(feature_ids, dtype=torch.long).flatten()
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.d_sae):
             raise IndexError(f"feature ids out of range 0..{self.d_sae - 1}")
-        full = self.activation == "topk"
+        full = self.activation in TOPK_ACTIVATIONS
         return SAESlice(
             feature_ids=ids,
             W_enc=(self.W_enc.data if full else self.W_enc.data[:, ids]).clone(),
@@ -161,4 +175,8 @@ class SAESlice:
             kth = pre.topk(int(self.k), dim=-1).values[..., -1:]
             sel = pre[..., self.feature_ids]
             return torch.relu(sel) * (sel >= kth)
+        if self.activation == "abstopk":
+            kth = pre.abs().topk(int(self.k), dim=-1).values[..., -1:]
+            sel = pre[..., self.feature_ids]
+            return sel * (sel.abs() >= kth)
         return _activate(pre, self.activation, self.threshold, None)

@@ -24,7 +24,7 @@ def sae_quality(sae: SAE, acts: torch.Tensor, chunk: int = 4096) -> dict[str, fl
 
     - ``fvu``: fraction of variance unexplained, sum ||x - x_hat||² / sum ||x - mean(x)||²
       (0 is perfect; 1 is no better than always predicting the mean).
-    - ``l0``: mean number of active features per token.
+    - ``l0``: mean number of active features (``f != 0``) per token.
     - ``dead_fraction``: share of features never active on these tokens.
     """
     n = int(acts.shape[0])
@@ -44,7 +44,7 @@ def sae_quality(sae: SAE, acts: torch.Tensor, chunk: int = 4096) -> dict[str, fl
         sse += (x - x_hat).double().pow(2).sum().cpu()
         sum_x += x.double().sum(0).cpu()
         sum_sq += x.double().pow(2).sum().cpu()
-        nz = f > 0
+        nz = f != 0
         active += nz.sum().double().cpu()
         fired |= nz.any(0)
     total_var = sum_sq - sum_x.pow(2).sum() / n  # sum ||x - mean||²

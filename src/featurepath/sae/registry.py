@@ -112,7 +112,8 @@ def _parse_embedded(spec: str) -> str | None:
 
 
 def load_sae_set(spec: str, model: Any = None, tok: Any = None,
-                 progress: bool = True, corpus: CorpusBuilder | None = None) -> dict[int, SAE]:
+                 progress: bool = True, corpus: CorpusBuilder | None = None,
+                 **load_options: Any) -> dict[int, SAE]:
     """``{layer: SAE}`` from a spec:
 
     - ``"embedded"`` / ``"embedded:quick"`` / ``"embedded:full"``: the cached trained SAEs of the
@@ -122,6 +123,8 @@ def load_sae_set(spec: str, model: Any = None, tok: Any = None,
     - a comma-separated list of SAE directories.
 
     With a model, each SAE's d_model is checked against the model's hidden size.
+    ``load_options`` (``llamascope_threshold``, ``llamascope_decoder_norm``) go to
+    :func:`~featurepath.sae.formats.load_sae` for every directory.
     """
     preset = _parse_embedded(spec)
     d = int(model.config.hidden_size) if model is not None else None
@@ -145,7 +148,7 @@ def load_sae_set(spec: str, model: Any = None, tok: Any = None,
         return ensure_embedded_saes(model, tok, corpus, preset, progress=progress)
     out: dict[int, SAE] = {}
     for path in _sae_dirs(spec):
-        sae = load_sae(path, d_model=d)
+        sae = load_sae(path, d_model=d, **load_options)
         if sae.layer in out:
             raise SAEFormatError(f"two SAEs for layer {sae.layer} in {spec!r} "
                                  f"({out[sae.layer].meta.get('path')} and {path})")
@@ -155,34 +158,28 @@ def load_sae_set(spec: str, model: Any = None, tok: Any = None,
 
 def describe_sae_dir(path: Path) -> dict[str, Any]:
     """Layer, d_sae, d_model, format and activation of an SAE directory, read from its JSON only
-    (LlamaScope weights are hundreds of MB; listing should not load them)."""
-    from featurepath.sae.formats import _layer_from_hook, _read_json
+    (LlamaScope weights are hundreds of MB; listing should not load them). The JSON is checked
+    as loading checks it, so a listed SAE is one that loads."""
+    from featurepath.sae.formats import read_featurepath_config, read_llamascope_config
+    from featurepath.sae.saelens import read_saelens_config
 
     fmt = detect_format(path)
     info: dict[str, Any] = {"path": str(path), "format": fmt}
     if fmt == "featurepath":
-        cfg = _read_json(path / FP_CONFIG)
-        meta = cfg.get("meta") or {}
-        info.update(layer=cfg.get("layer"), d_model=cfg.get("d_model"), d_sae=cfg.get("d_sae"),
-                    activation=cfg.get("activation"), k=cfg.get("k"))
-        if meta.get("quality"):
-            info["quality"] = meta["quality"]
+        cfg = read_featurepath_config(path)
+        info.update(layer=cfg["layer"], d_model=cfg["d_model"], d_sae=cfg["d_sae"],
+                    activation=cfg["activation"], k=cfg["k"])
+        if cfg["meta"].get("quality"):
+            info["quality"] = cfg["meta"]["quality"]
     elif fmt == "llamascope":
-        hp = _read_json(path / "hyperparams.json")
-        d_model = hp.get("d_model")
-        d_sae = hp.get("d_sae") or (d_model * hp["expansion_factor"]
-                                    if d_model and hp.get("expansion_factor") else None)
-        info.update(layer=_layer_from_hook(hp.get("hook_point_in") or hp.get("hook_point")),
-                    d_model=d_model, d_sae=d_sae,
-                    activation="jumprelu" if hp.get("jump_relu_threshold") is not None
-                    else "relu")
+        ls = read_llamascope_config(path)
+        info.update(layer=ls.layer, d_model=ls.d_model, d_sae=ls.d_sae, activation="jumprelu",
+                    hook=ls.hook)
     else:
-        cfg = _read_json(path / "cfg.json")
-        layer = cfg.get("hook_layer")
-        info.update(layer=int(layer) if layer is not None else
-                    _layer_from_hook(cfg.get("hook_name") or cfg.get("hook_point")),
-                    d_model=cfg.get("d_in"), d_sae=cfg.get("d_sae"),
-                    activation=cfg.get("architecture") or cfg.get("activation_fn"))
+        sl = read_saelens_config(path)
+        info.update(layer=sl["layer"], d_model=sl["d_in"], d_sae=sl["d_sae"],
+                    activation=sl["activation"], architecture=sl["architecture"],
+                    hook=sl["hook"], k=sl["k"])
     return info
 
 
