@@ -61,6 +61,9 @@ def run_discover(run_dir: str | Path, cfg: RunConfig, model, tok, saes: dict[int
     root = Path(run_dir)
     t0 = time.time()
     points = decision_points(root)
+    from featurepath.sae.check import warn_if_l0_off
+
+    warn_if_l0_off(model, tok, saes, points["prompt"].tolist()[:cfg.discover.batch_size])
     acts, layers, ids = decision_activations(model, tok, saes, points["prompt"].tolist(),
                                              cfg.discover.batch_size, progress)
     bankrupt = (points["end_reason"] == "bankrupt").to_numpy()

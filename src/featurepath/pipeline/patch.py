@@ -248,6 +248,10 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
         if missing:
             raise ConfigError(f"conditions use unknown contexts {sorted(missing)}; known: "
                               f"{sorted(prompt_sets)}")
+        from featurepath.sae.check import warn_if_l0_off
+
+        first = next(iter(prompt_sets.values()), [])
+        warn_if_l0_off(model, tok, saes, [r.text for r in first[:pc.batch_size]])
         values: dict[str, dict[str, float]] = {}
         needs_values = any(c.patch in ("safe", "risky") for c in conditions)
         if needs_values:
