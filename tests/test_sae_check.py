@@ -130,3 +130,20 @@ def test_format_check_without_target() -> None:
     lines = format_check([LayerCheck(3, 12.0, None, 0.2, 0.1, 100, 0.05)])
     assert lines[1].split()[:3] == ["3", "12.0", "-"] and lines[1].endswith("no target")
     assert len(lines) == 2
+
+
+def test_run_config_applies_llamascope_reading(setup) -> None:
+    """``llamascope.threshold: stored`` in a run's config reaches the loaded SAEs, and enters the
+    patch plan digest only when set (older plans keep resuming)."""
+    from featurepath.config import RunConfig
+    from featurepath.pipeline.patch import _relevant
+    from featurepath.pipeline.runtime import load_runtime
+
+    model_dir, sae_dir, *_ = setup
+    theta = json.loads((sae_dir / "hyperparams.json").read_text())["jump_relu_threshold"]
+    cfg = RunConfig(model=model_dir, saes=str(sae_dir), device="cpu",
+                    llamascope={"threshold": "stored"})
+    _, _, saes = load_runtime(cfg, progress=False)
+    torch.testing.assert_close(saes[LAYER].threshold.data,
+                               torch.full_like(saes[LAYER].threshold.data, theta))
+    assert "llamascope" in _relevant(cfg) and "llamascope" not in _relevant(RunConfig())

@@ -209,9 +209,19 @@ class AnalysisSection(_Strict):
         None, description="regex for word tokens (default: dollar amounts, numbers, words)")
 
 
+class LlamaScopeSection(_Strict):
+    """How Llama Scope thresholds are read (see docs/saes.md; ``featurepath sae check`` says
+    which reading fits). Other SAE formats ignore this section."""
+
+    threshold: Literal["scaled", "stored"] = Field(
+        "scaled", description="scaled: jump_relu_threshold x s (SAELens); stored: as written")
+    decoder_norm: bool = Field(False, description="gate on pre-activation x decoder norm")
+
+
 class RunConfig(_Strict):
     model: str = "embedded"
     saes: str = "embedded"
+    llamascope: LlamaScopeSection = Field(default_factory=LlamaScopeSection)
     dtype: str | None = None
     device: str | None = None
     seed: int = 0

@@ -145,8 +145,11 @@ def plan_units(features: list[str], conditions: list[ConditionSpec], trials: int
 
 def _relevant(cfg: RunConfig) -> dict[str, Any]:
     """The settings that change a patch run's results (what a resume must keep)."""
-    return {"model": cfg.model, "saes": cfg.saes, "dtype": cfg.dtype, "seed": cfg.seed,
-            "patch": cfg.patch.model_dump(mode="json")}
+    out = {"model": cfg.model, "saes": cfg.saes, "dtype": cfg.dtype, "seed": cfg.seed,
+           "patch": cfg.patch.model_dump(mode="json")}
+    if cfg.llamascope != type(cfg.llamascope)():  # only when set, so older plans still resume
+        out["llamascope"] = cfg.llamascope.model_dump(mode="json")
+    return out
 
 
 def _digest(cfg: RunConfig) -> str:

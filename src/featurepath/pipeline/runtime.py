@@ -17,5 +17,7 @@ def load_runtime(cfg: RunConfig, progress: bool = True):
     from featurepath.tasks.slot_machine.corpus import default_corpus
 
     model, tok = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    saes = load_sae_set(cfg.saes, model, tok, progress=progress, corpus=default_corpus)
+    saes = load_sae_set(cfg.saes, model, tok, progress=progress, corpus=default_corpus,
+                        llamascope_threshold=cfg.llamascope.threshold,
+                        llamascope_decoder_norm=cfg.llamascope.decoder_norm)
     return model, tok, saes
