@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from featurepath.cli import main
@@ -258,3 +260,19 @@ def test_residual_hooks_map_to_block_outputs(tmp_path: Path, hook: str, layer: i
 def test_other_hooks_are_refused(tmp_path: Path, capsys, hook: str) -> None:
     write(tmp_path / "s", cfg6("standard", hook=hook), weights())
     assert hook in _one_line(capsys, tmp_path / "s")
+
+
+@settings(max_examples=60, deadline=None)
+@given(block=st.integers(0, 500), kind=st.sampled_from(["pre", "post"]),
+       prefix=st.sampled_from(["blocks", "model.layers", "transformer.h"]))
+def test_hook_site_property(block: int, kind: str, prefix: str) -> None:
+    """resid_post of block L is block L's output; resid_pre of block L is block L-1's; the
+    embeddings (resid_pre of block 0) are refused."""
+    from featurepath.sae.files import hook_site
+
+    hook = f"{prefix}.{block}.hook_resid_{kind}"
+    if kind == "pre" and block == 0:
+        with pytest.raises(SAEFormatError, match="embeddings"):
+            hook_site(hook, Path("cfg.json"))
+    else:
+        assert hook_site(hook, Path("cfg.json")).layer == (block - 1 if kind == "pre" else block)

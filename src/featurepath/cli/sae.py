@@ -183,6 +183,7 @@ def info_cmd(
     device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
 ) -> None:
     """Show an SAE's format, shapes and activation, and with --model its quality."""
+    from featurepath.sae.check import declared_l0
     from featurepath.sae.formats import detect_format, load_sae
 
     fmt = detect_format(path)
@@ -199,9 +200,10 @@ def info_cmd(
         "path": str(path), "format": fmt, "layer": sae.layer, "d_model": sae.d_model,
         "d_sae": sae.d_sae, "activation": sae.activation, "k": sae.k,
         "apply_b_dec_to_input": sae.apply_b_dec_to_input,
-        "decoder_norm_mean": round(float(sae.W_dec.norm(dim=1).mean()), 4),
+        "decoder_norm_mean": round(float(sae.W_dec.float().norm(dim=1).mean()), 4),
+        "target_l0": declared_l0(sae),
     }
-    for key in ("model", "hook", "n_tokens", "train_config", "quality"):
+    for key in ("model", "hook", "architecture", "dtype", "n_tokens", "train_config", "quality"):
         if sae.meta.get(key) is not None:
             info[("stored_" if key == "quality" else "") + key] = sae.meta[key]
     if m is not None:
