@@ -17,7 +17,6 @@ from featurepath.sae import load_sae
 from featurepath.sae.check import (
     LayerCheck,
     check_saes,
-    check_texts,
     format_check,
     l0_off,
     warn_if_l0_off,
@@ -31,6 +30,7 @@ LAYER, TARGET, SCALE, DEC_NORM = 1, 10, 4.0, 3.0
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """(model_dir, sae_dir, model, tok, texts) with a Llama Scope SAE at block LAYER."""
+    from featurepath.cli.sae import quality_texts
     from featurepath.models import load_model
     from featurepath.sae.collect import collect_activations
     from featurepath.testing import save_tiny_llama
@@ -38,7 +38,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("check")
     model_dir = save_tiny_llama(root / "model")
     model, tok = load_model(model_dir, device="cpu")
-    texts = check_texts(tok, 8)
+    texts = quality_texts(tok, 8)
     acts = collect_activations(model, tok, texts, [LAYER], progress=False)[LAYER]
     d = acts.shape[1]
     d_sae = 4 * d

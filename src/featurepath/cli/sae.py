@@ -240,8 +240,8 @@ def check_cmd(
                                 "a cached hub id."),
     saes: str = typer.Argument(..., help="SAEs: 'embedded', an SAE directory, a directory of "
                                "SAE directories, or a comma-separated list."),
-    n_texts: int = typer.Option(24, help="Texts to run: game prompts plus built-in neutral "
-                                "sentences (a few hundred tokens and more)."),
+    n_texts: int = typer.Option(24, help="Texts to run: game prompts plus four built-in "
+                                "neutral sentences (a few thousand tokens)."),
     loss: bool = typer.Option(True, help="Also measure the loss increase with each SAE's "
                               "reconstruction spliced in (one more forward pass per layer)."),
     llamascope_threshold: str = typer.Option("scaled", help=_LS_THRESHOLD_HELP),
@@ -256,7 +256,7 @@ def check_cmd(
     L0 under the other threshold readings and names the options that bring it in line.
     """
     from featurepath.models import load_model
-    from featurepath.sae.check import check_saes, check_texts, format_check
+    from featurepath.sae.check import check_saes, format_check
     from featurepath.sae.registry import load_sae_set
 
     if n_texts < 1:
@@ -264,7 +264,7 @@ def check_cmd(
     m, tok = load_model(model, device=device)
     sets = load_sae_set(saes, m, tok, llamascope_threshold=llamascope_threshold,
                         llamascope_decoder_norm=llamascope_decoder_norm)
-    rows = check_saes(m, tok, sets, check_texts(tok, n_texts), loss=loss)
+    rows = check_saes(m, tok, sets, quality_texts(tok, n_texts), loss=loss)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return

@@ -85,15 +85,6 @@ def declared_l0(sae: SAE) -> float | None:
     return float(target) if target is not None else None
 
 
-def check_texts(tok: Any, n_texts: int = 24, seed: int = 12345) -> list[str]:
-    """Ordinary text for the check: slot-machine game prompts (what the pipeline reads, from a
-    seed the training corpus does not use) plus the built-in neutral sentences."""
-    from featurepath.sae.corpus import GENERAL_TEXTS, game_prompts
-
-    n_general = min(len(GENERAL_TEXTS), max(1, n_texts // 2))
-    return game_prompts(tok, max(1, n_texts - n_general), seed) + list(GENERAL_TEXTS[:n_general])
-
-
 def _option_flags(threshold: str, decoder_norm: bool) -> str:
     """The command-line options that select one Llama Scope reading."""
     return f"--llamascope-threshold {threshold}" + (" --llamascope-decoder-norm"
@@ -139,16 +130,17 @@ def _with_alternatives(row: LayerCheck, sae: SAE, acts: torch.Tensor) -> None:
         row.suggestion = _option_flags(*min(fitting)[1])
 
 
-def check_saes(model: Any, tok: Any, saes: dict[int, SAE], texts: Sequence[str] | None = None,
+def check_saes(model: Any, tok: Any, saes: dict[int, SAE], texts: Sequence[str],
                loss: bool = True, batch_size: int = 8, progress: bool = False
                ) -> list[LayerCheck]:
-    """One :class:`LayerCheck` per SAE on ``texts`` (default :func:`check_texts`): one forward
-    pass collects every layer's block output; ``loss`` adds the cross-entropy increase with each
-    SAE's reconstruction spliced in (one clean pass shared by all layers)."""
+    """One :class:`LayerCheck` per SAE on ``texts`` (the CLI passes game prompts plus neutral
+    sentences; this package knows no task): one forward pass collects every layer's block
+    output; ``loss`` adds the cross-entropy increase with each SAE's reconstruction spliced in
+    (one clean pass shared by all layers)."""
     from featurepath.sae.collect import collect_activations
     from featurepath.sae.quality import ce_losses, sae_quality
 
-    texts = list(texts) if texts is not None else check_texts(tok)
+    texts = list(texts)
     acts = collect_activations(model, tok, texts, sorted(saes), batch_size=batch_size,
                                progress=progress, desc="sae check")
     rows: list[LayerCheck] = []
