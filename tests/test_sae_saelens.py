@@ -206,6 +206,14 @@ def test_pre6_topk_from_activation_fn(tmp_path: Path) -> None:
     assert_same(sae, x, f, f @ w["W_dec"] + w["b_dec"])
 
 
+def test_pre6_topk_without_k_is_refused(tmp_path: Path) -> None:
+    cfg = {"d_in": D_IN, "d_sae": D_SAE, "hook_point": "blocks.1.hook_resid_post",
+           "activation_fn_str": "topk", "k": 8}
+    write(tmp_path / "s", cfg, weights())
+    with pytest.raises(SAEFormatError, match="without activation_fn_kwargs.k"):
+        load_sae(tmp_path / "s")
+
+
 def test_pre6_normalize_true_is_refused(tmp_path: Path) -> None:
     cfg = {"d_in": D_IN, "d_sae": D_SAE, "hook_point": "blocks.1.hook_resid_post",
            "normalize_activations": True}

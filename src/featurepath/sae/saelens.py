@@ -100,6 +100,9 @@ def normalise_config(cfg: dict[str, Any], path: Path) -> dict[str, Any]:
         kwargs = as_dict(out.get("activation_fn_kwargs"), "activation_fn_kwargs", path)
         if act == "topk" and kwargs.get("k") is not None:
             out["architecture"], out["k"] = "topk", kwargs["k"]
+        elif act == "topk" and out["architecture"] == "standard":
+            raise SAEFormatError(f"{path}: activation_fn 'topk' without activation_fn_kwargs.k "
+                                 "(SAELens would read this SAE as plain ReLU)")
         elif act not in ("relu", "topk", None) and out["architecture"] == "standard":
             raise SAEFormatError(f"{path}: activation_fn {act!r:.40} is not supported "
                                  "(featurepath reads relu and topk SAEs of SAELens < 6)")
