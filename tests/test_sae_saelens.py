@@ -163,6 +163,11 @@ def test_bfloat16_config_computes_in_bfloat16(tmp_path: Path) -> None:
     recon = f @ w["W_dec"] + w["b_dec"]
     assert torch.equal(sae.encode(x), f)
     assert torch.equal(sae.decode(sae.encode(x)), recon)
+    # featurepath's own format stores float32: the saved copy must not claim bfloat16
+    from featurepath.sae import save_sae
+
+    back = load_sae(save_sae(sae, tmp_path / "fp"))
+    assert back.W_enc.dtype == torch.float32 and "dtype" not in back.meta
 
 
 def test_float32_config_casts_bfloat16_weights(tmp_path: Path) -> None:

@@ -227,7 +227,7 @@ def save_sae(sae: SAE, path: str | Path, extra: dict[str, Any] | None = None) ->
     tmp = p / (FP_WEIGHTS + ".tmp")
     save_file(tensors, str(tmp))
     tmp.replace(p / FP_WEIGHTS)
-    meta = {k: v for k, v in sae.meta.items() if k not in ("path", "format")}
+    meta = {k: v for k, v in sae.meta.items() if k not in ("path", "format", "dtype")}
     cfg = {"format": "featurepath", "d_model": sae.d_model, "d_sae": sae.d_sae,
            "activation": sae.activation, "k": sae.k,
            "apply_b_dec_to_input": sae.apply_b_dec_to_input, "layer": sae.layer,
