@@ -127,7 +127,8 @@ def test_forward_only_and_known_values(edges) -> None:
     assert r["p"] == pytest.approx(ref.pvalue)
     assert r["mean_shift"] == pytest.approx(diff.mean())
     assert r["d_z"] == pytest.approx(diff.mean() / diff.std(ddof=1))
-    d_av = diff.mean() / np.sqrt((a[pr, T].var(ddof=1) + a[br, T].var(ddof=1)) / 2)
+    # Lakens (2013) eq. 10: the arithmetic mean of the two SDs, not their root mean square
+    d_av = diff.mean() / ((a[pr, T].std(ddof=1) + a[br, T].std(ddof=1)) / 2)
     assert r["d"] == pytest.approx(d_av)
     # the planted relation: T's shift is twice S's clamp shift (up to float16 and noise)
     np.testing.assert_allclose(diff, 2 * (6.0 - base[:, S]), atol=0.6)

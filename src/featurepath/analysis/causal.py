@@ -12,12 +12,15 @@ Three metrics per comparison:
   makes any feature that breaks the output format look "safe".
 - ``bet``: bet sizes of valid betting trials; Mann–Whitney U, effect = rank-biserial correlation
   (Wendt 1972), percentile bootstrap CI (Efron & Tibshirani 1993).
-- ``p_stop``: P(stop) from the decision-token logits, paired by prompt (baseline trial i and
-  patched trial i of one context share the prompt); paired t-test, effect = mean difference in
-  probability with a t-interval.
+- ``p_stop``: P(stop) from the decision-token logits, paired by *distinct prompt*: the value of
+  a prompt is the same on every repeat (up to float rounding), so repeats are averaged to one
+  value per prompt and arm (:func:`featurepath.analysis.run_data.prompt_pairs`); paired t-test
+  over prompts, effect = mean difference in probability with a t-interval. ``n_patched`` and
+  ``n_baseline`` count prompts here.
 
-Comparisons without variance (e.g. greedy decoding of one prompt: every trial identical) are
-reported as degenerate with p = q = NaN instead of being tested. Benjamini–Hochberg (1995) runs
+A P(stop) comparison with fewer than two distinct prompts is degenerate *by design* (reported
+with p = q = NaN, never tested), whatever rounding noise its trials carry: the engine's float32
+results for one prompt differ by ~1e-8 between work units, and that noise is not an effect. Benjamini–Hochberg (1995) runs
 once over every test actually run — all features x contexts x conditions x metrics — rather than
 over a per-feature minimum p-value, which would not control the FDR.
 
@@ -41,10 +44,12 @@ from scipy import stats as sps
 
 from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
+    PromptPairs,
     load_trials,
     normalise_trials,
-    pair_trials,
     patched_groups,
+    prompt_pairs,
+    warn_repeated_prompts,
 )
 from featurepath.analysis.stats import (
     TestResult,
@@ -134,16 +139,16 @@ def _bet(p: pd.DataFrame, b: pd.DataFrame, n_boot: int, seed: int) -> _MetricRes
                          float(bp.mean()) if bp.size else _NAN, res)
 
 
-def _p_stop(p: pd.DataFrame, b: pd.DataFrame) -> _MetricResult:
-    pairs = pair_trials(p, b, columns=["p_stop"])
-    x = pairs["p_stop_p"].to_numpy(dtype=float)
-    y = pairs["p_stop_b"].to_numpy(dtype=float)
+def _p_stop(pp: PromptPairs, p: pd.DataFrame, b: pd.DataFrame) -> _MetricResult:
+    x, y = pp.means(p["p_stop"].to_numpy(dtype=float), b["p_stop"].to_numpy(dtype=float))
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     n = int(x.size)
     diff = x - y
     mean_diff = float(diff.mean()) if n else _NAN
-    t = paired_t(x, y)
+    # fewer than two distinct prompts: nothing but rounding noise varies, by design
+    t = paired_t(x, y) if n >= 2 else TestResult(_NAN, _NAN, _NAN, _NAN, _NAN, n, n, True,
+                                                   "paired_t")
     lo = hi = _NAN
     if not t.degenerate:
         half = float(sps.t.ppf(0.975, n - 1)) * float(diff.std(ddof=1)) / math.sqrt(n)
@@ -174,16 +179,20 @@ def causal_table(
     df = normalise_trials(trials)[list(ANALYSIS_COLUMNS)]
     rows: list[dict[str, object]] = []
     skipped: list[str] = []
+    n_repeated = n_groups = 0
     for i, g in enumerate(patched_groups(df)):
         if g.baseline is None:
             skipped.append(f"{g.feature}/{g.context}/{g.condition}")
             continue
+        pp = prompt_pairs(g.patched, g.baseline)
+        n_groups += 1
+        n_repeated += pp.repeated
         n_inv_p = int(len(g.patched) - _usable_mask(g.patched).sum())
         n_inv_b = int(len(g.baseline) - _usable_mask(g.baseline).sum())
         results = (
             _stop_rate(g.patched, g.baseline),
             _bet(g.patched, g.baseline, n_boot, seed + i),
-            _p_stop(g.patched, g.baseline),
+            _p_stop(pp, g.patched, g.baseline),
         )
         for m in results:
             r = m.res
@@ -198,6 +207,7 @@ def causal_table(
                 "statistic": r.statistic, "p": r.p if not r.degenerate else _NAN,
                 "degenerate": bool(r.degenerate), "test": r.method,
             })
+    warn_repeated_prompts(n_repeated, n_groups)
     if skipped:
         warnings.warn(
             f"{len(skipped)} patched group(s) have no matching baseline and were not tested "

@@ -2,11 +2,13 @@
 
 For each patched source feature S (layer Ls), condition and context, and every recorded target T,
 the shift of T's activation is tested between the patched trials and the baseline trials of the
-same context, *paired by prompt* (trial i of both saw the same prompt; see
-:func:`featurepath.analysis.run_data.pair_trials`). The paired t-test removes the prompt-to-prompt
-variance that dominates activations, which is why pathways need a population of prompts: with one
-fixed prompt every decision-token activation is identical across trials and the comparison is
-degenerate (reported, not tested).
+same context, *paired by distinct prompt* (see
+:func:`featurepath.analysis.run_data.prompt_pairs`): the repeats of a prompt in each arm are
+averaged to one value, so a prompt counts once however many trials repeat it (counting repeats
+as pairs is pseudo-replication). The paired t-test over prompts removes the prompt-to-prompt
+variance that dominates activations, which is why pathways need a population of prompts: a
+comparison with fewer than two distinct prompts is degenerate by design (reported, not tested),
+even when float32 rounding makes its trials differ by ~1e-7.
 
 Why these choices:
 - Causality flows forward: at the decision token, patching layer Ls can only move layers > Ls,
@@ -14,13 +16,14 @@ Why these choices:
   everything can move through the sampled tokens; pass ``forward_only=False`` to test all
   layers, the source itself excepted).
 - Effect size ``d`` is Cohen's d_av (Lakens 2013, "Calculating and reporting effect sizes",
-  Front. Psychol. 4:863): the mean paired shift over the average of the patched and baseline
-  standard deviations across prompts — how far T moves relative to its natural spread. The
+  Front. Psychol. 4:863, eq. 10): d_av = M_diff / ((SD_patched + SD_baseline) / 2), the mean
+  paired shift over the arithmetic mean of the two standard deviations across prompts (of the
+  per-prompt means, ddof=1) — how far T moves relative to its natural spread. The
   paired test's own d_z (shift / SD of the differences) is kept as ``d_z``, but it is not the
   edge criterion: replay is deterministic, so a tiny but consistent leak of a patch into an
   unrelated direction has an enormous d_z while moving the target by a sliver of its range.
 - Benjamini–Hochberg (1995) over all (source, condition, context, target) pairs of one call.
-- Edge: q < alpha and |d| > min_d.
+- Edge: q <= alpha (where Benjamini–Hochberg rejects) and |d| >= min_d.
 
 Output layout of :func:`export` (one directory ``RUN/pathways/``): the tables ``edges``,
 ``chains`` and ``layer_pairs`` hold every signal in one file with a ``signal`` column; graphs are
@@ -47,8 +50,9 @@ from featurepath.analysis.run_data import (
     load_activations,
     load_trials,
     normalise_trials,
-    pair_trials,
     patched_groups,
+    prompt_pairs,
+    warn_repeated_prompts,
 )
 from featurepath.analysis.stats import bh_fdr, paired_t_matrix
 from featurepath.config import RunConfig, record_config
@@ -105,29 +109,32 @@ def pathway_edges(
         )
     targets = [feature_key(a, b) for a, b in zip(lay, fid, strict=True)]
     parts: list[pd.DataFrame] = []
+    n_repeated = n_groups = 0
     for g in patched_groups(df):
         if g.baseline is None:
             continue
-        pairs = pair_trials(g.patched, g.baseline, columns=["row"])
-        if pairs.empty:
+        pp = prompt_pairs(g.patched, g.baseline)
+        if pp.n_prompts == 0:
             continue
+        n_groups += 1
+        n_repeated += pp.repeated
         if forward_only:
             cols = np.flatnonzero(lay > g.layer)
         else:
             cols = np.flatnonzero(~((lay == g.layer) & (fid == g.feature_id)))
         if cols.size == 0:
             continue
-        P = A[pairs["row_p"].to_numpy()][:, cols].astype(np.float64)
-        B = A[pairs["row_b"].to_numpy()][:, cols].astype(np.float64)
-        t, p, d_z, _, _, deg = paired_t_matrix(P, B)
+        P, B = pp.means(A[g.patched["row"].to_numpy()][:, cols],
+                        A[g.baseline["row"].to_numpy()][:, cols])
+        t, p, d_z, _, _, deg = paired_t_matrix(P, B)  # rows are prompts: n < 2 is degenerate
         keep = np.isfinite(P) & np.isfinite(B)
         n_pairs = keep.sum(axis=0)
         diff = np.where(keep, P - B, 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             shift = diff.sum(axis=0) / n_pairs
             Pm, Bm = np.where(keep, P, np.nan), np.where(keep, B, np.nan)
-            spread = np.sqrt((np.nanvar(Pm, axis=0, ddof=1) + np.nanvar(Bm, axis=0, ddof=1)) / 2)
-            d = np.where(spread > 0, shift / spread, np.nan)
+            sd_avg = (np.nanstd(Pm, axis=0, ddof=1) + np.nanstd(Bm, axis=0, ddof=1)) / 2
+            d = np.where(sd_avg > 0, shift / sd_avg, np.nan)
         parts.append(pd.DataFrame({
             "source": g.feature, "source_layer": g.layer, "source_feature": g.feature_id,
             "target": [targets[c] for c in cols], "target_layer": lay[cols],
@@ -137,12 +144,13 @@ def pathway_edges(
             "statistic": t,
             "p": p, "degenerate": np.asarray(deg, dtype=bool),
         }))
+    warn_repeated_prompts(n_repeated, n_groups)
     if not parts:
         return pd.DataFrame(columns=EDGE_COLUMNS)
     out = pd.concat(parts, ignore_index=True)
     out["q"] = bh_fdr(out["p"].to_numpy(dtype=float))
     with np.errstate(invalid="ignore"):
-        out["edge"] = (~out["degenerate"]) & (out["q"] < alpha) & (out["d"].abs() > min_d)
+        out["edge"] = (~out["degenerate"]) & (out["q"] <= alpha) & (out["d"].abs() >= min_d)
     out["sign"] = np.sign(out["mean_shift"].fillna(0.0)).astype(np.int8)
     out["_absd"] = -out["d"].abs()
     out = out.sort_values(["q", "_absd"], na_position="last", kind="mergesort")

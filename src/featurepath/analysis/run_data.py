@@ -12,7 +12,13 @@ not the clamped value, moved behaviour. Here the rule is written once:
 - a ``reconstruct`` condition is compared with the ``reconstruct`` baseline of the same context
   *and the same layer* (the no-clamp reconstruction of that layer), never with a plain baseline;
 - trials pair by trial index within a context (and by ``prompt_id`` when both sides carry one):
-  baseline trial i and patched trial i of one context saw the same prompt.
+  baseline trial i and patched trial i of one context saw the same prompt;
+- the unit of a paired test is the *distinct prompt*, not the trial (:func:`prompt_pairs`):
+  with more trials than prompts each prompt is repeated, and its decision-token values are the
+  same on every repeat, so counting repeats as pairs would multiply the evidence of one prompt
+  (pseudo-replication; with 8 prompts and 32 trials a null effect came out at p = 4e-5). Repeats
+  are averaged to one value per prompt and arm, and a comparison with fewer than two distinct
+  prompts is degenerate by design, whatever rounding noise its trials carry.
 
 Store schema assumed (written by the patch stage): ``trials.parquet`` with one row per trial and
 ``activations.zarr`` (zarr v3 group) with arrays ``decision``/``gen_mean``/``gen_max``
@@ -22,13 +28,14 @@ arrays' first axis.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from featurepath.errors import DataError, FeaturepathError
 from featurepath.rundir import (
@@ -49,6 +56,9 @@ __all__ = [
     "is_baseline",
     "patched_groups",
     "pair_trials",
+    "PromptPairs",
+    "prompt_pairs",
+    "warn_repeated_prompts",
 ]
 
 
@@ -279,3 +289,82 @@ def pair_trials(
         out[f"{c}_p"] = patched[c].to_numpy()[ia]
         out[f"{c}_b"] = baseline[c].to_numpy()[ja]
     return pd.DataFrame(out)
+
+
+@dataclass
+class PromptPairs:
+    """The distinct prompts a patched group shares with its baseline: the unit of paired tests.
+
+    ``codes_p[i]`` is the index (into ``prompts``) of the prompt of row i of the patched frame,
+    ``-1`` when the baseline never saw that prompt; likewise ``codes_b`` for the baseline frame.
+    ``n_trials_p``/``n_trials_b`` count the rows that take part. ``repeated`` is True when some
+    prompt appears more than once on either side (trials exceed prompts).
+    """
+
+    prompts: list[object]
+    codes_p: NDArray[np.int64]
+    codes_b: NDArray[np.int64]
+    n_trials_p: int
+    n_trials_b: int
+
+    @property
+    def n_prompts(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def repeated(self) -> bool:
+        return self.n_trials_p > self.n_prompts or self.n_trials_b > self.n_prompts
+
+    def means(self, values_p: ArrayLike, values_b: ArrayLike
+              ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Per-prompt means of row-aligned values (1-D, or 2-D [rows, columns]) of each arm.
+
+        Non-finite values are left out of a prompt's mean; a prompt with none left is NaN.
+        """
+        return (_group_mean(values_p, self.codes_p, self.n_prompts),
+                _group_mean(values_b, self.codes_b, self.n_prompts))
+
+
+def _group_mean(values: ArrayLike, codes: NDArray[np.int64], k: int) -> NDArray[np.float64]:
+    x = np.asarray(values, dtype=np.float64)
+    if x.shape[0] != codes.size:
+        raise DataError(f"{x.shape[0]} values for {codes.size} rows")
+    keep = codes >= 0
+    x, c = x[keep], codes[keep]
+    finite = np.isfinite(x)
+    total = np.zeros((k,) + x.shape[1:])
+    count = np.zeros((k,) + x.shape[1:])
+    np.add.at(total, c, np.where(finite, x, 0.0))
+    np.add.at(count, c, finite)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def prompt_pairs(patched: pd.DataFrame, baseline: pd.DataFrame) -> PromptPairs:
+    """Match the two arms of one comparison by distinct prompt (see the module docstring).
+
+    The prompt is ``prompt_id`` when every row of both arms carries one; otherwise (tables of
+    other tools without prompt ids) the trial index stands in for it, as :func:`pair_trials`
+    does. Prompts are in sorted order, so results do not depend on row order.
+    """
+    use_id = bool(patched["prompt_id"].notna().all() and baseline["prompt_id"].notna().all())
+    col = "prompt_id" if use_id else "trial"
+    kp = patched[col].astype(str).to_numpy() if use_id else patched[col].to_numpy()
+    kb = baseline[col].astype(str).to_numpy() if use_id else baseline[col].to_numpy()
+    shared = sorted(set(kp.tolist()) & set(kb.tolist()))
+    index = {k: i for i, k in enumerate(shared)}
+    codes_p = np.fromiter((index.get(k, -1) for k in kp.tolist()), dtype=np.int64, count=kp.size)
+    codes_b = np.fromiter((index.get(k, -1) for k in kb.tolist()), dtype=np.int64, count=kb.size)
+    return PromptPairs(shared, codes_p, codes_b, int((codes_p >= 0).sum()),
+                       int((codes_b >= 0).sum()))
+
+
+def warn_repeated_prompts(n_repeated: int, n_groups: int) -> None:
+    """Say once per stage that repeats of a prompt were averaged, not counted as pairs."""
+    if n_repeated:
+        warnings.warn(
+            f"{n_repeated} of {n_groups} comparison(s) have more trials than distinct prompts: "
+            "a prompt's repeats carry no new information at the decision token, so paired "
+            "tests use one value per distinct prompt (raise patch.n_prompts for more power)",
+            stacklevel=3,
+        )
