@@ -83,7 +83,7 @@ def test_columns(result) -> None:
     assert list(tests.columns) == TEST_COLUMNS
     assert list(features.columns) == FEATURE_COLUMNS
     # 3 features x 2 patches x 2 contexts x 3 metrics
-    assert len(tests) == 36
+    assert len(tests) == 48  # 3 features x 2 patches x 2 contexts x 4 metrics
 
 
 def test_stop_rate_matches_fisher_and_excludes_invalid(result) -> None:
@@ -165,7 +165,7 @@ def test_degenerate_condition_not_tested() -> None:
     assert tests["p"].isna().all() and tests["q"].isna().all()
     sr = tests[tests.metric == "stop_rate"].iloc[0]
     assert sr["effect"] == 0.0
-    assert features.iloc[0]["class"] == "none" and features.iloc[0]["n_degenerate"] == 3
+    assert features.iloc[0]["class"] == "none" and features.iloc[0]["n_degenerate"] == 4
 
 
 def test_reconstruct_uses_same_layer_baseline() -> None:
@@ -225,7 +225,7 @@ def test_cli_writes_tables(tmp_path: Path) -> None:
     assert "bidirectional" in res.output and "same way" in res.output
     for stem in ("causal_tests", "causal_features"):
         assert (tmp_path / f"{stem}.parquet").is_file() and (tmp_path / f"{stem}.csv").is_file()
-    assert len(pd.read_parquet(tmp_path / "causal_tests.parquet")) == 36
+    assert len(pd.read_parquet(tmp_path / "causal_tests.parquet")) == 48
 
 
 def test_cli_main_one_line_error(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -259,4 +259,4 @@ def test_scale_sweep_under_one_condition_name_is_split() -> None:
     t.loc[sel, "scale"] = np.where(t.loc[sel, "trial"] % 2 == 0, 0.5, 2.0)
     tests, _ = causal_table(t, n_boot=0)
     assert sorted(tests["scale"].unique()) == [0.5, 2.0]
-    assert len(tests) == 2 * 3
+    assert len(tests) == 2 * 4

@@ -113,7 +113,7 @@ DISCOVER_COLUMNS = ["feature", "layer", "feature_id", "mean_safe", "mean_bankrup
 CAUSAL_TEST_COLUMNS = [
     "feature", "layer", "feature_id", "context", "condition", "patch", "method", "value",
     "scale", "metric", "n_patched", "n_baseline", "n_invalid_patched", "n_invalid_baseline",
-    "baseline_value", "patched_value", "effect", "ci_low", "ci_high", "statistic", "p", "q",
+    "invalid_bet_patched", "invalid_bet_baseline", "baseline_value", "patched_value", "effect", "ci_low", "ci_high", "statistic", "p", "q",
     "degenerate", "test",
 ]
 CAUSAL_FEATURE_COLUMNS = [

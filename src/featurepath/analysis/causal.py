@@ -4,13 +4,20 @@ Every patched condition (feature x prompt context x patch value) is compared wit
 its own context and method (see :mod:`featurepath.analysis.run_data` for the matching rule; a
 ``reconstruct`` condition is only ever compared with the no-clamp reconstruction of its layer).
 
-Three metrics per comparison:
+Four metrics per comparison:
 
-- ``stop_rate``: share of *valid* trials that stopped; Fisher's exact test, effect = difference of
-  proportions (patched - baseline) with Newcombe's score CI. Invalid (unparsed) trials are
-  excluded and counted, never read as stops: the original analysis counted them as stops, which
-  makes any feature that breaks the output format look "safe".
-- ``bet``: bet sizes of valid betting trials; Mann–Whitney U, effect = rank-biserial correlation
+- ``stop_rate``: stops over *every parsed decision* (each bet or stop the parser read, valid or
+  not); Fisher's exact test, effect = difference of proportions (patched - baseline) with
+  Newcombe's score CI. An invalid answer is never read as a stop (the original analysis did,
+  which makes any feature that breaks the output format look "safe"), and an invalid *bet*
+  (over the balance, unreadable amount) stays in the denominator: dropping it would turn a patch
+  that makes every bet an all-in over-balance bet into a "safe" feature (stop rate 0.5 -> 1.0).
+- ``invalid_rate``: invalid trials (no decision, contradictory, unplayable bet) over all trials;
+  Fisher's exact test, effect = difference of proportions. A feature whose only significant
+  change is this one is classed ``invalid``: it breaks the answer, it does not make it safer or
+  riskier. The mean requested amount of invalid bets is reported (``invalid_bet_patched``,
+  ``invalid_bet_baseline``), not tested.
+- ``bet``: bet sizes of valid betting trials (invalid bets are reported above); Mann–Whitney U, effect = rank-biserial correlation
   (Wendt 1972), percentile bootstrap CI (Efron & Tibshirani 1993).
 - ``p_stop``: P(stop) from the decision-token logits, paired by *distinct prompt*: the value of
   a prompt is the same on every repeat (up to float rounding), so repeats are averaged to one
@@ -78,7 +85,7 @@ __all__ = [
     "CausalResult",
 ]
 
-METRICS = ("stop_rate", "bet", "p_stop")
+METRICS = ("stop_rate", "invalid_rate", "bet", "p_stop")
 _NAN = float("nan")
 
 
@@ -96,14 +103,30 @@ class _MetricResult:
 
 
 def _usable_mask(df: pd.DataFrame) -> NDArray[np.bool_]:
-    """Valid trials with a parsed decision; everything else is 'invalid' and only counted."""
+    """Valid trials with a parsed decision: the bet sample draws from these."""
     return df["valid"].to_numpy(dtype=bool) & df["action"].notna().to_numpy()
 
 
 def _stop_counts(df: pd.DataFrame) -> tuple[int, int]:
-    """(stops, usable trials): an invalid trial is never a stop."""
-    u = _usable_mask(df)
-    return int((u & (df["action"] == "stop").to_numpy()).sum()), int(u.sum())
+    """(stops, parsed decisions): every bet or stop the parser read, valid or not, is in the
+    denominator, so a patch that turns bets into over-balance (invalid) bets cannot raise the
+    stop rate by shrinking it; an invalid trial is never a stop."""
+    decided = df["action"].notna().to_numpy()
+    stops = decided & df["valid"].to_numpy(dtype=bool) & (df["action"] == "stop").to_numpy()
+    return int(stops.sum()), int(decided.sum())
+
+
+def _invalid_counts(df: pd.DataFrame) -> tuple[int, int]:
+    """(invalid trials, all trials): unreadable, contradictory or unplayable answers."""
+    return int(len(df) - _usable_mask(df).sum()), int(len(df))
+
+
+def _invalid_bet_mean(df: pd.DataFrame) -> float:
+    """Mean requested amount of invalid bets (e.g. over the balance): reported, not tested."""
+    m = (df["action"] == "bet").to_numpy() & ~df["valid"].to_numpy(dtype=bool)
+    v = df["bet"].to_numpy(dtype=float)[m]
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else _NAN
 
 
 def _rank_biserial(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
@@ -113,12 +136,11 @@ def _rank_biserial(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
     return float(np.mean(np.sign(a[:, None] - b[None, :])))
 
 
-def _stop_rate(p: pd.DataFrame, b: pd.DataFrame) -> _MetricResult:
-    kp, np_ = _stop_counts(p)
-    kb, nb = _stop_counts(b)
+def _rate(metric: str, counts, p: pd.DataFrame, b: pd.DataFrame) -> _MetricResult:
+    kp, np_ = counts(p)
+    kb, nb = counts(b)
     res = fisher_exact(kp, np_, kb, nb)
-    return _MetricResult("stop_rate", np_, nb, kb / nb if nb else _NAN, kp / np_ if np_ else _NAN,
-                         res)
+    return _MetricResult(metric, np_, nb, kb / nb if nb else _NAN, kp / np_ if np_ else _NAN, res)
 
 
 def _bets(df: pd.DataFrame) -> NDArray[np.float64]:
@@ -189,8 +211,10 @@ def causal_table(
         n_repeated += pp.repeated
         n_inv_p = int(len(g.patched) - _usable_mask(g.patched).sum())
         n_inv_b = int(len(g.baseline) - _usable_mask(g.baseline).sum())
+        inv_bet_p, inv_bet_b = _invalid_bet_mean(g.patched), _invalid_bet_mean(g.baseline)
         results = (
-            _stop_rate(g.patched, g.baseline),
+            _rate("stop_rate", _stop_counts, g.patched, g.baseline),
+            _rate("invalid_rate", _invalid_counts, g.patched, g.baseline),
             _bet(g.patched, g.baseline, n_boot, seed + i),
             _p_stop(pp, g.patched, g.baseline),
         )
@@ -202,6 +226,7 @@ def causal_table(
                 "method": g.method, "value": g.value, "scale": g.scale, "metric": m.metric,
                 "n_patched": m.n_patched, "n_baseline": m.n_baseline,
                 "n_invalid_patched": n_inv_p, "n_invalid_baseline": n_inv_b,
+                "invalid_bet_patched": inv_bet_p, "invalid_bet_baseline": inv_bet_b,
                 "baseline_value": m.baseline_value, "patched_value": m.patched_value,
                 "effect": r.effect, "ci_low": r.ci_low, "ci_high": r.ci_high,
                 "statistic": r.statistic, "p": r.p if not r.degenerate else _NAN,
@@ -224,14 +249,16 @@ def causal_table(
 
 
 def _toward_safe(metric: str, effect: float) -> int:
-    """+1 when an effect moves behaviour toward safe (stop more, bet less), -1 toward risky."""
-    if not math.isfinite(effect) or effect == 0:
+    """+1 when an effect moves behaviour toward safe (stop more, bet less), -1 toward risky;
+    0 for the invalid rate, which is neither."""
+    if metric == "invalid_rate" or not math.isfinite(effect) or effect == 0:
         return 0
     s = 1 if effect > 0 else -1
     return -s if metric == "bet" else s
 
 
-_METRIC_LABEL = {"stop_rate": "stop rate", "bet": "bet", "p_stop": "P(stop)"}
+_METRIC_LABEL = {"stop_rate": "stop rate", "invalid_rate": "invalid rate", "bet": "bet",
+                 "p_stop": "P(stop)"}
 
 
 def _describe(row: pd.Series) -> str:
@@ -249,8 +276,8 @@ def classify_features(
 
     class: "bidirectional" when the safe-value patch significantly pushes toward safe *and* the
     risky-value patch toward risky; otherwise "safe"/"risky" when every significant test points
-    that way; "mixed" when significant tests disagree in another pattern; "none" without a
-    significant test. ``same_effect``: for some (context, metric) the safe-value and risky-value
+    that way; "mixed" when significant tests disagree in another pattern; "invalid" when only the
+    invalid rate changed significantly; "none" without a significant test. ``same_effect``: for some (context, metric) the safe-value and risky-value
     effects share a sign, |e_safe - e_risky| <= same_effect_tol * max(|e_safe|, |e_risky|), and at
     least one of the two is significant.
     """
@@ -275,6 +302,8 @@ def classify_features(
             cls = "risky"
         elif dirs:
             cls = "mixed"
+        elif not sig.empty:  # only the invalid rate moved
+            cls = "invalid"
         else:
             cls = "none"
         where: list[str] = []
