@@ -202,6 +202,15 @@ class AnalysisSection(_Strict):
         0.5, ge=0.0, description="flag a feature whose safe- and risky-value effects agree in "
                                  "sign and differ by at most this share of the larger")
     n_boot: int = Field(1000, ge=0, description="bootstrap resamples for bet-size CIs (0: none)")
+    min_effect_p_stop: float = Field(
+        0.01, ge=0.0, description="smallest |change in P(stop)| a causal test may call "
+                                  "significant (a practical minimum, not only q <= alpha)")
+    min_effect_rate: float = Field(
+        0.05, ge=0.0, description="smallest |change in stop rate| or |change in invalid rate| "
+                                  "a causal test may call significant")
+    min_effect_bet: float = Field(
+        0.1, ge=0.0, description="smallest |rank-biserial r| (within prompts) of bet sizes a "
+                                 "causal test may call significant")
     words_prior: float = Field(1000.0, gt=0.0,
                                description="Dirichlet prior strength of the word analysis "
                                            "(Monroe et al. 2008)")

@@ -113,9 +113,12 @@ DISCOVER_COLUMNS = ["feature", "layer", "feature_id", "mean_safe", "mean_bankrup
 CAUSAL_TEST_COLUMNS = [
     "feature", "layer", "feature_id", "context", "condition", "patch", "method", "value",
     "scale", "metric", "n_patched", "n_baseline", "n_invalid_patched", "n_invalid_baseline",
-    "invalid_bet_patched", "invalid_bet_baseline", "baseline_value", "patched_value", "effect", "ci_low", "ci_high", "statistic", "p", "q",
-    "degenerate", "test",
+    "invalid_bet_patched", "invalid_bet_baseline", "baseline_value", "patched_value", "effect",
+    "ci_low", "ci_high", "statistic", "p", "q", "degenerate", "test", "significant",
 ]
+"""``causal_tests``: ``significant`` = not degenerate, q <= alpha and |effect| at least the
+metric's practical minimum (``analysis.min_effect_*``); ``invalid_bet_*`` = mean requested
+amount of invalid bets."""
 CAUSAL_FEATURE_COLUMNS = [
     "feature", "layer", "feature_id", "method", "class", "same_effect", "same_effect_where",
     "n_tests", "n_degenerate", "n_significant", "best_q", "summary",

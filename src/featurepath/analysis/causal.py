@@ -31,6 +31,11 @@ results for one prompt differ by ~1e-8 between work units, and that noise is not
 once over every test actually run — all features x contexts x conditions x metrics — rather than
 over a per-feature minimum p-value, which would not control the FDR.
 
+A test is ``significant`` when it is not degenerate, q <= alpha (where Benjamini–Hochberg
+rejects) *and* its effect reaches a practical minimum (:data:`MIN_EFFECT`, config keys
+``analysis.min_effect_p_stop``, ``min_effect_rate``, ``min_effect_bet``): with enough prompts a
+shift of P(stop) by 1e-4 can be "significant" and still mean nothing.
+
 Feature classes: a significant test moves behaviour toward *safe* (stop more, bet less, higher
 P(stop)) or toward *risky*. ``same_effect`` flags features whose safe-value and risky-value patches
 move behaviour the same way by about the same amount: then the intervention, not the value,
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +92,9 @@ __all__ = [
 ]
 
 METRICS = ("stop_rate", "invalid_rate", "bet", "p_stop")
+MIN_EFFECT: dict[str, float] = {"stop_rate": 0.05, "invalid_rate": 0.05, "bet": 0.1,
+                                "p_stop": 0.01}
+"""Default smallest |effect| per metric that counts as significant (see the module docstring)."""
 _NAN = float("nan")
 
 
@@ -189,8 +198,11 @@ def causal_table(
     same_effect_tol: float = 0.5,
     n_boot: int = 1000,
     seed: int = 0,
+    min_effect: Mapping[str, float] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Test every patched condition against its baseline; return ``(tests_df, features_df)``.
+
+    ``min_effect`` overrides entries of :data:`MIN_EFFECT` (metric -> smallest |effect|).
 
     ``tests_df`` has one row per feature x context x condition x metric (columns
     :data:`TEST_COLUMNS`); ``features_df`` one row per feature (and method), see
@@ -244,6 +256,10 @@ def causal_table(
         raise DataError("the trials table holds no patched trials")
     tests = pd.DataFrame(rows)
     tests["q"] = bh_fdr(tests["p"].to_numpy(dtype=float))
+    floor = {**MIN_EFFECT, **(min_effect or {})}
+    big = tests["effect"].abs().to_numpy(dtype=float) >= tests["metric"].map(floor).to_numpy(
+        dtype=float)
+    tests["significant"] = (~tests["degenerate"]) & (tests["q"] <= alpha) & big
     tests = tests[TEST_COLUMNS]
     return tests, classify_features(tests, alpha=alpha, same_effect_tol=same_effect_tol)
 
@@ -285,7 +301,9 @@ def classify_features(
     if tests.empty:
         return pd.DataFrame(columns=FEATURE_COLUMNS)
     t = tests.copy()
-    t["significant"] = (~t["degenerate"]) & (t["q"] < alpha)
+    if "significant" not in t.columns:  # a table from before the column existed
+        t["significant"] = (~t["degenerate"]) & (t["q"] <= alpha)
+    t["significant"] = t["significant"].fillna(False).astype(bool)
     t["toward"] = [_toward_safe(m, e) for m, e in zip(t["metric"], t["effect"], strict=True)]
     for (feature, layer, fid, method), g in t.groupby(
         ["feature", "layer", "feature_id", "method"], sort=True
@@ -395,7 +413,7 @@ class CausalResult:
 
     @property
     def n_significant(self) -> int:
-        return int((self.tests["q"] <= self.alpha).sum())
+        return int(self.tests["significant"].sum())
 
     @property
     def n_degenerate(self) -> int:
@@ -409,8 +427,10 @@ def run_causal(run_dir: str | Path, cfg: RunConfig) -> CausalResult:
     rd = RunDir(run_dir).require_dir()
     a = cfg.analysis
     trials = load_trials(rd.root)
+    floor = {"p_stop": a.min_effect_p_stop, "stop_rate": a.min_effect_rate,
+             "invalid_rate": a.min_effect_rate, "bet": a.min_effect_bet}
     tests, features = causal_table(trials, alpha=a.alpha, same_effect_tol=a.same_effect_tol,
-                                   n_boot=a.n_boot, seed=cfg.seed)
+                                   n_boot=a.n_boot, seed=cfg.seed, min_effect=floor)
     dose = scale_trend(trials)
     write_table(tests, rd.causal_tests)
     write_table(features, rd.causal_features)

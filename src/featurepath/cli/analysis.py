@@ -19,9 +19,10 @@ _CAUSAL_HELP = (
     "Test which patched features change behaviour: stop rate, bet size and P(stop).\n\n"
     "Each patched condition is compared with the baseline of its own prompt context and patching "
     "method (reconstruct runs: the no-clamp reconstruction of the same layer). Stop rate: Fisher's "
-    "exact test on valid trials (invalid ones are excluded and counted). Bet size: Mann-Whitney. "
-    "P(stop): paired t-test by prompt. Zero-variance comparisons are reported as degenerate, not "
-    "tested; BH-FDR runs over every test at analysis.alpha of the run's config.\n\n"
+    "exact test over every parsed decision; invalid rate: Fisher's exact test. Bet size: "
+    "Mann-Whitney. P(stop): paired t-test over distinct prompts (repeats averaged; fewer than two "
+    "prompts is degenerate, not tested). BH-FDR runs over every test; significant = q <= "
+    "analysis.alpha and |effect| >= analysis.min_effect_*. See docs/statistics.md.\n\n"
     "Writes causal_tests, causal_features (and dose_response when conditions carry a scale) as "
     ".parquet and .csv into RUN_DIR."
 )
@@ -61,12 +62,14 @@ def causal_command(
     res = run_causal(run_dir, cfg)
     tests, features, a = res.tests, res.features, cfg.analysis.alpha
     typer.echo(f"{len(tests)} tests over {len(features)} features: {res.n_significant} "
-               f"significant at q<={a:g}, {res.n_degenerate} degenerate (not tested)")
+               f"significant at q<={a:g} with a practical minimum effect, "
+               f"{res.n_degenerate} degenerate (not tested)")
     counts = features["class"].value_counts()
     typer.echo("classes: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     n_inv = tests.drop_duplicates(["feature", "context", "condition"])["n_invalid_patched"].sum()
     if n_inv:
-        typer.echo(f"{int(n_inv)} invalid patched trials were excluded from stop rate and bet")
+        typer.echo(f"{int(n_inv)} invalid patched trials: kept in the stop-rate denominator when "
+                   "parsed, left out of the bet sample, tested as invalid_rate")
     for line in features["summary"].head(top):
         typer.echo(f"  {line}")
     same = features[features["same_effect"]]
