@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featurepath.analysis import words as W
-from featurepath.analysis.stats import bh_fdr
 from featurepath.errors import DataError
 
 
@@ -81,13 +80,16 @@ def test_planted_word_recovered_and_equal_word_stays_out() -> None:
     assert (table["layer"] == 30).all() and (table["scale"] == 2.0).all()
 
 
-def test_bh_family_is_one_comparison_and_min_count_filters() -> None:
+def test_bh_family_is_the_whole_table_and_min_count_filters() -> None:
+    from statsmodels.stats.multitest import multipletests
+
     df = pd.concat([_planted(), _planted(seed=1).assign(feature_id=2)], ignore_index=True)
     df.loc[df.index[-1], "response"] += " zyzzyva"  # seen once: below min_count, not tested
     table = W.word_table(df, min_count=5)
     assert "zyzzyva" not in set(table["word"])
-    for _, g in table.groupby("feature_id"):
-        np.testing.assert_allclose(g["q"].to_numpy(), bh_fdr(g["p"].to_numpy()))
+    assert table["feature_id"].nunique() == 2
+    # one family over every word of every comparison (issue 11), checked against statsmodels
+    np.testing.assert_allclose(table["q"], multipletests(table["p"], method="fdr_bh")[1])
     assert W.word_table(df, min_count=1)["word"].eq("zyzzyva").any()
 
 

@@ -214,6 +214,9 @@ class AnalysisSection(_Strict):
     words_prior: float = Field(1000.0, gt=0.0,
                                description="Dirichlet prior strength of the word analysis "
                                            "(Monroe et al. 2008)")
+    words_permutations: int = Field(
+        2000, ge=1, description="permutations of whole responses per word comparison (the "
+                                "smallest word p-value is 1/(1 + this))")
     words_token_pattern: str | None = Field(
         None, description="regex for word tokens (default: dollar amounts, numbers, words)")
 

@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 from scipy import sparse
-from scipy import stats as sps
 
 from featurepath.analysis.stats import bh_fdr
+from featurepath.analysis.words_perm import permutation_p
 from featurepath.errors import DataError
 from featurepath.rundir import WORD_COLUMNS as TABLE_COLUMNS
 
@@ -55,8 +55,16 @@ __all__ = [
     "write_outputs",
 ]
 
-#: ``$10``, ``100``, ``bet`` and ``stop`` all count: amounts carry the behaviour in this game.
-DEFAULT_TOKEN_PATTERN = r"\$?\d+|\b[a-z]+\b"
+#: ``$10``, ``$1,000``, ``2.5``, ``bet``, ``stop`` and words of any script (``café``) all count:
+#: amounts carry the behaviour in this game. Thousands separators are dropped afterwards, so
+#: ``$1,000`` and ``$1000`` are one word.
+DEFAULT_TOKEN_PATTERN = r"\$?\d{1,3}(?:,\d{3})+(?:\.\d+)?|\$?\d+(?:\.\d+)?|[^\W\d_]+"
+_AMOUNT = re.compile(r"\$?[\d,]+(?:\.\d+)?")
+
+
+def _norm(tok: str) -> str:
+    """``$1,000`` -> ``$1000``: one spelling per amount."""
+    return tok.replace(",", "") if "," in tok and _AMOUNT.fullmatch(tok) else tok
 #: One comparison per distinct value of these columns (patched groups only).
 DEFAULT_GROUP_COLS: tuple[str, ...] = ("layer", "feature_id", "context", "condition", "scale")
 #: A patched group is compared with the baseline rows that agree on these columns.
@@ -179,8 +187,8 @@ def compare_to_baseline(
 
 
 def tokenize(text: str, token_pattern: str | None = None) -> list[str]:
-    """Lower-case ``text`` and return its tokens (default ``\\$?\\d+|\\b[a-z]+\\b``)."""
-    return re.findall(token_pattern or DEFAULT_TOKEN_PATTERN, text.lower())
+    """Lower-case ``text`` and return its tokens (default :data:`DEFAULT_TOKEN_PATTERN`)."""
+    return [_norm(t) for t in re.findall(token_pattern or DEFAULT_TOKEN_PATTERN, text.lower())]
 
 
 def count_matrix(
@@ -197,7 +205,7 @@ def count_matrix(
     indices: list[int] = []
     for text in texts:
         toks = rx.findall(text.lower() if isinstance(text, str) else "")
-        for tok in toks:
+        for tok in map(_norm, toks):
             j = vocab.get(tok)
             if j is None:
                 j = vocab[tok] = len(vocab)
@@ -226,6 +234,8 @@ def log_odds_dirichlet(
     y_j: NDArray[np.float64],
     alpha: NDArray[np.float64],
     alpha0: float | None = None,
+    n_i: float | NDArray[np.float64] | None = None,
+    n_j: float | NDArray[np.float64] | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Log-odds ratio with informative Dirichlet prior and its z-score (Monroe et al. 2008).
 
@@ -235,9 +245,12 @@ def log_odds_dirichlet(
 
     ``y_i``/``y_j`` are full-vocabulary count vectors of group i (patched) and j (baseline);
     n_i, n_j are their totals and a0 = sum(alpha) unless given. Positive z: more frequent in i.
+    ``n_i``/``n_j`` may be given (e.g. a column of totals, one per permutation, when ``y_i`` is
+    [permutations, words] holding only the tested words).
     """
     a0 = float(alpha.sum()) if alpha0 is None else float(alpha0)
-    n_i, n_j = float(y_i.sum()), float(y_j.sum())
+    n_i = float(y_i.sum()) if n_i is None else n_i
+    n_j = float(y_j.sum()) if n_j is None else n_j
     with np.errstate(divide="ignore", invalid="ignore"):
         delta = np.log((y_i + alpha) / (n_i + a0 - y_i - alpha)) - np.log(
             (y_j + alpha) / (n_j + a0 - y_j - alpha)
@@ -260,19 +273,26 @@ def word_table(
     match_cols: Sequence[str] = DEFAULT_MATCH_COLS,
     fdr_alpha: float = 0.05,
     binary: bool = False,
+    n_perm: int = 2000,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Words each patched group adds or removes against its baseline, one row per (group, word).
 
     ``responses`` needs a ``response`` column plus ``group_cols`` and ``match_cols`` (missing
     ``condition``/``scale`` columns are filled with NA). The prior is
     ``alpha_w = alpha0 * background_w / background_total`` with the background = all responses
-    of ``responses``. Words with ``count_patched + count_baseline < min_count`` are not tested
-    and not counted in the Benjamini–Hochberg family, which is one comparison (group) at a time.
-    ``direction`` is ``adds`` for z > 0, ``removes`` for z < 0; ``significant`` is q < fdr_alpha.
+    of ``responses``. z ranks the words; p comes from ``n_perm`` permutations of whole responses
+    between the patched and the baseline group (:mod:`featurepath.analysis.words_perm`), because
+    the tokens of one response are not independent. Words with ``count_patched +
+    count_baseline < min_count`` are not tested. One Benjamini–Hochberg family spans the whole
+    table (every tested word of every comparison). ``direction`` is ``adds`` for z > 0,
+    ``removes`` for z < 0; ``significant`` is q <= fdr_alpha.
     The keys of groups without a baseline are in ``table.attrs["unmatched"]``.
     """
     if alpha0 <= 0 or not math.isfinite(alpha0):
         raise DataError(f"alpha0 must be a positive number, got {alpha0}")
+    if n_perm < 1:
+        raise DataError(f"n_perm must be at least 1, got {n_perm}")
     df = responses.reset_index(drop=True).copy()
     for col in ("condition", "scale"):
         if col not in df.columns and (col in group_cols or col in match_cols):
@@ -299,7 +319,8 @@ def word_table(
 
     base_cache: dict[bytes, NDArray[np.float64]] = {}
     parts: list[pd.DataFrame] = []
-    for comp in comparisons:
+    row_tokens = np.asarray(counts.sum(axis=1)).ravel()
+    for k, comp in enumerate(comparisons):
         y_i = np.asarray(counts[comp.patched].sum(axis=0)).ravel()
         bkey = comp.baseline.tobytes()
         if bkey not in base_cache:
@@ -310,8 +331,9 @@ def word_table(
             continue
         delta, z = log_odds_dirichlet(y_i, y_j, alpha, alpha0)
         delta, z = delta[keep], z[keep]
-        p = 2.0 * sps.norm.sf(np.abs(z))
-        q = bh_fdr(p)
+        both = np.concatenate([comp.patched, comp.baseline])
+        p = permutation_p(counts[both][:, keep], row_tokens[both], comp.patched.size, z,
+                          alpha[keep], alpha0, n_perm, log_odds_dirichlet, seed=seed + k)
         part = pd.DataFrame(
             {
                 "word": words[keep],
@@ -324,9 +346,7 @@ def word_table(
                 "log_odds": delta,
                 "z": z,
                 "p": p,
-                "q": q,
                 "direction": np.where(z > 0, "adds", np.where(z < 0, "removes", "none")),
-                "significant": q < fdr_alpha,
             }
         )
         for col, val in zip(group_cols, comp.key, strict=True):
@@ -334,12 +354,16 @@ def word_table(
         parts.append(part.sort_values("z", ascending=False, kind="mergesort"))
 
     table = pd.concat(parts, ignore_index=True) if parts else _empty_table()
+    if parts:  # one family over the whole table
+        table["q"] = bh_fdr(table["p"].to_numpy(dtype=float))
+        table["significant"] = table["q"] <= fdr_alpha
     lead = [c for c in TABLE_COLUMNS if c in table.columns]
     extra = [c for c in table.columns if c not in lead]
     table = table[lead + extra]
     table.attrs["unmatched"] = [list(k) for k in unmatched]
     table.attrs["params"] = {
         "alpha0": alpha0, "min_count": min_count, "fdr_alpha": fdr_alpha, "binary": binary,
+        "n_perm": n_perm,
         "token_pattern": token_pattern or DEFAULT_TOKEN_PATTERN,
         "group_cols": list(group_cols), "match_cols": list(match_cols),
     }
@@ -384,7 +408,7 @@ def summarize_words(table: pd.DataFrame, top: int = 8, fdr_alpha: float | None =
     out_cols = [*cols, "n_words", "n_adds", "n_removes", "top_adds", "top_removes", "summary"]
     if table.empty:
         return pd.DataFrame(columns=out_cols)
-    sig = table["significant"] if fdr_alpha is None else table["q"] < fdr_alpha
+    sig = table["significant"] if fdr_alpha is None else table["q"] <= fdr_alpha
     rows = []
     for key, g in table.assign(_sig=sig).groupby(cols, dropna=False, sort=True):
         key_t = key if isinstance(key, tuple) else (key,)
@@ -421,8 +445,9 @@ def summary_markdown(table: pd.DataFrame, top: int = 8, title: str = "Words adde
             "Log-odds ratio with an informative Dirichlet prior (Monroe, Colaresi & Quinn 2008), "
             f"alpha0 = {params.get('alpha0')}, prior from all responses of the input; "
             f"words seen fewer than {params.get('min_count')} times in a comparison are not "
-            f"tested; Benjamini–Hochberg FDR within each comparison, q < "
-            f"{params.get('fdr_alpha')}; counts are "
+            f"tested; p from {params.get('n_perm')} permutations of whole responses between "
+            f"the groups (z only ranks); one Benjamini–Hochberg family over the whole table, "
+            f"q <= {params.get('fdr_alpha')}; counts are "
             f"{'responses containing the word' if params.get('binary') else 'tokens'}; "
             f"token pattern `{params.get('token_pattern')}`.",
             "",

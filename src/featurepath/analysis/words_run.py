@@ -54,7 +54,8 @@ def run_words(run_dir: str | Path, cfg: RunConfig, out_dir: str | Path | None = 
     df.loc[base & (df["layer"] < 0), "layer"] = np.nan
     table = word_table(df, group_cols=("layer", "feature_id", "context", "condition", "scale"),
                        baseline_selector=baseline_by_patch(), token_pattern=a.words_token_pattern,
-                       alpha0=a.words_prior, min_count=min_count, fdr_alpha=a.alpha)
+                       alpha0=a.words_prior, min_count=min_count, fdr_alpha=a.alpha,
+                       n_perm=a.words_permutations, seed=cfg.seed)
     written = write_outputs(table, out_dir or rd.root, top=top)
     summ = summarize_words(table, top=top, fdr_alpha=a.alpha)
     found = summ[(summ["n_adds"] > 0) | (summ["n_removes"] > 0)]

@@ -332,7 +332,7 @@ def run_words_jsonl(
     n_sig = int(table["significant"].sum()) if not table.empty else 0
     lines = [report.text()]
     lines.append(
-        f"{len(summ)} comparisons against scale 1.0, {n_sig} significant (q < {fdr_alpha}) "
+        f"{len(summ)} comparisons against scale 1.0, {n_sig} significant (q <= {fdr_alpha}) "
         f"word shifts"
     )
     if not summ.empty:
@@ -341,9 +341,9 @@ def run_words_jsonl(
         for s in ranked[ranked["_n"] > 0]["summary"].head(5):
             lines.append(f"  {s}")
     if not dose.empty:
-        hits = dose[(dose["q_stop"] < fdr_alpha) | (dose["q_bet"] < fdr_alpha)]
+        hits = dose[(dose["q_stop"] <= fdr_alpha) | (dose["q_bet"] <= fdr_alpha)]
         lines.append(
-            f"dose-response: {len(hits)} of {len(dose)} (feature, context) pairs with q < "
+            f"dose-response: {len(hits)} of {len(dose)} (feature, context) pairs with q <= "
             f"{fdr_alpha} for stop rate or mean bet against scale"
         )
     seconds = time.perf_counter() - t0
