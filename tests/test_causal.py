@@ -110,12 +110,20 @@ def test_bet_and_p_stop_known_values(result) -> None:
     p = trials[(trials.feature == "L3-1") & (trials.context == "risky") & (trials.patch == "risky")]
     b = trials[(trials.feature == "") & (trials.context == "risky")]
     bet = tests[sel & (tests.metric == "bet")].iloc[0]
-    bp = p.loc[p.valid & (p.action == "bet"), "bet"].to_numpy()
-    bb = b.loc[b.valid & (b.action == "bet"), "bet"].to_numpy()
-    mw = sps.mannwhitneyu(bp, bb)
-    assert bet["p"] == pytest.approx(mw.pvalue)
-    assert bet["effect"] == pytest.approx(2 * mw.statistic / (bp.size * bb.size) - 1)
-    assert bet["ci_low"] <= bet["effect"] <= bet["ci_high"]
+    # bets are compared within prompt; here every prompt has one trial per arm, so van Elteren
+    # reduces to the sign test over the prompts where both arms made a valid bet
+    vp = p[p.valid & (p.action == "bet")].set_index("prompt_id")["bet"]
+    vb = b[b.valid & (b.action == "bet")].set_index("prompt_id")["bet"]
+    both = vp.index.intersection(vb.index)
+    sign = np.sign(vp[both] - vb[both])
+    pos, neg = int((sign > 0).sum()), int((sign < 0).sum())
+    n = pos + neg
+    ref_p = (sps.binomtest(pos, n).pvalue if 2**n <= 50_000
+             else 2 * sps.norm.sf(abs(pos - neg) / np.sqrt(n)))
+    assert bet["p"] == pytest.approx(ref_p)
+    assert bet["effect"] == pytest.approx((pos - neg) / len(both))
+    assert bet["patched_value"] == pytest.approx(vp[both].mean())
+    assert bet["baseline_value"] == pytest.approx(vb[both].mean())
     ps = tests[sel & (tests.metric == "p_stop")].iloc[0]
     pairs = pair_trials(load_norm(p), load_norm(b))
     ref = sps.ttest_rel(pairs["p_stop_p"], pairs["p_stop_b"])

@@ -17,8 +17,14 @@ Four metrics per comparison:
   change is this one is classed ``invalid``: it breaks the answer, it does not make it safer or
   riskier. The mean requested amount of invalid bets is reported (``invalid_bet_patched``,
   ``invalid_bet_baseline``), not tested.
-- ``bet``: bet sizes of valid betting trials (invalid bets are reported above); Mann–Whitney U, effect = rank-biserial correlation
-  (Wendt 1972), percentile bootstrap CI (Efron & Tibshirani 1993).
+- ``bet``: bet sizes of valid betting trials (invalid bets are reported above), compared *within
+  prompt*: a prompt's balance sets the scale of its bets and which prompts end in a bet differs
+  by arm, so pooled bets compare prompts, not patches (an A/A run gave mean bet 39 -> 16 at
+  q = 0.013). Van Elteren's stratified rank-sum test with prompts as strata (exact for small
+  samples; with one prompt it is the Mann–Whitney test); effect = rank-biserial r over the
+  (patched, baseline) pairs of the same prompt (Kerby 2014), with a percentile bootstrap CI
+  (Efron & Tibshirani 1993) when there is one prompt; the values shown are means over prompts
+  of per-prompt mean bets, over the prompts where both arms bet.
 - ``p_stop``: P(stop) from the decision-token logits, paired by *distinct prompt*: the value of
   a prompt is the same on every repeat (up to float rounding), so repeats are averaged to one
   value per prompt and arm (:func:`featurepath.analysis.run_data.prompt_pairs`); paired t-test
@@ -69,10 +75,10 @@ from featurepath.analysis.stats import (
     bh_fdr,
     bootstrap_ci,
     fisher_exact,
-    mann_whitney,
     paired_t,
     spearman,
 )
+from featurepath.analysis.stats_exact import van_elteren
 from featurepath.config import RunConfig, record_config
 from featurepath.errors import DataError
 from featurepath.rundir import CAUSAL_FEATURE_COLUMNS as FEATURE_COLUMNS
@@ -158,16 +164,34 @@ def _bets(df: pd.DataFrame) -> NDArray[np.float64]:
     return v[np.isfinite(v)]
 
 
+def _bets_by_prompt(df: pd.DataFrame, by_prompt: bool) -> tuple[NDArray[np.float64], list[object]]:
+    """Valid finite bets and the prompt each was made on (one stratum without prompt ids)."""
+    m = _usable_mask(df) & (df["action"] == "bet").to_numpy()
+    v = df["bet"].to_numpy(dtype=float)
+    m &= np.isfinite(v)
+    keys = df["prompt_id"].astype(str).to_numpy()[m].tolist() if by_prompt else [""] * int(m.sum())
+    return v[m], keys
+
+
+def _mean_of_prompt_means(v: NDArray[np.float64], keys: list[object], shared: set) -> float:
+    s = pd.Series(v).groupby(pd.Series(keys, dtype=object)).mean()
+    s = s[s.index.isin(shared)]
+    return float(s.mean()) if len(s) else _NAN
+
+
 def _bet(p: pd.DataFrame, b: pd.DataFrame, n_boot: int, seed: int) -> _MetricResult:
-    bp, bb = _bets(p), _bets(b)
-    res = mann_whitney(bp, bb)
-    if not res.degenerate and n_boot > 0:
+    by_prompt = bool(p["prompt_id"].notna().all() and b["prompt_id"].notna().all())
+    bp, kp = _bets_by_prompt(p, by_prompt)
+    bb, kb = _bets_by_prompt(b, by_prompt)
+    ve = van_elteren(bp, bb, kp, kb)
+    lo = hi = _NAN
+    if not ve.degenerate and ve.n_strata == 1 and n_boot > 0:
         lo, hi = bootstrap_ci(_rank_biserial, bp, bb, n_boot=n_boot, seed=seed)
-        res = TestResult(res.statistic, res.p, res.effect, lo, hi, res.n1, res.n2, False,
-                         res.method)
-    return _MetricResult("bet", bp.size, bb.size,
-                         float(bb.mean()) if bb.size else _NAN,
-                         float(bp.mean()) if bp.size else _NAN, res)
+    res = TestResult(ve.statistic, ve.p, ve.effect, lo, hi, ve.n_a, ve.n_b, ve.degenerate,
+                     "van_elteren_exact" if ve.exact else "van_elteren")
+    shared = set(kp) & set(kb)
+    return _MetricResult("bet", ve.n_a, ve.n_b, _mean_of_prompt_means(bb, kb, shared),
+                         _mean_of_prompt_means(bp, kp, shared), res)
 
 
 def _p_stop(pp: PromptPairs, p: pd.DataFrame, b: pd.DataFrame) -> _MetricResult:

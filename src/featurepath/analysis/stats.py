@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats as sps
 
+from featurepath.analysis.stats_exact import EXACT_SPEARMAN_MAX_N, spearman_exact_p
 from featurepath.errors import DataError
 
 __all__ = [
@@ -357,6 +358,9 @@ def mann_whitney(a: ArrayLike, b: ArrayLike) -> TestResult:
 def spearman(x: ArrayLike, y: ArrayLike) -> TestResult:
     """Spearman rank correlation (scipy); statistic = effect = rho.
 
+    p is the exact permutation p for n <= 8 (``stats_exact.spearman_exact_p``): a dose response has few levels, and the t approximation then calls a
+    perfect trend of 3, 4 or 5 levels p = 0 where the exact p is 1/3, 1/12, 1/60.
+
     The CI uses Fisher's z with the Fieller, Hartley & Pearson (1957) variance 1.06/(n-3). Pairs
     with a non-finite member are dropped. Degenerate when fewer than three pairs remain or
     either variable is constant (rho undefined).
@@ -369,7 +373,7 @@ def spearman(x: ArrayLike, y: ArrayLike) -> TestResult:
         warnings.simplefilter("ignore")
         res = sps.spearmanr(a, b)
     rho = float(res.statistic)
-    p = float(res.pvalue)
+    p = spearman_exact_p(a, b) if n <= EXACT_SPEARMAN_MAX_N else float(res.pvalue)
     lo = hi = _NAN
     if n > 3 and abs(rho) < 1.0:
         z = math.atanh(rho)
