@@ -4,6 +4,10 @@ The lead's pipeline computes one activation per decision point and feature; this
 feature by feature, whether games that ended bankrupt differ from games that stopped voluntarily.
 
 Why these choices:
+- The unit is the *game*, not the decision point: a game has many decision points, and the
+  same game state (the opening balance, say) recurs across games, so counting points as
+  independent observations made a null feature "significant" in 55% of runs. Given ``games``,
+  each game contributes one observation, the mean activation over its decision points.
 - Welch's t-test (Welch 1947): the two groups differ in size and spread.
 - Benjamini–Hochberg FDR (Benjamini & Hochberg 1995) over *all* features of *all* layers at once:
   correcting layer by layer would let the number of layers inflate the false discoveries.
@@ -21,12 +25,28 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
+from scipy import sparse
 
 from featurepath.analysis.stats import bh_fdr, welch_t_matrix
 from featurepath.errors import DataError
 from featurepath.rundir import DISCOVER_COLUMNS, feature_key
 
 __all__ = ["DISCOVER_COLUMNS", "discover_features"]
+
+
+def _per_game(X: np.ndarray, y: np.ndarray, games: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean activation of each game over its decision points, and the game's label."""
+    if games.size != y.size:
+        raise DataError(f"games has {games.size} entries for {y.size} decision points")
+    codes, _ = pd.factorize(pd.Series(games, dtype=object), sort=True)
+    n_games = int(codes.max()) + 1 if codes.size else 0
+    label_sum = np.bincount(codes, weights=y.astype(float), minlength=n_games)
+    size = np.bincount(codes, minlength=n_games).astype(float)
+    if np.any((label_sum > 0) & (label_sum < size)):
+        raise DataError("a game has decision points labelled both bankrupt and safe")
+    mean = sparse.csr_matrix((1.0 / size[codes], (codes, np.arange(codes.size))),
+                             shape=(n_games, codes.size))
+    return np.asarray(mean @ X), label_sum > 0
 
 
 
@@ -37,14 +57,20 @@ def discover_features(
     feature_ids: ArrayLike,
     alpha: float = 0.05,
     min_d: float = 0.3,
+    games: ArrayLike | None = None,
 ) -> pd.DataFrame:
     """Test every feature (column of ``acts`` [n_points, n_feat]) for bankrupt vs safe games.
 
     ``bankrupt`` [n_points] is True for decision points of games that went bankrupt and False
     for games that stopped voluntarily. ``t`` and ``d`` are signed bankrupt minus safe, so
     ``direction`` is "risky" when the feature is higher before bankruptcy (d > 0), "safe" when
-    lower, and "none" for degenerate (untested) features. ``candidate`` = q < alpha and
-    |d| > min_d. Sorted by q, then |d| descending; degenerate features come last.
+    lower, and "none" for degenerate (untested) features. ``candidate`` = q <= alpha and
+    |d| >= min_d. Sorted by q, then |d| descending; degenerate features come last.
+
+    ``games`` [n_points] names the game of each decision point; the test then runs on one mean
+    activation per game (see the module docstring), and a game whose points disagree on
+    ``bankrupt`` is an error. Without it every point counts as its own game (only right when
+    each game contributed one point).
     """
     X = np.asarray(acts, dtype=np.float64)
     y = np.asarray(bankrupt)
@@ -61,15 +87,19 @@ def discover_features(
     if not (0.0 < alpha < 1.0) or min_d < 0:
         raise DataError("alpha must lie in (0, 1) and min_d must be non-negative")
     y = y.astype(bool)
+    unit = "decision points"
+    if games is not None:
+        X, y = _per_game(X, y, np.asarray(games).ravel())
+        unit = "games"
     if y.sum() < 2 or (~y).sum() < 2:
         raise DataError(
-            f"discover needs at least two decision points from bankrupt and from safe games "
+            f"discover needs at least two {unit} that went bankrupt and two that stopped "
             f"(got {int(y.sum())} bankrupt, {int((~y).sum())} safe)"
         )
     t, p, d, mean_b, mean_s, deg = welch_t_matrix(X[y], X[~y])
     q = bh_fdr(p)
     with np.errstate(invalid="ignore"):
-        candidate = (~deg) & (q < alpha) & (np.abs(d) > min_d)
+        candidate = (~deg) & (q <= alpha) & (np.abs(d) >= min_d)
     direction = np.where(deg | ~np.isfinite(d), "none", np.where(d > 0, "risky", "safe"))
     df = pd.DataFrame({
         "feature": [feature_key(a, b) for a, b in zip(lay, fid, strict=True)],
