@@ -68,7 +68,7 @@ def run_discover(run_dir: str | Path, cfg: RunConfig, model, tok, saes: dict[int
                                              cfg.discover.batch_size, progress)
     bankrupt = (points["end_reason"] == "bankrupt").to_numpy()
     table = discover_features(acts, bankrupt, layers, ids, cfg.discover.alpha,
-                              cfg.discover.min_d)
+                              cfg.discover.min_d, games=points["game_id"].to_numpy())
     rd = RunDir(root)
     atomic_write(rd.discover, parquet_bytes(table))
     atomic_write(rd.discover_top, table.head(200).to_csv(index=False))
