@@ -121,3 +121,17 @@ def test_bets_compared_within_prompt_not_pooled() -> None:
         tests, _ = causal_table(df, n_boot=0)
     bet = tests[tests.metric == "bet"].iloc[0]
     assert bet["test"] == "van_elteren" and bet["p"] > 0.05 and not bet["significant"]
+
+
+def test_small_mann_whitney_with_ties_is_exact() -> None:
+    from featurepath.analysis.stats import mann_whitney
+
+    a, b = [1.0, 2.0, 2.0, 3.0, 5.0], [2.0, 3.0, 3.0, 4.0, 6.0, 6.0]
+    pooled = np.array(a + b)
+    u_obs = sps.mannwhitneyu(a, b).statistic
+    centre = len(a) * len(b) / 2
+    us = [sps.mannwhitneyu(pooled[list(c)], np.delete(pooled, list(c))).statistic
+          for c in itertools.combinations(range(pooled.size), len(a))]
+    exact = float(np.mean(np.abs(np.asarray(us) - centre) >= abs(u_obs - centre) - 1e-9))
+    assert mann_whitney(a, b).p == pytest.approx(exact)
+    assert mann_whitney(a, b).p != pytest.approx(sps.mannwhitneyu(a, b).pvalue)  # asymptotic

@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats as sps
 
-from featurepath.analysis.stats_exact import EXACT_SPEARMAN_MAX_N, spearman_exact_p
+from featurepath.analysis import stats_exact as _exact
 from featurepath.errors import DataError
 
 __all__ = [
@@ -336,7 +336,10 @@ def wilcoxon_signed(a: ArrayLike, b: ArrayLike) -> TestResult:
 
 
 def mann_whitney(a: ArrayLike, b: ArrayLike) -> TestResult:
-    """Mann–Whitney U test (scipy, two-sided); effect = rank-biserial correlation.
+    """Mann–Whitney U test (two-sided); effect = rank-biserial correlation.
+
+    p is exact (all splits of the pooled values, ties included) when there are at most
+    ``stats_exact.EXACT_MAX_ARRANGEMENTS`` splits, else scipy's asymptotic p.
 
     r = 2 U_a / (n1 n2) - 1 (Wendt 1972; Kerby 2014), where U_a counts pairs with a > b plus half
     the ties: +1 means every value of a exceeds every value of b. Degenerate when a sample is
@@ -351,8 +354,11 @@ def mann_whitney(a: ArrayLike, b: ArrayLike) -> TestResult:
         warnings.simplefilter("ignore")
         res = sps.mannwhitneyu(x, y, alternative="two-sided")
     u = float(res.statistic)
+    p = float(res.pvalue)
+    if math.comb(n1 + n2, n1) <= _exact.EXACT_MAX_ARRANGEMENTS:
+        p = _exact.van_elteren(x, y, [0] * n1, [0] * n2).p
     effect = 2.0 * u / (n1 * n2) - 1.0
-    return TestResult(u, float(res.pvalue), effect, _NAN, _NAN, n1, n2, False, "mann_whitney")
+    return TestResult(u, p, effect, _NAN, _NAN, n1, n2, False, "mann_whitney")
 
 
 def spearman(x: ArrayLike, y: ArrayLike) -> TestResult:
@@ -373,7 +379,7 @@ def spearman(x: ArrayLike, y: ArrayLike) -> TestResult:
         warnings.simplefilter("ignore")
         res = sps.spearmanr(a, b)
     rho = float(res.statistic)
-    p = spearman_exact_p(a, b) if n <= EXACT_SPEARMAN_MAX_N else float(res.pvalue)
+    p = _exact.spearman_exact_p(a, b) if n <= _exact.EXACT_SPEARMAN_MAX_N else float(res.pvalue)
     lo = hi = _NAN
     if n > 3 and abs(rho) < 1.0:
         z = math.atanh(rho)

@@ -29,8 +29,8 @@ _CAUSAL_HELP = (
 
 _PATHWAYS_HELP = (
     "Find feature -> feature pathways: which recorded features shift when a source is patched.\n\n"
-    "Paired t-tests by prompt (patched vs same-context baseline) for every source x condition x "
-    "target, BH-FDR over all pairs, edge when q <= analysis.alpha and |d| >= analysis.min_d "
+    "Paired t-tests over distinct prompts (repeats averaged; fewer than two prompts is degenerate) "
+    "(patched vs same-context baseline) for every source x condition x target, BH-FDR over all pairs, edge when q <= analysis.alpha and |d| >= analysis.min_d "
     "(d = mean shift over the target's spread, Lakens' d_av); then chains of edges with strictly "
     "increasing layers (e.g. L9 -> L17 -> L26).\n\n"
     "Writes RUN_DIR/pathways/: edges (.parquet/.csv), chains.parquet, layer_pairs.parquet (each "
