@@ -13,6 +13,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as sps
 
 from featurepath.analysis.causal import causal_table
@@ -132,3 +134,20 @@ def test_pathways_one_prompt_rounding_shift_is_no_edge() -> None:
         e = pathway_edges(trials, acts.astype(np.float32), np.full(23, 4), np.arange(23))
     assert e["degenerate"].all() and e["p"].isna().all()
     assert int(e["edge"].sum()) == 0
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(2, 6), st.integers(1, 4), st.integers(0, 10_000))
+def test_prompt_pairs_ignore_row_order_and_repeats(n_prompts: int, repeats: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    base, shift = rng.uniform(0.2, 0.8, n_prompts), rng.normal(0, 0.05, n_prompts)
+    once = _p_stop_row(_trials(base, shift, n_prompts))
+    many = _trials(base, shift, n_prompts * repeats)
+    shuffled = many.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    again = _p_stop_row(shuffled)
+    assert again["n_patched"] == n_prompts
+    if once["degenerate"]:
+        assert again["degenerate"]
+    else:
+        assert again["p"] == pytest.approx(once["p"], rel=1e-9)
+        assert again["effect"] == pytest.approx(shift.mean())
