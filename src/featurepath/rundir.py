@@ -93,7 +93,7 @@ direction; ``direction``: the behavioural direction (positive control)."""
 
 ANALYSIS_COLUMNS = ("row", "feature", "layer", "feature_id", "condition", "context", "patch",
                     "method", "value", "scale", "trial", "prompt_id", "action", "bet", "valid",
-                    "p_stop")
+                    "p_stop", "arm", "null_index")
 """The subset of TRIAL_COLUMNS that causal and pathways read."""
 
 DECISION_COLUMNS = ["game_id", "condition", "bet_type", "game_index", "round", "balance_before",
@@ -114,11 +114,16 @@ CAUSAL_TEST_COLUMNS = [
     "feature", "layer", "feature_id", "context", "condition", "patch", "method", "value",
     "scale", "metric", "n_patched", "n_baseline", "n_invalid_patched", "n_invalid_baseline",
     "invalid_bet_patched", "invalid_bet_baseline", "baseline_value", "patched_value", "effect",
-    "ci_low", "ci_high", "statistic", "p", "q", "degenerate", "test", "significant",
+    "ci_low", "ci_high", "statistic", "p", "q", "degenerate", "test", "arm", "null_index",
+    "vs_baseline", "null_n", "null_mean", "null_sd", "null_z", "null_p", "null_q", "beats_null",
+    "significant",
 ]
-"""``causal_tests``: ``significant`` = not degenerate, q <= alpha and |effect| at least the
-metric's practical minimum (``analysis.min_effect_*``); ``invalid_bet_*`` = mean requested
-amount of invalid bets."""
+"""``causal_tests`` (feature and direction arms; the null arms' own tests are in
+``causal_null``): ``vs_baseline`` = not degenerate, q <= alpha and |effect| at least the metric's
+practical minimum (``analysis.min_effect_*``); ``null_*`` = the effect against its null arms'
+band (see ``analysis.null_band``); ``significant`` = ``vs_baseline`` and, when the test has a
+band, ``beats_null`` — the verdict the classes and the report use. ``invalid_bet_*`` = mean
+requested amount of invalid bets."""
 CAUSAL_FEATURE_COLUMNS = [
     "feature", "layer", "feature_id", "method", "class", "same_effect", "same_effect_where",
     "n_tests", "n_degenerate", "n_significant", "best_q", "summary",
@@ -130,8 +135,17 @@ DOSE_COLUMNS = [
 EDGE_COLUMNS = [
     "source", "source_layer", "source_feature", "target", "target_layer", "target_feature",
     "context", "condition", "patch", "method", "signal", "n_pairs", "mean_shift", "d", "d_z",
-    "statistic", "p", "q", "degenerate", "edge", "sign",
+    "statistic", "p", "q", "degenerate", "arm", "null_index", "vs_baseline", "null_n",
+    "null_mean", "null_sd", "null_z", "null_p", "null_q", "beats_null", "carry_shift",
+    "carry_share", "mechanism", "edge", "sign",
 ]
+"""``pathways/edges``: one row per source arm × condition × target × signal (null arms' own
+rows are dropped). ``vs_baseline``: q <= alpha and |d| >= min_d; ``null_*``: the target's shift
+against the same shift under the source's null arms; ``carry_shift``: the shift the patch delta
+would cause if it travelled up the residual stream unchanged (``delta · W_enc[:, T]``, decision
+signal), ``carry_share`` its share of the observed shift, ``mechanism`` ``direct`` (carry
+explains at least half, same sign) or ``mediated``; ``edge``: ``vs_baseline`` and, when there
+is a band, ``beats_null``."""
 CHAIN_COLUMNS = ["signal", "chain", "nodes", "layers", "length", "sign", "strength", "signs"]
 LAYER_PAIR_COLUMNS = [
     "signal", "source_layer", "target_layer", "n_tested", "n_edges", "n_positive", "n_negative",
@@ -312,6 +326,10 @@ class RunDir:
     @property
     def causal_features(self) -> Path:
         return self.table("causal_features")
+
+    @property
+    def causal_null(self) -> Path:
+        return self.table("causal_null")
 
     @property
     def dose_response(self) -> Path:

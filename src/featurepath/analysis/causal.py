@@ -53,7 +53,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import stats as sps
 
+from featurepath.analysis.null_band import null_band
 from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
     PromptPairs,
@@ -266,7 +267,8 @@ def causal_table(
                 "baseline_value": m.baseline_value, "patched_value": m.patched_value,
                 "effect": r.effect, "ci_low": r.ci_low, "ci_high": r.ci_high,
                 "statistic": r.statistic, "p": r.p if not r.degenerate else _NAN,
-                "degenerate": bool(r.degenerate), "test": r.method,
+                "degenerate": bool(r.degenerate), "test": r.method, "arm": g.arm,
+                "null_index": g.null_index,
             })
     warn_repeated_prompts(n_repeated, n_groups)
     if skipped:
@@ -279,12 +281,20 @@ def causal_table(
             raise DataError("no patched condition has a matching baseline in the trials table")
         raise DataError("the trials table holds no patched trials")
     tests = pd.DataFrame(rows)
-    tests["q"] = bh_fdr(tests["p"].to_numpy(dtype=float))
+    # one BH family: the feature and direction arms' tests (null arms are the reference band,
+    # not hypotheses)
+    real = (tests["arm"] != "null").to_numpy()
+    q = np.full(len(tests), _NAN)
+    q[real] = bh_fdr(tests.loc[real, "p"].to_numpy(dtype=float))
+    tests["q"] = q
     floor = {**MIN_EFFECT, **(min_effect or {})}
     big = tests["effect"].abs().to_numpy(dtype=float) >= tests["metric"].map(floor).to_numpy(
         dtype=float)
-    tests["significant"] = (~tests["degenerate"]) & (tests["q"] <= alpha) & big
+    tests["vs_baseline"] = (~tests["degenerate"]) & (tests["q"] <= alpha) & big
+    tests, nulls = null_band(tests, alpha)
+    tests["significant"] = tests["vs_baseline"] & ((tests["null_n"] == 0) | tests["beats_null"])
     tests = tests[TEST_COLUMNS]
+    tests.attrs["null_tests"] = nulls
     return tests, classify_features(tests, alpha=alpha, same_effect_tol=same_effect_tol)
 
 
@@ -393,7 +403,7 @@ def scale_trend(trials: pd.DataFrame) -> pd.DataFrame:
     scale.
     """
     df = normalise_trials(trials)
-    df = df[np.isfinite(df["scale"]) & (df["feature"] != "")]
+    df = df[np.isfinite(df["scale"]) & df["arm"].isin(["feature", "direction"])]
     rows: list[dict[str, object]] = []
     for (feature, layer, fid, ctx, method), g in df.groupby(
         ["feature", "layer", "feature_id", "context", "method"], sort=True
@@ -434,6 +444,19 @@ class CausalResult:
     features: pd.DataFrame
     dose: pd.DataFrame
     alpha: float
+    null_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def n_beat_null(self) -> int:
+        """Feature tests significant against the baseline that also beat their null band."""
+        t = self.tests[self.tests["arm"] == "feature"]
+        return int((t["vs_baseline"] & t["beats_null"]).sum())
+
+    @property
+    def n_inside_null(self) -> int:
+        """Feature tests significant against the baseline that stay inside their band."""
+        t = self.tests[(self.tests["arm"] == "feature") & (self.tests["null_n"] > 0)]
+        return int((t["vs_baseline"] & ~t["beats_null"]).sum())
 
     @property
     def n_significant(self) -> int:
@@ -456,9 +479,15 @@ def run_causal(run_dir: str | Path, cfg: RunConfig) -> CausalResult:
     tests, features = causal_table(trials, alpha=a.alpha, same_effect_tol=a.same_effect_tol,
                                    n_boot=a.n_boot, seed=cfg.seed, min_effect=floor)
     dose = scale_trend(trials)
+    nulls = tests.attrs.pop("null_tests", pd.DataFrame())
     write_table(tests, rd.causal_tests)
     write_table(features, rd.causal_features)
+    if not nulls.empty:
+        write_table(nulls, rd.causal_null)
+    else:
+        rd.causal_null.unlink(missing_ok=True)
+        rd.causal_null.with_suffix(".csv").unlink(missing_ok=True)
     if not dose.empty:
         write_table(dose, rd.dose_response)
     record_config(rd.root, cfg)
-    return CausalResult(tests, features, dose, a.alpha)
+    return CausalResult(tests, features, dose, a.alpha, nulls)

@@ -38,23 +38,26 @@ def empirical_p(effect: float, band: np.ndarray) -> float:
     return float((1 + np.sum(np.abs(band - m) >= abs(effect - m))) / (1 + band.size))
 
 
-def null_band(tests: pd.DataFrame, alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def null_band(tests: pd.DataFrame, alpha: float, keys: list[str] | None = None,
+              effect: str = "effect") -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(tests of the non-null arms with BAND_COLUMNS added, the null arms' own tests)``.
 
-    ``tests`` holds one row per arm × feature × context × condition × metric with ``arm``,
-    ``effect`` and ``degenerate``. Arms without null rows get ``null_n = 0`` and NaN band
-    columns (``beats_null`` False)."""
+    ``tests`` holds one row per arm × ``keys`` (default: feature × context × condition ×
+    metric) with ``arm``, the ``effect`` column and ``degenerate``. Arms without null rows get
+    ``null_n = 0`` and NaN band columns (``beats_null`` False)."""
+    keys = keys or KEYS
     is_null = tests["arm"] == "null"
     real, nulls = tests[~is_null].copy(), tests[is_null].copy()
-    ok = nulls[~nulls["degenerate"].astype(bool) & np.isfinite(nulls["effect"])]
-    bands = {k: g["effect"].to_numpy(float) for k, g in ok.groupby(KEYS, sort=False)}
+    ok = nulls[~nulls["degenerate"].astype(bool) & np.isfinite(nulls[effect])]
+    bands = {k: g[effect].to_numpy(float) for k, g in ok.groupby(keys, sort=False)}
     cols: dict[str, list[float]] = {c: [] for c in BAND_COLUMNS[:5]}
-    for r in real.itertuples(index=False):
-        band = bands.get(tuple(getattr(r, k) for k in KEYS), np.array([]))
+    for key, eff, deg in zip(zip(*(real[k] for k in keys), strict=True), real[effect],
+                             real["degenerate"], strict=True):
+        band = bands.get(key if len(keys) > 1 else key[0], np.array([]))
         n = band.size
         mean = float(band.mean()) if n else float("nan")
         sd = float(band.std(ddof=1)) if n > 1 else float("nan")
-        eff = float(r.effect) if not r.degenerate else float("nan")
+        eff = float(eff) if not deg else float("nan")
         cols["null_n"].append(n)
         cols["null_mean"].append(mean)
         cols["null_sd"].append(sd)

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from featurepath.analysis.null_band import null_band
 from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
     SIGNALS,
@@ -70,6 +71,10 @@ __all__ = [
     "export",
 ]
 
+
+
+#: A source's null band of one target: same target, context, condition and signal.
+EDGE_BAND_KEYS = ["source", "target", "context", "condition", "signal"]
 
 
 def pathway_edges(
@@ -142,16 +147,28 @@ def pathway_edges(
             "patch": g.patch, "method": g.method, "signal": signal,
             "n_pairs": n_pairs.astype(np.int64), "mean_shift": shift, "d": d, "d_z": d_z,
             "statistic": t,
-            "p": p, "degenerate": np.asarray(deg, dtype=bool),
+            "p": p, "degenerate": np.asarray(deg, dtype=bool), "arm": g.arm,
+            "null_index": g.null_index,
         }))
     warn_repeated_prompts(n_repeated, n_groups)
     if not parts:
         return pd.DataFrame(columns=EDGE_COLUMNS)
     out = pd.concat(parts, ignore_index=True)
-    out["q"] = bh_fdr(out["p"].to_numpy(dtype=float))
+    real = (out["arm"] != "null").to_numpy()  # null arms are the band, not hypotheses
+    q = np.full(len(out), np.nan)
+    q[real] = bh_fdr(out.loc[real, "p"].to_numpy(dtype=float))
+    out["q"] = q
     with np.errstate(invalid="ignore"):
-        out["edge"] = (~out["degenerate"]) & (out["q"] <= alpha) & (out["d"].abs() >= min_d)
+        out["vs_baseline"] = (~out["degenerate"]) & (out["q"] <= alpha) & \
+            (out["d"].abs() >= min_d)
+    out, _ = null_band(out, alpha, keys=EDGE_BAND_KEYS, effect="mean_shift")
+    out["edge"] = out["vs_baseline"] & ((out["null_n"] == 0) | out["beats_null"])
     out["sign"] = np.sign(out["mean_shift"].fillna(0.0)).astype(np.int8)
+    for col in ("carry_shift", "carry_share"):
+        if col not in out.columns:
+            out[col] = np.nan
+    if "mechanism" not in out.columns:
+        out["mechanism"] = ""
     out["_absd"] = -out["d"].abs()
     out = out.sort_values(["q", "_absd"], na_position="last", kind="mergesort")
     return out.drop(columns="_absd").reset_index(drop=True)[EDGE_COLUMNS]

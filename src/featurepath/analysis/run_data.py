@@ -77,6 +77,8 @@ _DEFAULTS: dict[str, object] = {
     "bet": np.nan,
     "p_stop": np.nan,
     "n_new_tokens": 0,
+    "arm": None,
+    "null_index": -1,
 }
 
 
@@ -111,6 +113,13 @@ def normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
     df["condition"] = df["condition"].fillna("").astype(str)
     df["context"] = df["context"].fillna("").astype(str)
     df["patch"] = df["patch"].fillna("none").astype(str)
+    # tables from before control arms: no feature or patch "none" is the baseline
+    derived = np.where((df["feature"] == "") | (df["patch"] == "none"), "baseline", "feature")
+    df["arm"] = df["arm"].where(df["arm"].notna(), pd.Series(derived, index=df.index)).astype(str)
+    df["null_index"] = pd.to_numeric(df["null_index"], errors="coerce").fillna(-1) \
+        .astype(np.int64)
+    direction = df["arm"] == "direction"  # named by its layer, like a feature
+    df.loc[direction, "feature"] = [f"L{lay}~direction" for lay in df.loc[direction, "layer"]]
     df["method"] = df["method"].fillna("delta").astype(str)
     df["trial"] = pd.to_numeric(df["trial"], errors="coerce").fillna(-1).astype(np.int64)
     df["row"] = pd.to_numeric(df["row"], errors="coerce").fillna(-1).astype(np.int64)
@@ -121,7 +130,8 @@ def normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     # plain object columns: the analyses slice thousands of small groups, and taking rows of
     # Arrow-backed strings costs several times more per slice
-    for col in ("feature", "condition", "context", "patch", "method", "action", "prompt_id"):
+    for col in ("feature", "condition", "context", "patch", "method", "action", "prompt_id",
+                "arm"):
         df[col] = df[col].astype(object)
     return df.reset_index(drop=True)
 
@@ -183,7 +193,10 @@ def load_discover(run_dir: str | Path) -> pd.DataFrame:
 
 
 def is_baseline(trials: pd.DataFrame) -> pd.Series:
-    """Rows without an intervention: no feature, or patch "none"."""
+    """Rows without an intervention (``arm == "baseline"``; in tables without the column: no
+    feature, or patch "none")."""
+    if "arm" in trials.columns:
+        return trials["arm"] == "baseline"
     return (trials["feature"] == "") | (trials["patch"] == "none")
 
 
@@ -207,6 +220,8 @@ class PatchedGroup:
     patched: pd.DataFrame
     baseline: pd.DataFrame | None
     baseline_condition: str
+    arm: str = "feature"
+    null_index: int = -1
 
 
 def _first_finite(s: pd.Series) -> float:
@@ -238,9 +253,9 @@ def patched_groups(trials: pd.DataFrame) -> Iterator[PatchedGroup]:
     patched = trials[~base_mask]
     # value and scale are part of the key: a user-named condition may sweep several scales
     keys = ["feature", "layer", "feature_id", "context", "condition", "patch", "method",
-            "value", "scale"]
+            "value", "scale", "arm", "null_index"]
     for key, grp in patched.groupby(keys, sort=True, dropna=False):
-        feature, layer, feature_id, context, condition, patch, method, _, _ = key
+        feature, layer, feature_id, context, condition, patch, method, _, _, arm, k = key
         b = _find_baseline(base, context, method, int(layer))
         bcond = ",".join(sorted(b["condition"].unique())) if not b.empty else ""
         yield PatchedGroup(
@@ -248,6 +263,7 @@ def patched_groups(trials: pd.DataFrame) -> Iterator[PatchedGroup]:
             context=str(context), condition=str(condition), patch=str(patch), method=str(method),
             value=_first_finite(grp["value"]), scale=_first_finite(grp["scale"]),
             patched=grp, baseline=None if b.empty else b, baseline_condition=bcond,
+            arm=str(arm), null_index=int(k),
         )
 
 
