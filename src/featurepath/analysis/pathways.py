@@ -49,6 +49,7 @@ from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
     SIGNALS,
     load_activations,
+    load_carry,
     load_trials,
     normalise_trials,
     patched_groups,
@@ -73,6 +74,31 @@ __all__ = [
 
 
 
+#: An edge is ``direct`` when the unchanged patch delta explains at least this share of it.
+CARRY_DIRECT = 0.5
+
+
+def _carry_shift(g, A: np.ndarray, lay: np.ndarray, fid: np.ndarray, cols: np.ndarray,
+                 carry: dict[str, np.ndarray] | None, signal: str) -> np.ndarray:
+    """Per target column: the decision-token shift the patch would cause if its delta
+    ``(v - f_S) · W_dec[S]`` reached the target's layer unchanged — mean clamp size times
+    ``W_dec[S] · W_enc[:, T]`` (the linear part: it ignores whether T's activation function
+    passes the shift). NaN without carry coefficients, off the decision signal, for arms other
+    than a feature, or when the source itself is not recorded (its pre-patch value is needed)."""
+    nan = np.full(cols.size, np.nan)
+    if not carry or signal != "decision" or g.arm != "feature" or g.feature not in carry:
+        return nan
+    src = np.flatnonzero((lay == g.layer) & (fid == g.feature_id))
+    if src.size == 0:
+        return nan
+    f_s = np.asarray(A[g.patched["row"].to_numpy(), src[0]], dtype=np.float64)
+    value = g.patched["value"].to_numpy(dtype=float)
+    scale = g.patched["scale"].to_numpy(dtype=float)
+    target = np.where(np.isfinite(value), value, scale * f_s)
+    clamp = np.nanmean(target - f_s) if np.isfinite(target - f_s).any() else np.nan
+    return clamp * np.asarray(carry[g.feature], dtype=np.float64)[cols]
+
+
 #: A source's null band of one target: same target, context, condition and signal.
 EDGE_BAND_KEYS = ["source", "target", "context", "condition", "signal"]
 
@@ -86,6 +112,7 @@ def pathway_edges(
     alpha: float = 0.05,
     min_d: float = 0.5,
     forward_only: bool = True,
+    carry: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Test every (patched source, condition, context) x recorded target for a paired shift.
 
@@ -131,6 +158,7 @@ def pathway_edges(
             continue
         P, B = pp.means(A[g.patched["row"].to_numpy()][:, cols],
                         A[g.baseline["row"].to_numpy()][:, cols])
+        carry_shift = _carry_shift(g, A, lay, fid, cols, carry, signal)
         t, p, d_z, _, _, deg = paired_t_matrix(P, B)  # rows are prompts: n < 2 is degenerate
         keep = np.isfinite(P) & np.isfinite(B)
         n_pairs = keep.sum(axis=0)
@@ -148,7 +176,7 @@ def pathway_edges(
             "n_pairs": n_pairs.astype(np.int64), "mean_shift": shift, "d": d, "d_z": d_z,
             "statistic": t,
             "p": p, "degenerate": np.asarray(deg, dtype=bool), "arm": g.arm,
-            "null_index": g.null_index,
+            "null_index": g.null_index, "carry_shift": carry_shift,
         }))
     warn_repeated_prompts(n_repeated, n_groups)
     if not parts:
@@ -164,11 +192,12 @@ def pathway_edges(
     out, _ = null_band(out, alpha, keys=EDGE_BAND_KEYS, effect="mean_shift")
     out["edge"] = out["vs_baseline"] & ((out["null_n"] == 0) | out["beats_null"])
     out["sign"] = np.sign(out["mean_shift"].fillna(0.0)).astype(np.int8)
-    for col in ("carry_shift", "carry_share"):
-        if col not in out.columns:
-            out[col] = np.nan
-    if "mechanism" not in out.columns:
-        out["mechanism"] = ""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = out["carry_shift"] / out["mean_shift"]
+    out["carry_share"] = share.where(np.isfinite(share))
+    out["mechanism"] = np.where(out["carry_share"].isna(), "",
+                                np.where(out["carry_share"] >= CARRY_DIRECT, "direct",
+                                         "mediated"))
     out["_absd"] = -out["d"].abs()
     out = out.sort_values(["q", "_absd"], na_position="last", kind="mergesort")
     return out.drop(columns="_absd").reset_index(drop=True)[EDGE_COLUMNS]
@@ -366,6 +395,7 @@ def run_pathways(run_dir: str | Path, cfg: RunConfig,
     chains: list[pd.DataFrame] = []
     graphs: dict[str, nx.DiGraph] = {}
     skipped: dict[str, str] = {}
+    carry = load_carry(rd.root)
     for sig in signals:
         _check_signal(sig)
         try:
@@ -376,7 +406,7 @@ def run_pathways(run_dir: str | Path, cfg: RunConfig,
             skipped[sig] = str(exc)
             continue
         e = pathway_edges(trials, acts, rec_layer, rec_feature, signal=sig, alpha=a.alpha,
-                          min_d=a.min_d, forward_only=forward_only)
+                          min_d=a.min_d, forward_only=forward_only, carry=carry)
         graphs[sig] = build_graph(e, signal=sig)
         frames.append(e)
         chains.append(find_chains(graphs[sig], min_len=min_chain_len, signal=sig))

@@ -184,6 +184,23 @@ def load_activations(
     return acts, rec_layer, rec_feature
 
 
+def load_carry(run_dir: str | Path) -> dict[str, NDArray[np.float32]]:
+    """``{source feature: carry row over the recorded features}`` (see ``RunStore.create``);
+    empty for stores written before it existed."""
+    import zarr
+
+    path = RunDir(run_dir).activations
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        if "carry" not in set(group.array_keys()):
+            return {}
+        arr = np.asarray(group["carry"][:], dtype=np.float32)
+        sources = list(group.attrs.get("carry_sources", []))
+    except Exception:  # noqa: BLE001 - a store without it still analyses
+        return {}
+    return {s: arr[i] for i, s in enumerate(sources) if i < arr.shape[0]}
+
+
 def load_discover(run_dir: str | Path) -> pd.DataFrame:
     """Read ``RUN/discover.parquet`` (the output of :func:`discover_features`)."""
     path = RunDir(run_dir).discover

@@ -287,10 +287,27 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
         rd.patch.mkdir(parents=True, exist_ok=True)
         save_config(cfg, rd.patch_config)
         rec = [parse_feature_key(f) for f in record]
-        store.create(plan, [a for a, _ in rec], [b for _, b in rec], pc.store_dtype)
+        store.create(plan, [a for a, _ in rec], [b for _, b in rec], pc.store_dtype,
+                     carry=carry_matrix(saes, feats, rec))
     finally:
         store.release_planning()
     return PatchJob(str(root), cfg, plan)
+
+
+def carry_matrix(saes, features: list[str], rec: list[tuple[int, int]]):
+    """``[len(features), len(rec)]``: ``W_dec[S] · W_enc[:, T]`` for each patched S and recorded
+    T above it (0 elsewhere) — what pathways needs to tell carry from mechanism, computed while
+    the SAEs are loaded."""
+    import numpy as np
+
+    out = np.zeros((len(features), len(rec)), dtype=np.float32)
+    for i, f in enumerate(features):
+        ls, fs = parse_feature_key(f)
+        d = saes[ls].W_dec[fs].float()
+        for j, (lt, ft) in enumerate(rec):
+            if lt > ls:
+                out[i, j] = float(d @ saes[lt].W_enc[:, ft].float())
+    return out
 
 
 def _trial_seed(cfg: RunConfig, item: PlanItem, cond: ConditionSpec, t: int) -> int:

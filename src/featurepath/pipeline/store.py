@@ -104,7 +104,12 @@ class RunStore:
         return self.dir.plan.exists()
 
     def create(self, plan: Plan, rec_layers: list[int], rec_features: list[int],
-               store_dtype: str = "float16") -> None:
+               store_dtype: str = "float16", carry: np.ndarray | None = None) -> None:
+        """Create the Zarr arrays and write the plan (last: the plan marks a created store).
+
+        ``carry`` [n_patched_features, n_rec] (the plan's feature order): ``W_dec[S] ·
+        W_enc[:, T]``, the pre-activation shift of recorded feature T per unit clamp of S if the
+        delta travelled up the residual stream unchanged (0 where T is not above S)."""
         import zarr
 
         self.parts.mkdir(parents=True, exist_ok=True)
@@ -118,6 +123,9 @@ class RunStore:
         g.create_array("rec_layer", data=np.asarray(rec_layers, dtype="int32").reshape(-1))
         g.create_array("rec_feature", data=np.asarray(rec_features, dtype="int32").reshape(-1))
         g.attrs["rec"] = [feature_key(a, b) for a, b in zip(rec_layers, rec_features, strict=True)]
+        if carry is not None:
+            g.create_array("carry", data=np.asarray(carry, dtype="float32"))
+            g.attrs["carry_sources"] = list(plan.extra.get("features", []))
         atomic_write(self.dir.plan, plan.to_json())
 
     def claim_planning(self) -> bool:
