@@ -63,7 +63,7 @@ DEMO_PRESETS: dict[str, dict[str, Any]] = {
                  "games_per_condition": 16, "max_rounds": 10, "batch_size": 32,
                  "sampling": {"max_new_tokens": 8, "answer": "constrained",
                               "temperature": 1.0}},
-        "patch_tokens": 16,
+        "patch_tokens": 16, "null_directions": 16,
     },
     "full": {
         "sae_preset": "full", "n_features": 16, "trials": 30, "max_candidates": 32,
@@ -73,7 +73,7 @@ DEMO_PRESETS: dict[str, dict[str, Any]] = {
                  "max_rounds": 20, "batch_size": 32,
                  "sampling": {"max_new_tokens": 8, "answer": "constrained",
                               "temperature": 1.0}},
-        "patch_tokens": 24,
+        "patch_tokens": 24, "null_directions": 32,
     },
 }
 
@@ -101,4 +101,10 @@ def demo_config(preset: str, seed: int = 0) -> RunConfig:
                             ConditionSpec(name="risky_amplified", context="risky",
                                           patch="scale", scale=3.0)]
     cfg.patch.sampling.max_new_tokens = p["patch_tokens"]
+    # Controls (issue 12): every feature's amplification is compared with the same clamp along
+    # random directions of its size, and the behavioural direction (continue minus stop at the
+    # decision token, from play) is patched under both scale conditions as a positive control.
+    cfg.patch.null_directions = p["null_directions"]
+    cfg.patch.null_conditions = ["risky_amplified"]
+    cfg.patch.behavioural_direction = True
     return cfg

@@ -426,11 +426,21 @@ def run_unit(job: PatchJob, unit: Unit, model, tok, saes) -> tuple[pd.DataFrame,
 
 
 def describe(job: PatchJob) -> str:
+    """One line: what the plan holds (arms, trials, units, recorded features)."""
     p = job.plan
     n_rows = sum(u.n_rows for u in p.units)
-    return (f"{len(p.extra['features'])} features x {len(job.cfg.patch.conditions)} conditions "
-            f"-> {n_rows} trials in {len(p.units)} units of <= {p.batch_size}; recording "
-            f"{len(p.record)} features")
+    by_kind: dict[str, int] = {}
+    for u in p.units:
+        for it in u.items:
+            by_kind[it.kind] = by_kind.get(it.kind, 0) + it.n
+    controls = ""
+    if by_kind.get("null") or by_kind.get("direction"):
+        controls = (f" ({by_kind.get('null', 0)} in {job.cfg.patch.null_directions} null "
+                    f"directions, {by_kind.get('direction', 0)} along the behavioural "
+                    "direction)")
+    return (f"{len(p.extra['features'])} features x {len(job.cfg.patch.all_conditions())} "
+            f"conditions -> {n_rows} trials{controls} in {len(p.units)} units of <= "
+            f"{p.batch_size}; recording {len(p.record)} features")
 
 
 __all__ = ["prepare", "run_unit", "plan_units", "PatchJob", "describe"]
