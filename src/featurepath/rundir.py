@@ -29,6 +29,8 @@ Layout of ``RUN/`` (every path is a property of :class:`RunDir`)::
     causal_tests.{parquet,csv}   one row per patched group × metric   CAUSAL_TEST_COLUMNS
     causal_features.{parquet,csv}  one row per patched feature        CAUSAL_FEATURE_COLUMNS
     dose_response.{parquet,csv}  scale trends per feature × context   DOSE_COLUMNS
+    dose_slopes.{parquet,csv}    dose slopes against the null slopes  SLOPE_COLUMNS
+    causal_null.{parquet,csv}    the null arms' own tests (the bands) CAUSAL_TEST_COLUMNS
     pathways/edges.{parquet,csv} one row per source × condition × target × signal  EDGE_COLUMNS
     pathways/chains.parquet      chains of edges with rising layers   CHAIN_COLUMNS
     pathways/layer_pairs.parquet edges per layer pair                 LAYER_PAIR_COLUMNS
@@ -132,6 +134,12 @@ DOSE_COLUMNS = [
     "feature", "layer", "feature_id", "context", "method", "metric", "n_levels", "scales",
     "values", "rho", "ci_low", "ci_high", "p", "q", "degenerate",
 ]
+SLOPE_COLUMNS = ["arm", "feature", "layer", "feature_id", "null_index", "context", "metric",
+                 "n_doses", "doses", "n_trials", "n_prompts", "slope", "se", "z", "p", "q",
+                 "degenerate", "null_n", "null_mean", "null_sd", "null_z", "null_p", "null_q",
+                 "beats_null"]
+"""``dose_slopes``: trial-level slope of P(stop) / stop on the dose (baseline = dose 1), SE
+cluster-robust by prompt, and the slope against the null arms' slopes (``analysis.dose``)."""
 EDGE_COLUMNS = [
     "source", "source_layer", "source_feature", "target", "target_layer", "target_feature",
     "context", "condition", "patch", "method", "signal", "n_pairs", "mean_shift", "d", "d_z",
@@ -326,6 +334,10 @@ class RunDir:
     @property
     def causal_features(self) -> Path:
         return self.table("causal_features")
+
+    @property
+    def dose_slopes(self) -> Path:
+        return self.table("dose_slopes")
 
     @property
     def causal_null(self) -> Path:

@@ -61,6 +61,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import stats as sps
 
+from featurepath.analysis.dose import dose_slopes
 from featurepath.analysis.null_band import null_band
 from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
@@ -445,6 +446,33 @@ class CausalResult:
     dose: pd.DataFrame
     alpha: float
     null_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
+    slopes: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def controls_line(self) -> str:
+        """One line for a terminal: features against their null band, the slopes, and the
+        behavioural direction (said plainly when it moved behaviour and no feature did)."""
+        t = self.tests
+        feat = t[t["arm"] == "feature"]
+        k = int(feat["null_n"].max()) if not feat.empty else 0
+        if k == 0:
+            line = "controls: no null directions (patch.null_directions: 0)"
+            beat = int(feat.loc[feat["significant"], "feature"].nunique())
+        else:
+            beat = int(feat.loc[feat["vs_baseline"] & feat["beats_null"], "feature"].nunique())
+            inside = int(feat.loc[feat["vs_baseline"] & ~feat["beats_null"]
+                                  & (feat["null_n"] > 0), "feature"].nunique())
+            line = (f"controls: {beat} of {feat['feature'].nunique()} features beat their null "
+                    f"band of {k} random directions; {inside} changed behaviour against the "
+                    f"baseline but stayed inside it (smallest possible null p = 1/{k + 1} = "
+                    f"{1 / (k + 1):.3f})")
+        direction = t[t["arm"] == "direction"]
+        if not direction.empty:
+            moved = bool(direction["significant"].any())
+            line += "; the behavioural direction " + ("moved behaviour" if moved else
+                                                      "did not move behaviour")
+            if moved and beat == 0:
+                line += " and no feature did"
+        return line
 
     @property
     def n_beat_null(self) -> int:
@@ -479,6 +507,7 @@ def run_causal(run_dir: str | Path, cfg: RunConfig) -> CausalResult:
     tests, features = causal_table(trials, alpha=a.alpha, same_effect_tol=a.same_effect_tol,
                                    n_boot=a.n_boot, seed=cfg.seed, min_effect=floor)
     dose = scale_trend(trials)
+    slopes = dose_slopes(trials, a.alpha)
     nulls = tests.attrs.pop("null_tests", pd.DataFrame())
     write_table(tests, rd.causal_tests)
     write_table(features, rd.causal_features)
@@ -489,5 +518,7 @@ def run_causal(run_dir: str | Path, cfg: RunConfig) -> CausalResult:
         rd.causal_null.with_suffix(".csv").unlink(missing_ok=True)
     if not dose.empty:
         write_table(dose, rd.dose_response)
+    if not slopes.empty:
+        write_table(slopes, rd.dose_slopes)
     record_config(rd.root, cfg)
-    return CausalResult(tests, features, dose, a.alpha, nulls)
+    return CausalResult(tests, features, dose, a.alpha, nulls, slopes)

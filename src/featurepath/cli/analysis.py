@@ -78,6 +78,7 @@ def causal_command(
             f"warning: {len(same)} feature(s) move behaviour the same way with the safe and the "
             f"risky value ({', '.join(same['feature'].head(5))}): check the patching method"
         )
+    typer.echo(res.controls_line())
     if not res.dose.empty:
         n_dose = int((res.dose["q"] <= a).sum())
         typer.echo(f"dose response: {n_dose} of {len(res.dose)} scale correlations at q<={a:g}")

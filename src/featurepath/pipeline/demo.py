@@ -78,27 +78,6 @@ def choose_features(table: pd.DataFrame, preset: str) -> tuple[list[str], list[s
     return feats, sorted(record | set(feats), key=feature_sort_key)
 
 
-def controls_summary(causal, k: int) -> str:
-    """One line: features against their null band, and the behavioural direction."""
-    t = causal.tests
-    feat = t[t["arm"] == "feature"]
-    n_feat = feat["feature"].nunique()
-    beat = feat[feat["vs_baseline"] & feat["beats_null"]]["feature"].nunique()
-    inside = feat[feat["vs_baseline"] & ~feat["beats_null"] & (feat["null_n"] > 0)][
-        "feature"].nunique()
-    direction = t[t["arm"] == "direction"]
-    moved = bool(direction["significant"].any()) if not direction.empty else None
-    line = (f"controls: {beat} of {n_feat} features beat their null band of {k} random "
-            f"directions; {inside} changed behaviour against the baseline but stayed inside it "
-            f"(smallest possible null p = 1/{k + 1} = {1 / (k + 1):.3f})")
-    if moved is not None:
-        line += "; the behavioural direction " + ("moved behaviour" if moved else
-                                                  "did not move behaviour")
-        if moved and beat == 0:
-            line += " and no feature did"
-    return line
-
-
 def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = True,
              echo: Echo = print) -> Path:
     """Run every stage into ``out`` and return the report's path; ``echo`` prints progress."""
@@ -162,7 +141,7 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
         causal = run_causal(out, cfg)
         for line in causal.features["summary"].head(6):
             echo(f"   {line}")
-        echo("   " + controls_summary(causal, cfg.patch.null_directions))
+        echo("   " + causal.controls_line())
 
     with _Stage("pathways", timings, echo):
         pw = run_pathways(out, cfg)

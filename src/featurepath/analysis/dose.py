@@ -1,0 +1,98 @@
+"""Dose–response slopes against the null directions' slopes (issue 12, the revised study's test).
+
+For every arm that was patched at two or more doses (``scale`` conditions, e.g. the
+``patch.doses`` ladder) in one context, the outcome is regressed on the dose at the trial level
+— P(stop) from the decision token, and the stop indicator over every parsed decision — with the
+context's baseline rows as dose 1 (a scale-1 clamp is a no-op). Trials of one prompt are not
+independent (they share the decision-token state), so the slope's standard error is
+cluster-robust with prompts as clusters (Liang & Zeger 1986; CR1 small-sample factor
+``G/(G-1) · (N-1)/(N-k)``, as statsmodels' ``cov_type="cluster"``).
+
+A feature's slope is then placed in the band of its null arms' slopes (same doses, same
+prompts): ``null_z`` and the empirical ``null_p`` of :mod:`featurepath.analysis.null_band`, BH
+over the feature slopes. A feature "has a dose response" when its slope beats the band.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from featurepath.analysis.null_band import null_band
+from featurepath.analysis.run_data import normalise_trials
+from featurepath.analysis.stats import bh_fdr
+from featurepath.rundir import SLOPE_COLUMNS
+
+
+def cluster_ols_slope(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """``(slope, cluster-robust SE)`` of ``y ~ 1 + x`` with CR1 correction; NaN when fewer than
+    two clusters or two distinct x."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y, groups = x[ok], y[ok], groups[ok]
+    n = x.size
+    uniq = pd.unique(groups)
+    if n < 3 or np.unique(x).size < 2 or uniq.size < 2:
+        return float("nan"), float("nan")
+    X = np.column_stack([np.ones(n), x])
+    XtX_inv = np.linalg.inv(X.T @ X)
+    beta = XtX_inv @ X.T @ y
+    resid = y - X @ beta
+    meat = np.zeros((2, 2))
+    for g in uniq:
+        m = groups == g
+        s = X[m].T @ resid[m]
+        meat += np.outer(s, s)
+    G, k = uniq.size, 2
+    c = G / (G - 1) * (n - 1) / (n - k)
+    cov = c * XtX_inv @ meat @ XtX_inv
+    return float(beta[1]), float(np.sqrt(max(cov[1, 1], 0.0)))
+
+
+def _outcome(df: pd.DataFrame, metric: str) -> np.ndarray:
+    if metric == "p_stop":
+        return df["p_stop"].to_numpy(dtype=float)
+    parsed = df["action"].isin(["bet", "stop"]).to_numpy()
+    return np.where(parsed, (df["action"] == "stop").to_numpy(dtype=float), np.nan)
+
+
+def dose_slopes(trials: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """One row per arm × feature × null index × context × metric patched at ≥ 2 doses."""
+    from scipy.stats import norm
+
+    df = normalise_trials(trials)
+    scaled = df[np.isfinite(df["scale"]) & (df["arm"] != "baseline")]
+    if scaled.empty:
+        return pd.DataFrame(columns=SLOPE_COLUMNS)
+    base = df[(df["arm"] == "baseline") & (df["method"] == "delta")]
+    rows = []
+    keys = ["arm", "feature", "layer", "feature_id", "null_index", "context"]
+    for key, g in scaled.groupby(keys, sort=True):
+        arm, feature, layer, fid, k, ctx = key
+        b = base[base["context"] == ctx]
+        data = pd.concat([g.assign(_dose=g["scale"]), b.assign(_dose=1.0)], ignore_index=True)
+        doses = sorted(set(data["_dose"]))
+        if len(set(g["scale"])) < 2 and b.empty:
+            continue
+        for metric in ("p_stop", "stop_rate"):
+            y = _outcome(data, metric)
+            x = data["_dose"].to_numpy(dtype=float)
+            slope, se = cluster_ols_slope(x, y, data["prompt_id"].astype(str).to_numpy())
+            deg = not (np.isfinite(se) and se > 0)
+            z = slope / se if not deg else float("nan")
+            rows.append(dict(arm=arm, feature=feature, layer=int(layer), feature_id=int(fid),
+                             null_index=int(k), context=ctx, metric=metric,
+                             n_doses=len(doses), doses=",".join(f"{d:g}" for d in doses),
+                             n_trials=int(np.isfinite(y).sum()),
+                             n_prompts=int(data["prompt_id"].nunique()), slope=slope, se=se,
+                             z=z, p=float(2 * norm.sf(abs(z))) if not deg else float("nan"),
+                             degenerate=deg, condition="dose"))
+    if not rows:
+        return pd.DataFrame(columns=SLOPE_COLUMNS)
+    out = pd.DataFrame(rows)
+    real = (out["arm"] != "null").to_numpy()
+    q = np.full(len(out), np.nan)
+    q[real] = bh_fdr(out.loc[real, "p"].to_numpy(dtype=float))
+    out["q"] = q
+    out, _ = null_band(out, alpha, keys=["feature", "context", "condition", "metric"],
+                       effect="slope")
+    return out[SLOPE_COLUMNS]

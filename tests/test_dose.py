@@ -1,0 +1,62 @@
+"""Dose slopes: cluster-robust OLS against statsmodels, and the slope's null band."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+from featurepath.analysis.dose import cluster_ols_slope, dose_slopes
+
+
+def test_cluster_slope_matches_statsmodels() -> None:
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(8), 6)
+    x = np.tile([-2.0, -1, 0, 1, 2, 3], 8)
+    y = 0.3 * x + rng.normal(0, 1, 8)[groups] + rng.normal(0, 0.5, x.size)
+    fit = sm.OLS(y, sm.add_constant(x)).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    slope, se = cluster_ols_slope(x, y, groups)
+    assert slope == pytest.approx(fit.params[1])
+    assert se == pytest.approx(fit.bse[1])
+
+
+def test_degenerate_without_two_clusters() -> None:
+    s, se = cluster_ols_slope(np.array([0.0, 1, 2]), np.array([1.0, 2, 3]), np.zeros(3))
+    assert np.isnan(s) and np.isnan(se)
+
+
+def _trials(slope_feature: float, slopes_null: list[float], n_prompts: int = 6) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    prompt_effect = rng.normal(0, 0.05, n_prompts)
+
+    def add(arm, feature, k, dose, slope):
+        for t in range(n_prompts):
+            rows.append(dict(feature=feature, layer=1 if feature else -1,
+                             feature_id=2 if feature else -1, condition=f"d{dose}",
+                             context="ctx", patch="scale" if arm != "baseline" else "none",
+                             method="delta", trial=t, prompt_id=f"p{t}", action="bet",
+                             valid=True, value=np.nan,
+                             scale=dose if arm != "baseline" else np.nan,
+                             p_stop=0.4 + slope * (dose - 1) + prompt_effect[t]
+                             + rng.normal(0, 0.002), arm=arm, null_index=k))
+
+    for d in (0.0, 2.0, 3.0):
+        add("feature", "L1-2", -1, d, slope_feature)
+        for k, s in enumerate(slopes_null):
+            add("null", "L1-2", k, d, s)
+    add("baseline", "", -1, 1.0, 0.0)
+    return pd.DataFrame(rows)
+
+
+def test_feature_slope_against_its_null_slopes() -> None:
+    nulls = list(np.linspace(-0.01, 0.01, 39))
+    out = dose_slopes(_trials(0.1, nulls))
+    f = out[(out["arm"] == "feature") & (out["metric"] == "p_stop")].iloc[0]
+    assert f["slope"] == pytest.approx(0.1, abs=0.01)
+    assert f["null_n"] == 39 and f["null_p"] == pytest.approx(1 / 40)
+    assert bool(f["beats_null"])
+    inside = dose_slopes(_trials(0.005, nulls))
+    g = inside[(inside["arm"] == "feature") & (inside["metric"] == "p_stop")].iloc[0]
+    assert not bool(g["beats_null"])
