@@ -7,6 +7,8 @@ message that names what is wrong and, where possible, what to run instead.
 
 from __future__ import annotations
 
+import errno
+
 
 class FeaturepathError(Exception):
     """A problem the user can fix; its message is shown as is."""
@@ -26,3 +28,38 @@ class SAEFormatError(FeaturepathError):
 
 class DataError(FeaturepathError):
     """Input data (JSONL logs, run stores) that cannot be used."""
+
+
+class StorageError(FeaturepathError):
+    """The disk refused a write (full, read-only, over quota, no permission); work that was
+    committed before is intact."""
+
+
+#: errno values that mean "the storage refused", as opposed to a bug: each becomes one line.
+STORAGE_ERRNOS = {
+    errno.ENOSPC: "disk full",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def storage_error(exc: OSError, hint: str = "") -> StorageError | None:
+    """One-line :class:`StorageError` for an ``OSError`` the storage raised, else ``None``.
+
+    Used by the run store (which adds "rerun with --resume") and by the CLI's last line of
+    defence, so that every command's output directory being read-only or full is reported the
+    same way whichever library (pandas, pyarrow, zarr, matplotlib) did the write.
+    """
+    what = STORAGE_ERRNOS.get(exc.errno or -1)
+    if what is None:
+        return None
+    where = exc.filename or exc.filename2
+    if not where:  # pyarrow names the file only in its message: "... local file 'X'. ..."
+        import re
+
+        m = re.search(r"'([^']+)'", str(exc))
+        where = m.group(1) if m else None
+    text = f"{what}: cannot write {where}" if where else what
+    return StorageError(text + (f"; {hint}" if hint else ""))

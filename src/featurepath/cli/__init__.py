@@ -7,7 +7,9 @@ run's config (``--alpha`` is ``analysis.alpha``), resolved by :mod:`featurepath.
 
 Every user-facing problem is a :class:`FeaturepathError`; :func:`main` prints it as a single
 ``error: ...`` line and exits with status 2, so a bad config, SAE file, model name or log never
-ends in a traceback.
+ends in a traceback. Two kinds of failure are caught here, whichever library raised them: a
+refused write (read-only or full disk, see :func:`featurepath.errors.storage_error`) and running
+out of memory. Command-line mistakes get click's usage message and status 2.
 """
 
 from __future__ import annotations
@@ -61,6 +63,24 @@ def _register() -> None:
         importlib.import_module(f"featurepath.cli.{name}")
 
 
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """The click exception classes a command-line mistake can raise.
+
+    Recent typer releases vendor click (``typer._click``) and raise their own copies of
+    ``UsageError``/``BadParameter``/``NoArgsIsHelpError``, which are not subclasses of the
+    installed click's; older ones raise click's. Both bases are caught, found through the
+    public ``typer.BadParameter`` so no private module is imported by name.
+    """
+    bases = {c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"}
+    try:
+        import click
+
+        bases.add(click.exceptions.ClickException)
+    except ImportError:  # a typer that vendors click needs no separate click
+        pass
+    return tuple(bases)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point that turns FeaturepathError into one clear line."""
     _register()
@@ -77,13 +97,25 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted; finished work is kept — rerun with --resume", err=True)
         return 130
-    except Exception as exc:  # click usage errors
-        import click
+    except OSError as exc:  # a read-only, full or forbidden output directory, in any command
+        from featurepath.errors import storage_error
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
+        err = storage_error(exc, "work finished before is kept; fix this and rerun "
+                                 "(--resume continues play and patch)")
+        if err is None:
+            raise
+        typer.echo(f"error: {err}", err=True)
+        return 2
+    except (MemoryError, RuntimeError) as exc:  # RuntimeError: torch's OutOfMemoryError
+        if not isinstance(exc, MemoryError) and type(exc).__name__ != "OutOfMemoryError":
+            raise
+        typer.echo("error: out of memory; finished work is kept — lower the batch size or the "
+                   "number of trials/games and rerun (--resume continues play and patch)",
+                   err=True)
+        return 2
+    except _usage_error_types() as exc:  # bad command line: click's own message, no traceback
+        exc.show()
+        return int(getattr(exc, "exit_code", 2))
     return 0
 
 
