@@ -190,6 +190,27 @@ class PatchSection(_Strict):
             parse_feature_key(key)
         return v
 
+    @field_validator("conditions")
+    @classmethod
+    def _conditions_usable(cls, v: list[ConditionSpec]) -> list[ConditionSpec]:
+        """Refuse condition lists that would run but give meaningless results.
+
+        Trials are looked up by condition name, so two conditions with one name would run the
+        rows of one under the other's context; and every patched condition is compared with
+        a baseline (``patch: none``), so a list without any gives trials no analysis can use.
+        """
+        if not v:
+            raise ValueError("no conditions; list at least a baseline and one patched condition")
+        seen: set[str] = set()
+        for c in v:
+            if c.name in seen:
+                raise ValueError(f"condition name {c.name!r} is used twice; names must be unique")
+            seen.add(c.name)
+        if not any(c.patch == "none" for c in v):
+            raise ValueError("no baseline condition (patch: none); every patched condition is "
+                             "compared with one, e.g. {name: safe_baseline, context: safe}")
+        return v
+
 
 class AnalysisSection(_Strict):
     """Thresholds of causal, pathways, words and the report (``featurepath causal RUN`` etc.
@@ -230,17 +251,33 @@ class LlamaScopeSection(_Strict):
     decoder_norm: bool = Field(False, description="gate on pre-activation x decoder norm")
 
 
+#: Devices torch can be asked for by name; availability is checked when the model loads
+#: (:func:`featurepath.models.check_device`), so a config written on a GPU machine still loads.
+DEVICE_PATTERN = r"(cpu|cuda|mps|xpu)(:\d+)?"
+#: Seeds are stored in int64 parquet columns and fed to torch generators: 0 <= seed < 2**63.
+MAX_SEED = 2**63 - 1
+
+
 class RunConfig(_Strict):
     model: str = "embedded"
     saes: str = "embedded"
     llamascope: LlamaScopeSection = Field(default_factory=LlamaScopeSection)
     dtype: str | None = None
     device: str | None = None
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     play: PlaySection = Field(default_factory=PlaySection)
     discover: DiscoverSection = Field(default_factory=DiscoverSection)
     patch: PatchSection = Field(default_factory=PatchSection)
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None and not re.fullmatch(DEVICE_PATTERN, v):
+            raise ValueError(f"unknown device {v!r}; use cpu, cuda, cuda:N or mps")
+        return v
 
 
 def _fmt_error(exc: ValidationError, source: str) -> str:
@@ -248,6 +285,7 @@ def _fmt_error(exc: ValidationError, source: str) -> str:
     for err in exc.errors()[:3]:
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
         msg = err["msg"].replace("Extra inputs are not permitted", "unknown key")
+        msg = msg.removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}")
     more = f" (+{len(exc.errors()) - 3} more)" if len(exc.errors()) > 3 else ""
     return f"{source}: " + "; ".join(parts) + more
@@ -265,9 +303,13 @@ def load_config(path: str | Path) -> RunConfig:
     if not p.exists():
         raise ConfigError(f"config file {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p} is not a text file (not UTF-8); give a YAML config") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{p} must hold a mapping of settings")
     return config_from_dict(data or {}, str(p))

@@ -56,6 +56,31 @@ def _torch_dtype(dtype: str | None, device: str):
     return getattr(torch, _DTYPES[dtype])
 
 
+def check_device(device: str) -> str:
+    """``device`` if this machine has it, else one :class:`ModelLoadError` line.
+
+    The config only checks the name's form (a config written on a GPU machine must still load
+    elsewhere); here, at load time, a missing GPU is said plainly instead of torch's assertion.
+    """
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r}: this machine has no usable CUDA GPU (torch "
+                                 f"{torch.__version__}); use device: cpu")
+        if index and int(index) >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r}: only {torch.cuda.device_count()} CUDA "
+                                 "device(s) visible")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"device {device!r}: MPS is not available here; use device: cpu")
+    elif kind == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise ModelLoadError(f"device {device!r}: no XPU is available here; use device: cpu")
+    elif kind not in ("cpu", "cuda", "mps", "xpu"):
+        raise ModelLoadError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps")
+    return device
+
+
 def default_device() -> str:
     import torch
 
@@ -125,9 +150,10 @@ def load_model(spec: str = EMBEDDED, device: str | None = None,
     be in the local HF cache when there is no network). Errors are one-line
     :class:`ModelLoadError` messages.
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = device or default_device()
+    device = check_device(device or default_device())
     torch_dtype = _torch_dtype(dtype, device)
     where = resolve_spec(spec)
     try:
@@ -138,8 +164,16 @@ def load_model(spec: str = EMBEDDED, device: str | None = None,
         except OSError:
             if _offline() or Path(where).exists():
                 raise
+            from featurepath.hub import probe_hub_model
+
+            probe_hub_model(where)  # one quick request: fail in seconds, not after retries
             tok = AutoTokenizer.from_pretrained(where)
             model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype)
+    except (SafetensorError, EOFError, RuntimeError) as exc:
+        # a truncated or garbage weights file: safetensors/torch say so in their own words
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load model {spec!r}: its weights look corrupt or truncated "
+                             f"({first}); re-download or re-save it") from None
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(

@@ -45,7 +45,13 @@ def _read_corpus(path: Path) -> list[str]:
     if not path.exists():
         raise ConfigError(f"corpus file {path} does not exist")
     texts: list[str] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"corpus file {path} is not UTF-8 text (byte {exc.start}); give a .txt "
+                          "or .jsonl file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read corpus file {path}: {exc.strerror or exc}") from None
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -53,7 +59,7 @@ def _read_corpus(path: Path) -> list[str]:
             try:
                 obj = json.loads(line)
                 text = obj["text"] if isinstance(obj, dict) else obj
-            except (json.JSONDecodeError, KeyError):
+            except (ValueError, KeyError, TypeError):  # ValueError covers JSONDecodeError
                 raise ConfigError(f"{path}:{i}: expected a JSON object with a 'text' field") \
                     from None
             if not isinstance(text, str):
@@ -125,6 +131,7 @@ def train_cmd(
         raise ConfigError("custom settings or --corpus would overwrite the cached embedded "
                           "preset; give --out DIR")
     out_dir = out if out is not None else embedded_set_dir(preset)
+    user_texts = _read_corpus(corpus) if corpus is not None else None  # before a model load
     t0 = time.perf_counter()
     m, tok = load_model(model, device=device)
     total = n_layers(m)
@@ -139,7 +146,7 @@ def train_cmd(
     if not todo:
         typer.echo(f"all layers already trained in {out_dir} (use --force to retrain)")
     else:
-        texts = _read_corpus(corpus) if corpus is not None else default_corpus(
+        texts = user_texts if user_texts is not None else default_corpus(
             m, tok, p.n_prompts, p.gen_tokens, cfg.seed, answered_fraction=p.answered_fraction)
         name = "SmolLM2-135M-Instruct" if model == EMBEDDED else model
         train_saes(m, tok, texts, todo, cfg, out_dir, heldout_fraction=p.heldout_fraction,

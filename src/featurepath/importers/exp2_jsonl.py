@@ -44,6 +44,11 @@ CONTEXTS: dict[str, tuple[str, float]] = {"safe": ("fixed", 140.0), "risky": ("v
 _INT_FIELDS = ("layer", "feature_id", "trial_index")
 _BASELINE_SCALE = 1.0
 _MAX_REPORTED = 20
+#: Integer fields are stored as int64; layers, feature ids and trial indices are never negative.
+_INT_MAX = 2**63 - 1
+#: Steering scales beyond this magnitude are typos or corrupt lines (the study used 0-3); they
+#: would also become condition names and plot axes.
+MAX_ABS_SCALE = 1000.0
 
 
 @dataclass
@@ -84,6 +89,14 @@ def _as_int(v: Any) -> int | None:
     return None
 
 
+def _clip(v: Any, n: int = 40) -> str:
+    """``repr`` short enough for a one-line report (a 10,000-digit integer is not)."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**30:
+        return f"an integer of about {int(v.bit_length() * 0.30103) + 1} digits"
+    text = repr(v)
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
 def _validate(obj: Any) -> tuple[dict[str, Any] | None, str]:
     """One JSON value -> a row dict, or (None, reason) when it cannot be used."""
     if not isinstance(obj, dict):
@@ -95,14 +108,18 @@ def _validate(obj: Any) -> tuple[dict[str, Any] | None, str]:
     for k in _INT_FIELDS:
         iv = _as_int(obj[k])
         if iv is None:
-            return None, f"field {k!r} is not an integer: {obj[k]!r}"
+            return None, f"field {k!r} is not an integer: {_clip(obj[k])}"
+        if not 0 <= iv <= _INT_MAX:
+            return None, f"field {k!r} is out of range (0 to 2^63-1): {_clip(iv)}"
         row[k] = iv
     ctx = obj["prompt_type"]
     if not isinstance(ctx, str) or ctx not in CONTEXTS:
         return None, f"field 'prompt_type' must be one of {sorted(CONTEXTS)}, got {ctx!r}"
     scale = obj["scale"]
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        return None, f"field 'scale' is not a finite number: {scale!r}"
+        return None, f"field 'scale' is not a finite number: {_clip(scale)}"
+    if abs(scale) > MAX_ABS_SCALE:
+        return None, f"field 'scale' is out of range (|scale| <= {MAX_ABS_SCALE:g}): {_clip(scale)}"
     if not isinstance(obj["response"], str):
         return None, f"field 'response' is not a string: {type(obj['response']).__name__}"
     row["context"] = ctx
@@ -182,6 +199,9 @@ def read_exp2_jsonl(path: str | Path) -> tuple[pd.DataFrame, ImportReport]:
                     continue
                 except json.JSONDecodeError as exc:
                     report.skipped.append((lineno, f"bad JSON ({exc.msg} at column {exc.colno})"))
+                    continue
+                except (ValueError, RecursionError) as exc:  # e.g. an integer of 5,000 digits
+                    report.skipped.append((lineno, f"bad JSON ({str(exc).splitlines()[0][:80]})"))
                     continue
                 row, why = _validate(obj)
                 if row is None:
