@@ -102,17 +102,60 @@ def test_replay_mode_and_reconstruct_baselines(tmp_path, tiny, tiny_saes):
 
 
 def test_planning_lock_keeps_concurrent_shards_from_replanning(tmp_path, tiny, tiny_saes):
+    import threading
+
+    from featurepath.errors import DataError
+
     model, tok = tiny
     a, b = RunStore(tmp_path), RunStore(tmp_path)
-    assert a.claim_planning() is True
-    assert b.claim_planning() is False  # a second shard waits for the plan instead
-    a.release_planning()
-    # a failed planning attempt releases the lock
+    with a.planning_lock() as waited:
+        assert waited is False
+        # a second shard waits for the live planner instead of planning too
+        with pytest.raises(DataError, match="still being planned"), b.planning_lock(timeout=0.5):
+            pass
+        got: list[bool] = []
+
+        def second_shard() -> None:
+            with b.planning_lock(timeout=30) as w:
+                got.append(w)
+
+        t = threading.Thread(target=second_shard)
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not got  # blocked while `a` plans
+    t.join(10)
+    assert got == [True]  # ... and told it waited, so it joins the plan as a resume
+    # a failed planning attempt releases the lock and leaves no patch/ directory behind
     cfg = _cfg()
     cfg.patch.features = ["L9-1"]
     with pytest.raises(ConfigError, match="no SAE for layer 9"):
-        prepare(tmp_path, cfg, model, tok, tiny_saes)
-    assert b.claim_planning() is True
+        prepare(tmp_path / "new", cfg, model, tok, tiny_saes)
+    assert not (tmp_path / "new" / "patch").exists()
+    with RunStore(tmp_path / "new").planning_lock(timeout=0.5) as waited:
+        assert waited is False
+
+
+def test_planning_lock_of_a_killed_process_is_taken_over_at_once(tmp_path):
+    """The kernel releases an flock when its holder dies: no stale-lock wait."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time; from featurepath.pipeline.store import RunStore\n"
+            "with RunStore(sys.argv[1]).planning_lock():\n"
+            "    print('held', flush=True); time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "held"
+    with pytest.raises(Exception, match="still being planned"), \
+            RunStore(tmp_path).planning_lock(timeout=0.3):
+        pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    t0 = time.monotonic()
+    with RunStore(tmp_path).planning_lock(timeout=5):
+        assert time.monotonic() - t0 < 1.0
 
 
 def test_disk_full_stops_cleanly_and_keeps_finished_units(tmp_path, tiny, tiny_saes,

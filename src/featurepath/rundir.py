@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from featurepath.errors import ConfigError, FeaturepathError
+from featurepath.errors import ConfigError, StorageError, storage_error
 
 # ------------------------------------------------------------------ feature keys
 _KEY = re.compile(r"[Ll](\d+)-(\d+)")
@@ -301,7 +301,7 @@ class RunDir:
 
     @property
     def planning_lock(self) -> Path:
-        return self.patch / ".planning"
+        return self.patch / ".planning.lock"
 
     def part(self, unit: int) -> Path:
         return self.parts / f"u{unit:05d}.parquet"
@@ -386,7 +386,7 @@ class RunDir:
 
 
 # ------------------------------------------------------------------ writing
-class DiskFullError(FeaturepathError):
+class DiskFullError(StorageError):
     """The disk filled up; committed work is intact and ``--resume`` continues."""
 
 
@@ -394,7 +394,8 @@ def atomic_write(path: Path, data: bytes | str) -> Path:
     """Write ``path`` so that a reader (or a kill) sees the old file or the new one, never half.
 
     Temp file in the same directory + fsync + rename. A full disk becomes one
-    :class:`DiskFullError` line that says finished work is kept.
+    :class:`DiskFullError` line that says finished work is kept; a read-only file system, a
+    quota or a permission problem one :class:`StorageError` line naming the file.
     """
     if isinstance(data, str):
         data = data.encode()
@@ -407,11 +408,19 @@ def atomic_write(path: Path, data: bytes | str) -> Path:
             os.fsync(fh.fileno())
         tmp.replace(path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a read-only file system refuses the clean-up too
+            pass
         if exc.errno == errno.ENOSPC:
             raise DiskFullError(f"disk full while writing {path}; finished work is kept — free "
                                 "space and rerun (patch: --resume)") from None
-        raise
+        if not (exc.filename or exc.filename2):
+            exc.filename = str(path)
+        err = storage_error(exc, "finished work is kept — fix this and rerun (patch: --resume)")
+        if err is None:
+            raise
+        raise err from None
     return path
 
 

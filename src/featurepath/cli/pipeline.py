@@ -79,7 +79,7 @@ def play_command(
         "play.bet_types": csv_list(bet_types), "play.max_rounds": max_rounds,
         "play.protocol": value(protocol), "play.batch_size": batch_size,
     })
-    validate_play(cfg)
+    validate_play(cfg, run_dir)
     play_dir = RunDir(run_dir).play
     if not resume and play_dir.exists() and any(play_dir.iterdir()):
         raise ConfigError(f"{play_dir} already holds play results; pass --resume to finish them "

@@ -92,6 +92,45 @@ def play_prompt_sets(run_dir: Path, max_per_set: int = 256) -> dict[str, list[Pr
 
 
 # ---------------------------------------------------------------- planning
+def _row_protos(features: list[str], conditions: list[ConditionSpec], method: str,
+                null_directions: int = 0, null_conditions: list[str] | None = None,
+                direction_layers: list[int] | None = None) -> list[PlanItem]:
+    """One prototype item per (arm, condition), in plan order; each stands for ``trials``
+    rows. Small (features x conditions x arms), so counting rows costs nothing."""
+    protos: list[PlanItem] = []
+    layers = sorted({parse_feature_key(f)[0] for f in features})
+    patched = [c for c in conditions if c.patch != "none"]
+    for cond in conditions:
+        if cond.patch == "none":
+            if method == "delta":
+                protos.append(PlanItem("baseline", cond.name, 0, 0))
+            for lay in layers if method != "delta" else ():
+                protos.append(PlanItem("layer_baseline", cond.name, 0, 0, layer=lay))
+    for f in features:
+        layer, fid = parse_feature_key(f)
+        for cond in patched:
+            protos.append(PlanItem("feature", cond.name, 0, 0, layer=layer, feature_id=fid))
+    with_null = [c for c in patched if not null_conditions or c.name in null_conditions]
+    for f in features:
+        layer, fid = parse_feature_key(f)
+        for cond in with_null:
+            for k in range(null_directions):
+                protos.append(PlanItem("null", cond.name, 0, 0, layer, fid, k))
+    for lay in direction_layers or ():
+        for cond in patched:
+            if cond.patch == "scale":
+                protos.append(PlanItem("direction", cond.name, 0, 0, layer=lay))
+    return protos
+
+
+def count_rows(features: list[str], conditions: list[ConditionSpec], trials: int, method: str,
+               null_directions: int = 0, null_conditions: list[str] | None = None,
+               direction_layers: list[int] | None = None) -> int:
+    """Rows :func:`plan_units` will plan, without planning them (nothing large allocated)."""
+    return trials * len(_row_protos(features, conditions, method, null_directions,
+                                    null_conditions, direction_layers))
+
+
 def plan_units(features: list[str], conditions: list[ConditionSpec], trials: int,
                batch_size: int, method: str, null_directions: int = 0,
                null_conditions: list[str] | None = None,
@@ -101,33 +140,9 @@ def plan_units(features: list[str], conditions: list[ConditionSpec], trials: int
     condition, then the controls — ``null_directions`` null arms per feature × condition in
     ``null_conditions`` (default: every patched condition), and the behavioural direction of
     each of ``direction_layers`` under every ``scale`` condition."""
-    rows: list[tuple[PlanItem, int]] = []
-
-    def add(proto: PlanItem) -> None:
-        rows.extend((proto, t) for t in range(trials))
-
-    layers = sorted({parse_feature_key(f)[0] for f in features})
-    patched = [c for c in conditions if c.patch != "none"]
-    for cond in conditions:
-        if cond.patch == "none":
-            if method == "delta":
-                add(PlanItem("baseline", cond.name, 0, 0))
-            for lay in layers if method != "delta" else ():
-                add(PlanItem("layer_baseline", cond.name, 0, 0, layer=lay))
-    for f in features:
-        layer, fid = parse_feature_key(f)
-        for cond in patched:
-            add(PlanItem("feature", cond.name, 0, 0, layer=layer, feature_id=fid))
-    with_null = [c for c in patched if not null_conditions or c.name in null_conditions]
-    for f in features:
-        layer, fid = parse_feature_key(f)
-        for cond in with_null:
-            for k in range(null_directions):
-                add(PlanItem("null", cond.name, 0, 0, layer, fid, k))
-    for lay in direction_layers or ():
-        for cond in patched:
-            if cond.patch == "scale":
-                add(PlanItem("direction", cond.name, 0, 0, layer=lay))
+    rows = [(proto, t) for proto in _row_protos(features, conditions, method, null_directions,
+                                                null_conditions, direction_layers)
+            for t in range(trials)]
     units = []
     for u, start in enumerate(range(0, len(rows), batch_size)):
         items: list[PlanItem] = []
@@ -192,105 +207,160 @@ class PatchJob:
     plan: Plan
 
 
-def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool = False,
-            features: list[str] | None = None) -> PatchJob:
-    """Plan the run (or check the stored plan on resume) and create the store."""
-    root = Path(run_dir)
-    rd = RunDir(root)
-    root.mkdir(parents=True, exist_ok=True)
-    store = RunStore(root)
-    planner = store.claim_planning()
-    if not planner:  # another process (e.g. a SLURM shard started at once) is planning
-        store.wait_for_plan()
-        resume = True
-    if store.exists():
-        plan = store.plan()
-        stored = load_config(rd.patch_config)
-        if plan.config_digest != _digest(cfg):
-            from featurepath.config import diff_configs
+BACKENDS = ("local", "ray")
 
-            diffs = diff_configs(_relevant(stored), _relevant(cfg))
-            raise ConfigError(f"{root} was planned with another config ({'; '.join(diffs[:4])}); "
-                              "use the same config to resume, or a new run directory")
-        if not resume:
-            raise ConfigError(f"{root} already holds a patch run; pass --resume to continue it "
-                              "or choose a new run directory")
-        return PatchJob(str(root), cfg, plan)
-    try:
-        pc = cfg.patch
-        feats = list(features or pc.features)
-        cands = candidate_features(root, cfg.discover.max_candidates)
-        if not feats:
-            if cands is None or cands.empty:
-                raise ConfigError("no features to patch: give --features L12-345,... or run "
-                                  "`featurepath discover` first")
-            feats = [feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()]
-        for f in feats:
+
+def check_backend(backend: str) -> str:
+    """Refuse an unknown ``--backend`` before anything is loaded or planned."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")
+    return backend
+
+
+#: Planning memory per row (the row list, units, plan JSON) and per unit, measured on CPython
+#: 3.11 with generous rounding; trial-table bytes per row on disk (responses are short).
+_PLAN_BYTES_PER_ROW = 250
+_PLAN_BYTES_PER_UNIT = 1500
+_PART_BYTES_PER_ROW = 300
+
+
+def check_plan_size(root: Path, cfg: RunConfig, n_rows: int, n_record: int) -> int:
+    """The batch size to plan with, after refusing a plan that cannot fit memory or disk.
+
+    A ``batch_size`` larger than the whole run is cut to the run's row count: the Zarr arrays
+    are ``n_units x batch_size`` rows, so an absurd batch size would otherwise allocate an
+    absurd chunk for a handful of trials.
+    """
+    from featurepath.pipeline.budget import check_fits
+
+    pc = cfg.patch
+    batch = max(1, min(pc.batch_size, n_rows))
+    n_units = -(-n_rows // batch)
+    itemsize = 2 if pc.store_dtype == "float16" else 4
+    memory = n_rows * _PLAN_BYTES_PER_ROW + n_units * _PLAN_BYTES_PER_UNIT
+    disk = n_units * batch * max(n_record, 1) * 3 * itemsize + n_rows * _PART_BYTES_PER_ROW
+    check_fits(f"patch ({n_rows:,} trials, {n_record} recorded features)", memory, disk, root,
+               "lower patch.trials, the features or the recorded features")
+    return batch
+
+
+def _validate_features(feats: list[str], record: list[str], saes) -> None:
+    """Every patched and recorded feature must exist in a loaded SAE (checked before planning,
+    so a typo leaves no plan behind to block the corrected rerun)."""
+    for kind, keys in (("feature", feats), ("recorded feature", record)):
+        for f in keys:
             layer, fid = parse_feature_key(f)
             if layer not in saes:
-                raise ConfigError(f"feature {f}: no SAE for layer {layer} (have layers "
+                raise ConfigError(f"{kind} {f}: no SAE for layer {layer} (have layers "
                                   f"{sorted(saes)})")
             if fid >= saes[layer].d_sae:
-                raise ConfigError(f"feature {f}: id beyond the SAE's {saes[layer].d_sae} features")
-        record = list(pc.record) or sorted(
-            set(feats) | ({feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()}
-                          if cands is not None else set()), key=lambda k: parse_feature_key(k))
-        for f in record:
-            if parse_feature_key(f)[0] not in saes:
-                raise ConfigError(f"recorded feature {f}: no SAE for its layer")
-        conditions = pc.all_conditions()
-        contexts = {c.context for c in conditions}
-        if pc.prompt_set == "builtin":
-            prompt_sets = builtin_prompt_sets(tok, pc.protocol)
-        elif pc.prompt_set == "play":
-            prompt_sets = play_prompt_sets(root)
+                raise ConfigError(f"{kind} {f}: id beyond the SAE's {saes[layer].d_sae} features "
+                                  f"(0..{saes[layer].d_sae - 1})")
+
+
+def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool = False,
+            features: list[str] | None = None) -> PatchJob:
+    """Plan the run (or check the stored plan on resume) and create the store.
+
+    Everything that can be refused is checked before the first write, under the planning lock
+    (see :meth:`RunStore.planning_lock`): a process that had to wait for another planner joins
+    that plan as a resume.
+    """
+    root = Path(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    store = RunStore(root)
+    with store.planning_lock() as waited:
+        if store.exists():
+            return _resume_job(root, store, cfg, resume or waited)
+        return _plan(root, store, cfg, model, tok, saes, features)
+
+
+def _resume_job(root: Path, store: RunStore, cfg: RunConfig, resume: bool) -> PatchJob:
+    plan = store.plan()
+    stored = load_config(RunDir(root).patch_config)
+    if plan.config_digest != _digest(cfg):
+        from featurepath.config import diff_configs
+
+        diffs = diff_configs(_relevant(stored), _relevant(cfg))
+        raise ConfigError(f"{root} was planned with another config ({'; '.join(diffs[:4])}); "
+                          "use the same config to resume, or a new run directory")
+    if not resume:
+        raise ConfigError(f"{root} already holds a patch run; pass --resume to continue it "
+                          "or choose a new run directory")
+    return PatchJob(str(root), cfg, plan)
+
+
+def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
+          features: list[str] | None) -> PatchJob:
+    from featurepath.faults import pause_point
+
+    pause_point("patch-planning")  # tests kill here: lock held, nothing written yet
+    rd = RunDir(root)
+    pc = cfg.patch
+    feats = list(features or pc.features)
+    cands = candidate_features(root, cfg.discover.max_candidates)
+    if not feats:
+        if cands is None or cands.empty:
+            raise ConfigError("no features to patch: give --features L12-345,... or run "
+                              "`featurepath discover` first")
+        feats = [feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()]
+    record = list(pc.record) or sorted(
+        set(feats) | ({feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()}
+                      if cands is not None else set()), key=lambda k: parse_feature_key(k))
+    _validate_features(feats, record, saes)
+    conditions = pc.all_conditions()
+    direction_layers = sorted({parse_feature_key(f)[0] for f in feats}) \
+        if pc.behavioural_direction else []
+    n_rows = count_rows(feats, conditions, pc.trials, pc.method, pc.null_directions,
+                        pc.null_conditions, direction_layers)
+    batch = check_plan_size(root, cfg, n_rows, len(record))
+    contexts = {c.context for c in conditions}
+    if pc.prompt_set == "builtin":
+        prompt_sets = builtin_prompt_sets(tok, pc.protocol)
+    elif pc.prompt_set == "play":
+        prompt_sets = play_prompt_sets(root)
+    else:
+        prompt_sets = state_prompt_sets(tok, pc.protocol, pc.n_prompts, pc.components, cfg.seed)
+    missing = contexts - set(prompt_sets)
+    if missing:
+        raise ConfigError(f"conditions use unknown contexts {sorted(missing)}; known: "
+                          f"{sorted(prompt_sets)}")
+    from featurepath.sae.check import warn_if_l0_off
+
+    first = next(iter(prompt_sets.values()), [])
+    warn_if_l0_off(model, tok, saes, [r.text for r in first[:pc.batch_size]])
+    values: dict[str, dict[str, float]] = {}
+    needs_values = any(c.patch in ("safe", "risky") for c in conditions)
+    if needs_values:
+        if cands is not None and not cands.empty:
+            by_key = {feature_key(int(r.layer), int(r.feature_id)): r for r in cands.itertuples()}
         else:
-            prompt_sets = state_prompt_sets(tok, pc.protocol, pc.n_prompts, pc.components,
-                                            cfg.seed)
-        missing = contexts - set(prompt_sets)
-        if missing:
-            raise ConfigError(f"conditions use unknown contexts {sorted(missing)}; known: "
-                              f"{sorted(prompt_sets)}")
-        from featurepath.sae.check import warn_if_l0_off
-
-        first = next(iter(prompt_sets.values()), [])
-        warn_if_l0_off(model, tok, saes, [r.text for r in first[:pc.batch_size]])
-        values: dict[str, dict[str, float]] = {}
-        needs_values = any(c.patch in ("safe", "risky") for c in conditions)
-        if needs_values:
-            if cands is not None and not cands.empty:
-                by_key = {feature_key(int(r.layer), int(r.feature_id)): r for r in cands.itertuples()}
+            by_key = {}
+        unknown = [f for f in feats if f not in by_key]
+        measured = measure_patch_values(model, tok, saes, unknown, prompt_sets) if unknown else {}
+        for f in feats:
+            if f in by_key:
+                values[f] = {"safe": float(by_key[f].mean_safe),
+                             "risky": float(by_key[f].mean_bankrupt), "source": "discover"}
             else:
-                by_key = {}
-            unknown = [f for f in feats if f not in by_key]
-            measured = measure_patch_values(model, tok, saes, unknown, prompt_sets) if unknown else {}
-            for f in feats:
-                if f in by_key:
-                    values[f] = {"safe": float(by_key[f].mean_safe),
-                                 "risky": float(by_key[f].mean_bankrupt), "source": "discover"}
-                else:
-                    values[f] = {**measured[f], "source": "measured on the safe/risky prompts"}
-        direction_layers = sorted({parse_feature_key(f)[0] for f in feats}) \
-            if pc.behavioural_direction else []
-        if direction_layers:
-            from featurepath.pipeline.controls import behavioural_directions, save_directions
+                values[f] = {**measured[f], "source": "measured on the safe/risky prompts"}
+    if direction_layers:
+        from featurepath.pipeline.controls import behavioural_directions, save_directions
 
-            rd.patch.mkdir(parents=True, exist_ok=True)
-            save_directions(rd.directions,
-                            behavioural_directions(model, tok, root, direction_layers))
-        units = plan_units(feats, conditions, pc.trials, pc.batch_size, pc.method,
-                           pc.null_directions, pc.null_conditions, direction_layers)
-        plan = Plan(units, pc.batch_size, record, _digest(cfg), {
-            "features": feats, "values": values,
-            "prompts": {k: [vars(r) for r in v] for k, v in prompt_sets.items()},
-        })
+        directions = behavioural_directions(model, tok, root, direction_layers)
         rd.patch.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, rd.patch_config)
-        rec = [parse_feature_key(f) for f in record]
-        store.create(plan, [a for a, _ in rec], [b for _, b in rec], pc.store_dtype,
-                     carry=carry_matrix(saes, feats, rec))
-    finally:
-        store.release_planning()
+        save_directions(rd.directions, directions)
+    units = plan_units(feats, conditions, pc.trials, batch, pc.method, pc.null_directions,
+                       pc.null_conditions, direction_layers)
+    plan = Plan(units, batch, record, _digest(cfg), {
+        "features": feats, "values": values,
+        "prompts": {k: [vars(r) for r in v] for k, v in prompt_sets.items()},
+    })
+    rd.patch.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, rd.patch_config)
+    rec = [parse_feature_key(f) for f in record]
+    store.create(plan, [a for a, _ in rec], [b for _, b in rec], pc.store_dtype,
+                 carry=carry_matrix(saes, feats, rec))
     return PatchJob(str(root), cfg, plan)
 
 
@@ -443,4 +513,5 @@ def describe(job: PatchJob) -> str:
             f"{p.batch_size}; recording {len(p.record)} features")
 
 
-__all__ = ["prepare", "run_unit", "plan_units", "PatchJob", "describe"]
+__all__ = ["prepare", "run_unit", "plan_units", "PatchJob", "describe", "BACKENDS",
+           "check_backend", "count_rows"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from featurepath.config import RunConfig, record_config
 from featurepath.errors import ConfigError
 from featurepath.pipeline.backends import BackendSummary
-from featurepath.pipeline.patch import PatchJob, prepare
+from featurepath.pipeline.patch import PatchJob, check_backend, prepare
 from featurepath.pipeline.store import RunStore
 
 
@@ -47,8 +47,7 @@ def run_patch(run_dir: str | Path, cfg: RunConfig, *, resume: bool = False,
     before any unit runs (the CLI prints the plan)."""
     from featurepath.pipeline.runtime import load_runtime
 
-    if backend not in ("local", "ray"):
-        raise ConfigError(f"unknown backend {backend!r}; use local or ray")
+    check_backend(backend)  # before a model load, and before anything is planned
     model, tok, saes = load_runtime(cfg, progress)
     job = prepare(run_dir, cfg, model, tok, saes, resume=resume or shard is not None)
     if on_plan is not None:

@@ -120,9 +120,18 @@ def game_configs(cfg: RunConfig) -> dict[str, GameConfig]:
     return out
 
 
-def validate_play(cfg: RunConfig) -> RunConfig:
+#: Memory per planned game (its spec, and at least one decision row with its prompt text in the
+#: final table) and disk per game (a compressed decision row), rounded up.
+_GAME_MEMORY_BYTES = 2000
+_GAME_DISK_BYTES = 500
+
+
+def validate_play(cfg: RunConfig, run_dir: str | Path = ".") -> RunConfig:
     """Check everything play needs that pydantic alone cannot (component letters, duplicate
-    conditions, bet range vs balance); one-line :class:`ConfigError` on failure."""
+    conditions, bet range vs balance, a game count this machine can plan); one-line
+    :class:`ConfigError` on failure."""
+    from featurepath.pipeline.budget import check_fits
+
     p = cfg.play
     if not p.conditions:
         raise ConfigError("play.conditions is empty; name at least one, e.g. BASE or GMHWP")
@@ -137,6 +146,9 @@ def validate_play(cfg: RunConfig) -> RunConfig:
     if len(set(p.bet_types)) != len(p.bet_types):
         raise ConfigError(f"play.bet_types repeats a bet type: {p.bet_types}")
     game_configs(cfg)
+    n_games = len(p.conditions) * len(p.bet_types) * p.games_per_condition
+    check_fits(f"play ({n_games:,} games)", n_games * _GAME_MEMORY_BYTES,
+               n_games * _GAME_DISK_BYTES, run_dir, "lower play.games_per_condition (--games)")
     return cfg
 
 
@@ -321,9 +333,9 @@ def run_play(model: Any, tok: Any, cfg: RunConfig, run_dir: str | Path, resume: 
     and ``after_step`` exist for benchmarks and tests (counting calls, simulating a kill).
     """
     cfg = config_from_dict(cfg.model_dump(mode="json"))  # a private, validated copy
-    validate_play(cfg)
-    rules = game_configs(cfg)
     run_dir = Path(run_dir)
+    validate_play(cfg, run_dir)
+    rules = game_configs(cfg)
     rd = RunDir(run_dir)
     play_dir = rd.play
     parts_dir = rd.play_parts

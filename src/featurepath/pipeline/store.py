@@ -17,6 +17,10 @@ import errno
 import hashlib
 import json
 import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featurepath.errors import DataError
+from featurepath.errors import DataError, StorageError, storage_error
 from featurepath.rundir import (
     SIGNALS,
     TRIAL_COLUMNS,
@@ -37,6 +41,11 @@ from featurepath.rundir import (
 )
 
 __all__ = ["DiskFullError", "Plan", "PlanItem", "RunStore", "Unit"]
+
+RESUME_HINT = "finished units are kept — fix this and rerun with --resume"
+#: How long a process waits for another one that holds the planning lock (it is alive: a dead
+#: holder's lock is released by the operating system at once).
+PLANNING_WAIT_S = 600.0
 
 
 @dataclass
@@ -84,6 +93,14 @@ class Plan:
                             "directory") from None
 
 
+def _store_error(exc: OSError) -> OSError | StorageError:
+    """The one-line error for a write the disk refused (``atomic_write`` already converts its
+    own; this covers the Zarr rows written in place)."""
+    if exc.errno == errno.ENOSPC:
+        return DiskFullError(f"disk full; {RESUME_HINT.replace('fix this', 'free space')}")
+    return storage_error(exc, RESUME_HINT) or exc
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -114,6 +131,10 @@ class RunStore:
 
         self.parts.mkdir(parents=True, exist_ok=True)
         self.commits.mkdir(parents=True, exist_ok=True)
+        # Without a plan.json nothing here was ever committed against *this* plan: files left
+        # by a planner killed half-way (or a plan removed by hand) must not count as done.
+        for stale in (*self.commits.glob("u*.json"), *self.parts.glob("u*.parquet")):
+            stale.unlink(missing_ok=True)
         n_rec = len(rec_layers)
         g = zarr.open_group(str(self.zarr_path), mode="w")
         for name in SIGNALS:
@@ -126,38 +147,94 @@ class RunStore:
         if carry is not None:
             g.create_array("carry", data=np.asarray(carry, dtype="float32"))
             g.attrs["carry_sources"] = list(plan.extra.get("features", []))
+        from featurepath.faults import pause_point
+
+        pause_point("patch-store-created")  # tests kill here: store made, plan not yet written
         atomic_write(self.dir.plan, plan.to_json())
 
-    def claim_planning(self) -> bool:
-        """True when this process may plan the run (it exists already, or we hold the lock).
+    @contextmanager
+    def planning_lock(self, timeout: float = PLANNING_WAIT_S) -> Iterator[bool]:
+        """Hold the run's planning lock; yields True when another process held it first.
 
         Shards of a job array often start together on a new run directory; without the lock
-        each would plan and recreate ``activations.zarr``, wiping the others' work.
+        each would plan and recreate ``activations.zarr``, wiping the others' work. The lock is
+        ``flock`` on ``patch/.planning.lock``: the kernel drops it when its holder exits or is
+        killed, so a planner killed half-way never blocks the next run, while a live one makes
+        the others wait (and then join its plan). The holder removes the file before it lets
+        go, and a waiter that then gets the lock of a removed file tries again on the current
+        one (the usual lock-file protocol), so a failed plan leaves no file behind.
+        ``pid host time`` in the file only serve the timeout message.
         """
-        if self.exists():
-            return True
-        self.patch_dir.mkdir(parents=True, exist_ok=True)
-        lock = self.dir.planning_lock
+        path = self.dir.planning_lock
+        deadline = time.monotonic() + timeout
+        waited = False
+        while True:
+            try:
+                self.patch_dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # a finishing holder removed the empty directory
+                continue
+            locked, blocked = self._flock(fd, deadline)
+            waited = waited or blocked
+            if not locked or self._same_file(fd, path):
+                break
+            os.close(fd)  # the holder removed this file while we waited: take the new one
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return self.exists()
-        with os.fdopen(fd, "w") as fh:
-            fh.write(str(os.getpid()))
-        return True
+            (self.patch_dir / ".planning").unlink(missing_ok=True)  # the old, stale-prone marker
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {time.time():.0f}\n".encode(), 0)
+            yield waited
+        finally:
+            try:
+                path.unlink(missing_ok=True)
+                if not self.exists():  # planning failed: leave no empty patch/ behind
+                    self.patch_dir.rmdir()
+            except OSError:  # not empty, or a read-only file system
+                pass
+            os.close(fd)  # releases the lock
 
-    def release_planning(self) -> None:
-        self.dir.planning_lock.unlink(missing_ok=True)
+    def _flock(self, fd: int, deadline: float) -> tuple[bool, bool]:
+        """``(locked, had to wait)``; waits while a live process holds the lock."""
+        import fcntl
 
-    def wait_for_plan(self, timeout: float = 600.0) -> None:
-        import time
+        blocked = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True, blocked
+            except BlockingIOError:
+                blocked = True
+                if time.monotonic() > deadline:
+                    holder = self._lock_holder(fd)
+                    os.close(fd)
+                    raise DataError(
+                        f"{self.patch_dir} is still being planned by another live process "
+                        f"({holder}); wait for it or stop it, then rerun") from None
+                time.sleep(0.2)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    os.close(fd)
+                    raise
+                import warnings
 
-        deadline = time.time() + timeout
-        while not self.exists():
-            if time.time() > deadline:
-                raise DataError(f"{self.patch_dir} is being planned by another process that "
-                                "never finished; remove patch/.planning and rerun")
-            time.sleep(0.5)
+                warnings.warn(f"{self.patch_dir}: the file system has no locks; do not start "
+                              "several shards on a new run at once", stacklevel=4)
+                return False, blocked
+
+    @staticmethod
+    def _same_file(fd: int, path: Path) -> bool:
+        try:
+            return os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            return False
+
+    @staticmethod
+    def _lock_holder(fd: int) -> str:
+        try:
+            pid, host, _ = os.pread(fd, 200, 0).decode().split()
+            return f"pid {pid} on {host}"
+        except (OSError, ValueError, UnicodeDecodeError):
+            return "unknown pid"
 
     def plan(self) -> Plan:
         p = self.dir.plan
@@ -191,10 +268,10 @@ class RunStore:
                       "arrays_sha256": self._arrays_digest(g, region)}
             atomic_write(self.dir.commit(unit.index), json.dumps(record))
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise DiskFullError("disk full; finished units are kept — free space and rerun "
-                                    "with --resume") from None
-            raise
+            err = _store_error(exc)
+            if err is exc:
+                raise
+            raise err from None
 
     def is_done(self, unit: Unit, verify: bool = True) -> bool:
         rec_path = self.dir.commit(unit.index)
