@@ -9,14 +9,13 @@ import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from featurepath.cli import main
 from featurepath.pipeline.store import RunStore
-from featurepath.rundir import SIGNALS as ARRAYS
+from featurepath.testing import assert_same_store
 
 FEATURES = "L1-3,L2-5"
 CONDITIONS = [{"name": "safe_baseline", "context": "safe"},
@@ -49,13 +48,6 @@ def reference(tiny_dirs, tmp_path_factory) -> Path:
     ref = tmp_path_factory.mktemp("ref") / "run"
     assert main(_args(tiny_dirs, ref)) == 0
     return ref
-
-
-def assert_same_store(a: Path, b: Path) -> None:
-    sa, sb = RunStore(a), RunStore(b)
-    pd.testing.assert_frame_equal(sa.trials(), sb.trials())
-    for name in ARRAYS:
-        assert np.array_equal(sa.activations(name)[0], sb.activations(name)[0], equal_nan=True)
 
 
 def test_shards_give_the_unsharded_store(tiny_dirs, reference, tmp_path):
@@ -141,10 +133,14 @@ def assert_listens_on_localhost_only() -> None:
 @pytest.mark.ray
 def test_ray_worker_killed_mid_run_gives_identical_store(tiny_dirs, reference, tmp_path):
     pytest.importorskip("ray")
-    import ray
-
     from featurepath.config import resolve_config
-    from featurepath.pipeline.backends.ray import failed_path, run_ray, running_dir, start_ray
+    from featurepath.pipeline.backends.ray import (
+        failed_path,
+        run_ray,
+        running_dir,
+        shutdown_ray,
+        start_ray,
+    )
     from featurepath.pipeline.patch import prepare
     from featurepath.pipeline.runtime import load_runtime
     from featurepath.pipeline.store import PlanItem, Unit
@@ -185,4 +181,58 @@ def test_ray_worker_killed_mid_run_gives_identical_store(tiny_dirs, reference, t
         rec = json.loads(failed_path(run).read_text())[str(bad.index)]
         assert rec["attempts"] == 2 and "no-such-condition" in rec["error"]
     finally:
-        ray.shutdown()
+        shutdown_ray()
+
+
+def _running(procs) -> list:
+    """The processes of ``procs`` still running (a zombie has ended: only its parent may reap
+    it, and in a container that parent can be an init that never does)."""
+    import psutil
+
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_killed_ray_driver_leaves_no_ray_process(tiny_dirs, tmp_path):
+    """SIGKILL the driver of `patch --backend ray` once its workers are up: the private Ray it
+    started (GCS, raylet, workers and agents) must be gone within seconds."""
+    pytest.importorskip("ray")
+    import subprocess
+    import sys
+
+    import psutil
+
+    marker = tmp_path / "paused"
+    env = {**os.environ, "FEATUREPATH_PAUSE_AT": "ray-workers-ready",
+           "FEATUREPATH_PAUSE_AT_FILE": str(marker)}
+    proc = subprocess.Popen([sys.executable, "-m", "featurepath",
+                             *_args(tiny_dirs, tmp_path / "run", "--backend", "ray",
+                                    "--workers", "1")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), proc.communicate(timeout=10)[1][-3000:]
+        ray_procs = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                     if "ray" in " ".join(p.cmdline())]
+        names = {p.name() for p in ray_procs}
+        assert {"raylet", "gcs_server"} <= names, names
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 15
+    while _running(ray_procs) and time.time() < deadline:
+        time.sleep(0.5)
+    left = [(p.pid, p.name()) for p in _running(ray_procs)]
+    for p in _running(ray_procs):  # do not leave them to the next test
+        p.kill()
+    assert not left, f"Ray processes outlived their driver: {left}"

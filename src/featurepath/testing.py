@@ -99,3 +99,18 @@ def write_tiny_inputs(root) -> tuple[str, str]:
     for layer, sae in tiny_saes(model).items():
         save_sae(sae, root / "saes" / f"L{layer}")
     return str(root / "model"), str(root / "saes")
+
+
+def assert_same_store(a, b) -> None:
+    """Assert that two run directories hold identical patch stores: the trials table and every
+    activation array, NaN for NaN (how tests prove that a killed, resumed, sharded or
+    Ray-run store equals an uninterrupted one)."""
+    import numpy as np
+    import pandas as pd
+
+    from featurepath.pipeline.store import ARRAYS, RunStore
+
+    sa, sb = RunStore(a), RunStore(b)
+    pd.testing.assert_frame_equal(sa.trials(), sb.trials())
+    for name in ARRAYS:
+        assert np.array_equal(sa.activations(name)[0], sb.activations(name)[0], equal_nan=True)

@@ -89,9 +89,14 @@ def _bind_localhost(ray) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+_REAPER: dict[str, Any] = {}  # "reaper": the watchdog of the Ray this process started
+
+
 def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to ``address`` or start a private local Ray; True when this call started it (so
-    the caller should shut it down). A Ray already initialised in this process is reused."""
+    the caller should call :func:`shutdown_ray`). A Ray already initialised in this process is
+    reused. A private Ray is watched by :mod:`featurepath.pipeline.ray_reaper`, which ends its
+    processes if this process dies without shutting it down."""
     ray = _import_ray()
     if ray.is_initialized():
         return False
@@ -106,8 +111,23 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
                               ) from None
         return True
     _bind_localhost(ray)
+    from featurepath.pipeline.ray_reaper import start_reaper
+
+    if "reaper" not in _REAPER:
+        reaper = start_reaper()
+        if reaper is not None:
+            _REAPER["reaper"] = reaper
     ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
     return True
+
+
+def shutdown_ray() -> None:
+    """Shut down the Ray this process started, and let its watchdog sweep what is left."""
+    ray = _import_ray()
+    ray.shutdown()
+    reaper = _REAPER.pop("reaper", None)
+    if reaper is not None:
+        reaper.stop()
 
 
 @dataclass
@@ -276,6 +296,9 @@ def run_ray(job, units: list[Unit] | None = None, *, workers: int | None = None,
                                   f"{_error_text(exc)}") from None
             s.pid, s.host = info["pid"], info["host"]
             infos.append(info)
+        from featurepath.faults import pause_point
+
+        pause_point("ray-workers-ready")  # tests kill the driver here
 
         queue: deque[_Task] = deque(_Task(u) for u in units)
         where: dict[Any, tuple[_Slot, _Task]] = {}
@@ -387,7 +410,7 @@ def run_ray(job, units: list[Unit] | None = None, *, workers: int | None = None,
                     pass
     finally:
         if started:
-            ray.shutdown()
+            shutdown_ray()
         for stale in marks.glob("u*"):
             stale.unlink(missing_ok=True)
     _write_failed(job.run_dir, store, failures, {u.index for u in units})
@@ -397,4 +420,4 @@ def run_ray(job, units: list[Unit] | None = None, *, workers: int | None = None,
                           workers=infos)
 
 
-__all__ = ["run_ray", "start_ray", "running_dir", "failed_path", "release_memory"]
+__all__ = ["run_ray", "start_ray", "shutdown_ray", "running_dir", "failed_path", "release_memory"]
