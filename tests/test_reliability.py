@@ -79,6 +79,7 @@ USAGE_ERRORS = {
     "missing argument": (["patch"], "Missing argument"),
     "bad float": (["words", "RUN", "--alpha0", "x"], "'--alpha0'"),
     "bad enum": (["play", "RUN", "--protocol", "fax"], "'--protocol'"),
+    "unknown backend": (["patch", "RUN", "--backend", "banana"], "'--backend'"),
 }
 
 
@@ -127,20 +128,20 @@ def test_full_disk_while_planning_is_one_line_and_the_rerun_plans(tiny_dirs, ref
     """ENOSPC from the OS while the plan is written: one line, no plan left, rerun works."""
     import featurepath.pipeline.store as store_mod
 
-    real = store_mod._atomic_write
+    real = store_mod.atomic_write
 
     def full(path, data):
         if path.name == "plan.json":
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(path, data)
 
-    monkeypatch.setattr(store_mod, "_atomic_write", full)
+    monkeypatch.setattr(store_mod, "atomic_write", full)
     run = tmp_path / "run"
     assert main(_patch_args(tiny_dirs, run)) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "disk full" in line and "plan.json" in line
     assert not (run / "patch" / "plan.json").exists()
-    monkeypatch.setattr(store_mod, "_atomic_write", real)
+    monkeypatch.setattr(store_mod, "atomic_write", real)
     assert main(_patch_args(tiny_dirs, run)) == 0
     assert_same_store(reference, run)
 
@@ -301,7 +302,6 @@ BAD_INPUTS = {
         {"name": "b", "context": "safe", "patch": "risky"}]}), "no baseline"),
     "negative seed": (_patch_with_config({"seed": -1}), "seed"),
     "seed beyond 2^64": (_patch_with_config({"seed": 2**64 + 1}), "seed"),
-    "unknown backend": (_patch_with("--backend", "banana"), "unknown backend 'banana'"),
     "jsonl integer beyond int64": (lambda t, d: ["words", "--jsonl", _jsonl(t, feature_id=2**70),
                                                  "--out", str(t / "run")], "no usable trial"),
     "jsonl absurd scale": (lambda t, d: ["words", "--jsonl", _jsonl(t, scale=1e300),
