@@ -77,7 +77,7 @@ USAGE_ERRORS = {
     "trials not an integer": (["patch", "RUN", "--trials", "abc"], "'--trials'"),
     "unknown option": (["patch", "RUN", "--colour", "red"], "No such option: --colour"),
     "missing argument": (["patch"], "Missing argument"),
-    "bad float": (["words", "RUN", "--alpha0", "x"], "'--alpha0'"),
+    "bad float": (["words", "RUN", "--alpha", "x"], "'--alpha'"),
     "bad enum": (["play", "RUN", "--protocol", "fax"], "'--protocol'"),
     "unknown backend": (["patch", "RUN", "--backend", "banana"], "'--backend'"),
 }

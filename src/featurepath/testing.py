@@ -108,9 +108,10 @@ def assert_same_store(a, b) -> None:
     import numpy as np
     import pandas as pd
 
-    from featurepath.pipeline.store import ARRAYS, RunStore
+    from featurepath.pipeline.store import RunStore
+    from featurepath.rundir import SIGNALS
 
     sa, sb = RunStore(a), RunStore(b)
     pd.testing.assert_frame_equal(sa.trials(), sb.trials())
-    for name in ARRAYS:
+    for name in SIGNALS:
         assert np.array_equal(sa.activations(name)[0], sb.activations(name)[0], equal_nan=True)
