@@ -27,6 +27,7 @@ from featurepath.config import (
 from featurepath.engine.generate import generate, replay
 from featurepath.engine.hooks import Intervention, RecordSpec
 from featurepath.errors import ConfigError, DataError
+from featurepath.pipeline.patch_checks import check_plan_size, validate_features
 from featurepath.pipeline.seeds import derive_seed
 from featurepath.pipeline.store import Plan, RunStore, Unit
 from featurepath.rundir import TRIAL_COLUMNS, PlanItem, RunDir
@@ -207,57 +208,6 @@ class PatchJob:
     plan: Plan
 
 
-BACKENDS = ("local", "ray")
-
-
-def check_backend(backend: str) -> str:
-    """Refuse an unknown ``--backend`` before anything is loaded or planned."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")
-    return backend
-
-
-#: Planning memory per row (the row list, units, plan JSON) and per unit, measured on CPython
-#: 3.11 with generous rounding; trial-table bytes per row on disk (responses are short).
-_PLAN_BYTES_PER_ROW = 250
-_PLAN_BYTES_PER_UNIT = 1500
-_PART_BYTES_PER_ROW = 300
-
-
-def check_plan_size(root: Path, cfg: RunConfig, n_rows: int, n_record: int) -> int:
-    """The batch size to plan with, after refusing a plan that cannot fit memory or disk.
-
-    A ``batch_size`` larger than the whole run is cut to the run's row count: the Zarr arrays
-    are ``n_units x batch_size`` rows, so an absurd batch size would otherwise allocate an
-    absurd chunk for a handful of trials.
-    """
-    from featurepath.pipeline.budget import check_fits
-
-    pc = cfg.patch
-    batch = max(1, min(pc.batch_size, n_rows))
-    n_units = -(-n_rows // batch)
-    itemsize = 2 if pc.store_dtype == "float16" else 4
-    memory = n_rows * _PLAN_BYTES_PER_ROW + n_units * _PLAN_BYTES_PER_UNIT
-    disk = n_units * batch * max(n_record, 1) * 3 * itemsize + n_rows * _PART_BYTES_PER_ROW
-    check_fits(f"patch ({n_rows:,} trials, {n_record} recorded features)", memory, disk, root,
-               "lower patch.trials, the features or the recorded features")
-    return batch
-
-
-def _validate_features(feats: list[str], record: list[str], saes) -> None:
-    """Every patched and recorded feature must exist in a loaded SAE (checked before planning,
-    so a typo leaves no plan behind to block the corrected rerun)."""
-    for kind, keys in (("feature", feats), ("recorded feature", record)):
-        for f in keys:
-            layer, fid = parse_feature_key(f)
-            if layer not in saes:
-                raise ConfigError(f"{kind} {f}: no SAE for layer {layer} (have layers "
-                                  f"{sorted(saes)})")
-            if fid >= saes[layer].d_sae:
-                raise ConfigError(f"{kind} {f}: id beyond the SAE's {saes[layer].d_sae} features "
-                                  f"(0..{saes[layer].d_sae - 1})")
-
-
 def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool = False,
             features: list[str] | None = None) -> PatchJob:
     """Plan the run (or check the stored plan on resume) and create the store.
@@ -307,7 +257,7 @@ def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
     record = list(pc.record) or sorted(
         set(feats) | ({feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()}
                       if cands is not None else set()), key=lambda k: parse_feature_key(k))
-    _validate_features(feats, record, saes)
+    validate_features(feats, record, saes)
     conditions = pc.all_conditions()
     direction_layers = sorted({parse_feature_key(f)[0] for f in feats}) \
         if pc.behavioural_direction else []
@@ -513,5 +463,4 @@ def describe(job: PatchJob) -> str:
             f"{p.batch_size}; recording {len(p.record)} features")
 
 
-__all__ = ["prepare", "run_unit", "plan_units", "PatchJob", "describe", "BACKENDS",
-           "check_backend", "count_rows"]
+__all__ = ["prepare", "run_unit", "plan_units", "PatchJob", "describe", "count_rows"]

@@ -11,7 +11,8 @@ from pathlib import Path
 from featurepath.config import RunConfig, record_config
 from featurepath.errors import ConfigError
 from featurepath.pipeline.backends import BackendSummary
-from featurepath.pipeline.patch import PatchJob, check_backend, prepare
+from featurepath.pipeline.patch import PatchJob, prepare
+from featurepath.pipeline.patch_checks import check_backend
 from featurepath.pipeline.store import RunStore
 
 
