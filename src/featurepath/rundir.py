@@ -415,8 +415,7 @@ def atomic_write(path: Path, data: bytes | str) -> Path:
         if exc.errno == errno.ENOSPC:
             raise DiskFullError(f"disk full while writing {path}; finished work is kept — free "
                                 "space and rerun (patch: --resume)") from None
-        if not (exc.filename or exc.filename2):
-            exc.filename = str(path)
+        exc.filename, exc.filename2 = str(path), None  # the file meant, not our temp file
         err = storage_error(exc, "finished work is kept — fix this and rerun (patch: --resume)")
         if err is None:
             raise
