@@ -22,8 +22,9 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-#: Planning memory per row (the row list, units, plan JSON) and per unit, measured on CPython
-#: 3.11 with generous rounding; trial-table bytes per row on disk (responses are short).
+#: Planning memory per row and per unit, and trial-table bytes per row on disk. Measured
+#: (tracemalloc, CPython 3.11, 70,000 rows in units of 64): a peak of ~100 B per row while
+#: planning, ~180 B of plan JSON per unit; the constants below leave 2.5x and 8x headroom.
 _PLAN_BYTES_PER_ROW = 250
 _PLAN_BYTES_PER_UNIT = 1500
 _PART_BYTES_PER_ROW = 300
