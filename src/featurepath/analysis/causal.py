@@ -61,7 +61,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import stats as sps
 
-from featurepath.analysis.dose import dose_slopes
+from featurepath.analysis.dose import dose_slopes, scale_trend
 from featurepath.analysis.null_band import null_band
 from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
@@ -72,13 +72,18 @@ from featurepath.analysis.run_data import (
     prompt_pairs,
     warn_repeated_prompts,
 )
+from featurepath.analysis.run_data import (
+    stop_counts as _stop_counts,
+)
+from featurepath.analysis.run_data import (
+    usable_mask as _usable_mask,
+)
 from featurepath.analysis.stats import (
     TestResult,
     bh_fdr,
     bootstrap_ci,
     fisher_exact,
     paired_t,
-    spearman,
 )
 from featurepath.analysis.stats_exact import van_elteren
 from featurepath.config import RunConfig, record_config
@@ -119,20 +124,6 @@ class _MetricResult:
     res: TestResult
 
 
-def _usable_mask(df: pd.DataFrame) -> NDArray[np.bool_]:
-    """Valid trials with a parsed decision: the bet sample draws from these."""
-    return df["valid"].to_numpy(dtype=bool) & df["action"].notna().to_numpy()
-
-
-def _stop_counts(df: pd.DataFrame) -> tuple[int, int]:
-    """(stops, parsed decisions): every bet or stop the parser read, valid or not, is in the
-    denominator, so a patch that turns bets into over-balance (invalid) bets cannot raise the
-    stop rate by shrinking it; an invalid trial is never a stop."""
-    decided = df["action"].notna().to_numpy()
-    stops = decided & df["valid"].to_numpy(dtype=bool) & (df["action"] == "stop").to_numpy()
-    return int(stops.sum()), int(decided.sum())
-
-
 def _invalid_counts(df: pd.DataFrame) -> tuple[int, int]:
     """(invalid trials, all trials): unreadable, contradictory or unplayable answers."""
     return int(len(df) - _usable_mask(df).sum()), int(len(df))
@@ -158,12 +149,6 @@ def _rate(metric: str, counts, p: pd.DataFrame, b: pd.DataFrame) -> _MetricResul
     kb, nb = counts(b)
     res = fisher_exact(kp, np_, kb, nb)
     return _MetricResult(metric, np_, nb, kb / nb if nb else _NAN, kp / np_ if np_ else _NAN, res)
-
-
-def _bets(df: pd.DataFrame) -> NDArray[np.float64]:
-    m = _usable_mask(df) & (df["action"] == "bet").to_numpy()
-    v = df["bet"].to_numpy(dtype=float)[m]
-    return v[np.isfinite(v)]
 
 
 def _bets_by_prompt(df: pd.DataFrame, by_prompt: bool) -> tuple[NDArray[np.float64], list[object]]:
@@ -390,48 +375,6 @@ def classify_features(
     res = pd.DataFrame(out, columns=FEATURE_COLUMNS)
     return res.sort_values(["best_q", "n_significant"], ascending=[True, False],
                            na_position="last", kind="mergesort").reset_index(drop=True)
-
-
-# ------------------------------------------------------------------------------ dose response
-
-
-def scale_trend(trials: pd.DataFrame) -> pd.DataFrame:
-    """Spearman correlation of patch scale with stop rate and with mean bet, per feature x context.
-
-    Uses the patched conditions that carry a finite ``scale`` (one level per distinct scale,
-    aggregated over its valid trials); needs three or more levels, else degenerate. BH-FDR over
-    all features x contexts x metrics. Empty (with :data:`DOSE_COLUMNS`) when no condition has a
-    scale.
-    """
-    df = normalise_trials(trials)
-    df = df[np.isfinite(df["scale"]) & df["arm"].isin(["feature", "direction"])]
-    rows: list[dict[str, object]] = []
-    for (feature, layer, fid, ctx, method), g in df.groupby(
-        ["feature", "layer", "feature_id", "context", "method"], sort=True
-    ):
-        levels: list[tuple[float, float, float]] = []
-        for scale, lv in g.groupby("scale", sort=True):
-            k, n_ok = _stop_counts(lv)
-            stop = k / n_ok if n_ok else _NAN
-            bets = _bets(lv)
-            levels.append((float(scale), stop, float(bets.mean()) if bets.size else _NAN))
-        arr = np.array(levels, dtype=float)
-        for j, metric in ((1, "stop_rate"), (2, "bet")):
-            ok = np.isfinite(arr[:, j])
-            res = spearman(arr[ok, 0], arr[ok, j])
-            rows.append({
-                "feature": feature, "layer": int(layer), "feature_id": int(fid), "context": ctx,
-                "method": method, "metric": metric, "n_levels": int(ok.sum()),
-                "scales": ",".join(f"{s:g}" for s in arr[ok, 0]),
-                "values": ",".join(f"{v:.4g}" for v in arr[ok, j]),
-                "rho": res.effect, "ci_low": res.ci_low, "ci_high": res.ci_high,
-                "p": res.p, "degenerate": bool(res.degenerate),
-            })
-    if not rows:
-        return pd.DataFrame(columns=DOSE_COLUMNS)
-    out = pd.DataFrame(rows)
-    out["q"] = bh_fdr(out["p"].to_numpy(dtype=float))
-    return out[DOSE_COLUMNS]
 
 
 # ------------------------------------------------------------------------------ the stage

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from featurepath.analysis.null_band import null_band
-from featurepath.analysis.run_data import normalise_trials
-from featurepath.analysis.stats import bh_fdr
-from featurepath.rundir import SLOPE_COLUMNS
+from featurepath.analysis.run_data import normalise_trials, stop_counts, valid_bets
+from featurepath.analysis.stats import bh_fdr, spearman
+from featurepath.rundir import DOSE_COLUMNS, SLOPE_COLUMNS
 
 
 def cluster_ols_slope(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
@@ -96,3 +96,44 @@ def dose_slopes(trials: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     out, _ = null_band(out, alpha, keys=["feature", "context", "condition", "metric"],
                        effect="slope")
     return out[SLOPE_COLUMNS]
+
+
+def scale_trend(trials: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation of patch scale with stop rate and with mean bet, per feature x context.
+
+    Uses the patched conditions that carry a finite ``scale`` (one level per distinct scale,
+    aggregated over its valid trials); needs three or more levels, else degenerate. BH-FDR over
+    all features x contexts x metrics. Empty (with :data:`DOSE_COLUMNS`) when no condition has a
+    scale.
+    """
+    df = normalise_trials(trials)
+    df = df[np.isfinite(df["scale"]) & df["arm"].isin(["feature", "direction"])]
+    rows: list[dict[str, object]] = []
+    for (feature, layer, fid, ctx, method), g in df.groupby(
+        ["feature", "layer", "feature_id", "context", "method"], sort=True
+    ):
+        levels: list[tuple[float, float, float]] = []
+        for scale, lv in g.groupby("scale", sort=True):
+            k, n_ok = stop_counts(lv)
+            stop = k / n_ok if n_ok else float("nan")
+            bets = valid_bets(lv)
+            levels.append((float(scale), stop, float(bets.mean()) if bets.size else float("nan")))
+        arr = np.array(levels, dtype=float)
+        for j, metric in ((1, "stop_rate"), (2, "bet")):
+            ok = np.isfinite(arr[:, j])
+            res = spearman(arr[ok, 0], arr[ok, j])
+            rows.append({
+                "feature": feature, "layer": int(layer), "feature_id": int(fid), "context": ctx,
+                "method": method, "metric": metric, "n_levels": int(ok.sum()),
+                "scales": ",".join(f"{s:g}" for s in arr[ok, 0]),
+                "values": ",".join(f"{v:.4g}" for v in arr[ok, j]),
+                "rho": res.effect, "ci_low": res.ci_low, "ci_high": res.ci_high,
+                "p": res.p, "degenerate": bool(res.degenerate),
+            })
+    if not rows:
+        return pd.DataFrame(columns=DOSE_COLUMNS)
+    out = pd.DataFrame(rows)
+    out["q"] = bh_fdr(out["p"].to_numpy(dtype=float))
+    return out[DOSE_COLUMNS]
+
+

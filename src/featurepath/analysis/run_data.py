@@ -401,3 +401,24 @@ def warn_repeated_prompts(n_repeated: int, n_groups: int) -> None:
             "tests use one value per distinct prompt (raise patch.n_prompts for more power)",
             stacklevel=3,
         )
+
+
+# ------------------------------------------------------------ trial outcomes (shared)
+
+
+def usable_mask(df: pd.DataFrame) -> NDArray[np.bool_]:
+    """Valid trials with a parsed decision: the bet sample draws from these."""
+    return df["valid"].to_numpy(dtype=bool) & df["action"].notna().to_numpy()
+
+def stop_counts(df: pd.DataFrame) -> tuple[int, int]:
+    """(stops, parsed decisions): every bet or stop the parser read, valid or not, is in the
+    denominator, so a patch that turns bets into over-balance (invalid) bets cannot raise the
+    stop rate by shrinking it; an invalid trial is never a stop."""
+    decided = df["action"].notna().to_numpy()
+    stops = decided & df["valid"].to_numpy(dtype=bool) & (df["action"] == "stop").to_numpy()
+    return int(stops.sum()), int(decided.sum())
+
+def valid_bets(df: pd.DataFrame) -> NDArray[np.float64]:
+    m = usable_mask(df) & (df["action"] == "bet").to_numpy()
+    v = df["bet"].to_numpy(dtype=float)[m]
+    return v[np.isfinite(v)]
