@@ -10,6 +10,7 @@ STAGE_COMMANDS = (
     "featurepath.pipeline.play_commands",
     "featurepath.pipeline.commands",
     "featurepath.pipeline.status_commands",
+    "featurepath.pipeline.estimate_commands",
     "featurepath.analysis.commands",
     "featurepath.report.commands",
     "featurepath.pipeline.demo",
