@@ -89,6 +89,12 @@ def patch_cmd(
         "patch.features": feats})
     shard_spec = _parse_shard(shard)
     m, tok, sae_set = load_runtime(cfg, progress)
+    if not RunStore(run_dir).exists():  # a fresh plan: a batch size that fits the device
+        from featurepath.pipeline.memory import choose_batch_size
+
+        cfg.patch.batch_size, why = choose_batch_size(m, cfg, batch_size)
+        if why:
+            typer.echo(why)
     job = prepare(run_dir, cfg, m, tok, sae_set, resume=resume or shard_spec is not None)
     record_config(run_dir, cfg)
     typer.echo(describe(job))
