@@ -9,7 +9,8 @@ path: batched rows with per-row interventions, shared-prefix prefill, SAE slices
 store. Both are reported as trials/s and generated tokens/s; the ratio is the figure of merit.
 Bytes stored per trial come from the engine's run directory.
 
-    python benchmarks/bench_patch.py [--ref-trials 12] [--trials 8] [--tokens 24]
+    python benchmarks/bench_patch.py [--ref-trials 12] [--trials 16] [--tokens 48] \
+        [--batch-size 64,256]
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ def main() -> None:
     ap.add_argument("--ref-trials", type=int, default=12)
     ap.add_argument("--trials", type=int, default=16, help="engine trials per feature x condition")
     ap.add_argument("--tokens", type=int, default=24)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", default="256",
+                    help="rows per unit; comma-separated sizes are each measured against the "
+                         "same reference run")
     ap.add_argument("--temperature", type=float, default=0.7)
     ap.add_argument("--saes", default="embedded:quick")
     args = ap.parse_args()
@@ -121,16 +124,20 @@ def main() -> None:
           f"{len(record)} recorded features, {args.tokens} new tokens max")
     r_n, r_tok, r_s = reference(model, tok, saes, ref_feats, record, prompts, args.ref_trials,
                                 args.tokens, args.temperature)
-    e_n, e_tok, e_s, bpt = engine(model, tok, saes, [feature_key(a, b) for a, b in picks],
-                                  [feature_key(a, b) for a, b in record], args.trials,
-                                  args.tokens, args.temperature, args.batch_size)
-    rows = [("reference (1 trial/generate, full SAE)", r_n, r_tok, r_s),
-            (f"featurepath engine (batch {args.batch_size})", e_n, e_tok, e_s)]
+    rows = [("reference (1 trial/generate, full SAE)", r_n, r_tok, r_s)]
+    engines = []
+    for bs in (int(x) for x in str(args.batch_size).split(",")):
+        e_n, e_tok, e_s, bpt = engine(model, tok, saes, [feature_key(a, b) for a, b in picks],
+                                      [feature_key(a, b) for a, b in record], args.trials,
+                                      args.tokens, args.temperature, bs)
+        rows.append((f"featurepath engine (batch {bs})", e_n, e_tok, e_s))
+        engines.append((bs, e_n, e_tok, e_s))
     print(f"{'':42s} {'trials':>7s} {'tokens':>7s} {'sec':>7s} {'trials/s':>9s} {'tok/s':>8s}")
     for name, n, tk, s in rows:
         print(f"{name:42s} {n:7d} {tk:7d} {s:7.1f} {n / s:9.2f} {tk / s:8.1f}")
-    print(f"speed-up: {(e_n / e_s) / (r_n / r_s):.1f}x trials/s, "
-          f"{(e_tok / e_s) / (r_tok / r_s):.1f}x tokens/s")
+    for b, e_n, e_tok, e_s in engines:
+        print(f"speed-up at batch {b}: {(e_n / e_s) / (r_n / r_s):.1f}x trials/s, "
+              f"{(e_tok / e_s) / (r_tok / r_s):.1f}x tokens/s")
     print(f"bytes stored per trial: {bpt:.0f} ({len(record)} recorded features, float16, "
           "3 arrays + trials table)")
 

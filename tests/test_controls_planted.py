@@ -90,12 +90,13 @@ def test_null_arm_writes_the_same_magnitude_along_its_direction(tiny):
     sae = _sae(1, W_dec)
     u = null_direction(0, 1, 0, d)
     seen: dict[str, torch.Tensor] = {}
-    block = decoder_blocks(model)[1]
+    after = decoder_blocks(model)[2]  # its input is block 1's (patched) output
 
     def grab(name):
-        return block.register_forward_hook(
-            lambda _m, _i, out: seen.__setitem__(name, (out[0] if isinstance(out, tuple)
-                                                        else out)[:, -1].clone()), prepend=False)
+        return after.register_forward_pre_hook(
+            lambda _m, args, kwargs: seen.__setitem__(
+                name, (args[0] if args else kwargs["hidden_states"])[:, -1].clone()),
+            with_kwargs=True)
 
     prompt = PROMPTS[:1]
     h = grab("base")
@@ -107,7 +108,6 @@ def test_null_arm_writes_the_same_magnitude_along_its_direction(tiny):
            interventions=[Intervention(1, 2, value=float(f) + 1.5, positions="prompt",
                                        direction=u)])
     h.remove()
-    # the hook registered after featurepath's sees the patched output
     want = 1.5 * W_dec[2].norm() * u
     torch.testing.assert_close(seen["null"][0] - seen["base"][0], want, atol=1e-4, rtol=1e-4)
 

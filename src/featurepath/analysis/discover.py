@@ -27,11 +27,11 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import sparse
 
-from featurepath.analysis.stats import bh_fdr, welch_t_matrix
+from featurepath.analysis.stats import MatrixResult, bh_fdr, welch_t_from_moments, welch_t_matrix
 from featurepath.errors import DataError
 from featurepath.rundir import DISCOVER_COLUMNS, feature_key
 
-__all__ = ["DISCOVER_COLUMNS", "discover_features"]
+__all__ = ["DISCOVER_COLUMNS", "discover_features", "discover_from_moments"]
 
 
 def _per_game(X: np.ndarray, y: np.ndarray, games: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,19 +84,48 @@ def discover_features(
         raise DataError(
             f"{X.shape[1]} feature columns but {lay.size} layers and {fid.size} feature ids"
         )
-    if not (0.0 < alpha < 1.0) or min_d < 0:
-        raise DataError("alpha must lie in (0, 1) and min_d must be non-negative")
+    _check_thresholds(alpha, min_d)
     y = y.astype(bool)
     unit = "decision points"
     if games is not None:
         X, y = _per_game(X, y, np.asarray(games).ravel())
         unit = "games"
-    if y.sum() < 2 or (~y).sum() < 2:
+    _check_groups(int(y.sum()), int((~y).sum()), unit)
+    return _table(welch_t_matrix(X[y], X[~y]), lay, fid, alpha, min_d)
+
+
+def discover_from_moments(bankrupt: tuple[np.ndarray, ...], safe: tuple[np.ndarray, ...],
+                          n_bankrupt: int, n_safe: int, layers: ArrayLike,
+                          feature_ids: ArrayLike, alpha: float = 0.05,
+                          min_d: float = 0.3) -> pd.DataFrame:
+    """``discover_features`` from per-feature ``(n, mean, m2, lo, hi)`` of the bankrupt and the
+    safe observations (``analysis.moments.ColumnMoments``), for the streaming discover stage
+    that never holds the ``[points, features]`` matrix; the same table."""
+    lay = np.asarray(layers).astype(np.int64).ravel()
+    fid = np.asarray(feature_ids).astype(np.int64).ravel()
+    if not all(len(a) == lay.size == fid.size for a in (*bankrupt, *safe)):
+        raise DataError("moments, layers and feature ids must have one entry per feature")
+    _check_thresholds(alpha, min_d)
+    _check_groups(n_bankrupt, n_safe)
+    return _table(welch_t_from_moments(bankrupt, safe), lay, fid, alpha, min_d)
+
+
+def _check_thresholds(alpha: float, min_d: float) -> None:
+    if not (0.0 < alpha < 1.0) or min_d < 0:
+        raise DataError("alpha must lie in (0, 1) and min_d must be non-negative")
+
+
+def _check_groups(n_bankrupt: int, n_safe: int, unit: str = "decision points") -> None:
+    if n_bankrupt < 2 or n_safe < 2:
         raise DataError(
-            f"discover needs at least two {unit} that went bankrupt and two that stopped "
-            f"(got {int(y.sum())} bankrupt, {int((~y).sum())} safe)"
+            f"discover needs at least two {unit} from bankrupt and from safe games "
+            f"(got {n_bankrupt} bankrupt, {n_safe} safe)"
         )
-    t, p, d, mean_b, mean_s, deg = welch_t_matrix(X[y], X[~y])
+
+
+def _table(res: MatrixResult, lay: np.ndarray, fid: np.ndarray, alpha: float,
+           min_d: float) -> pd.DataFrame:
+    t, p, d, mean_b, mean_s, deg = res
     q = bh_fdr(p)
     with np.errstate(invalid="ignore"):
         candidate = (~deg) & (q <= alpha) & (np.abs(d) >= min_d)

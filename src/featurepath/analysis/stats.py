@@ -35,6 +35,7 @@ __all__ = [
     "MatrixResult",
     "welch_t",
     "welch_t_matrix",
+    "welch_t_from_moments",
     "paired_t",
     "paired_t_matrix",
     "wilcoxon_signed",
@@ -240,8 +241,31 @@ def welch_t_matrix(A: ArrayLike, B: ArrayLike) -> MatrixResult:
     Xa, Xb = _as_2d(A, "A"), _as_2d(B, "B")
     if Xa.shape[1] != Xb.shape[1]:
         raise DataError(f"A and B have different numbers of columns: {Xa.shape[1]} vs {Xb.shape[1]}")
-    n1, m1, v1, c1 = _col_stats(Xa)
-    n2, m2, v2, c2 = _col_stats(Xb)
+    return _welch_from_stats(_col_stats(Xa), _col_stats(Xb))
+
+
+def welch_t_from_moments(a: tuple[NDArray[np.float64], ...],
+                         b: tuple[NDArray[np.float64], ...]) -> MatrixResult:
+    """``welch_t_matrix`` from per-column ``(n, mean, m2, lo, hi)`` of each group (the sums a
+    streaming pass keeps, see ``analysis.moments``) instead of the data themselves; the same
+    degeneracy and constancy rules."""
+    return _welch_from_stats(_moment_stats(*a), _moment_stats(*b))
+
+
+def _moment_stats(n, mean, m2, lo, hi):
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, mean, np.nan)
+        var = m2 / (n - 1)
+        scale = np.maximum(np.abs(hi), np.abs(lo))
+        const = (n == 0) | (hi - lo <= _REL_TOL * scale) | (var == 0)
+    var = np.where(const & (n >= 2), 0.0, var)
+    return n, mean, var, const
+
+
+def _welch_from_stats(a, b) -> MatrixResult:
+    n1, m1, v1, c1 = a
+    n2, m2, v2, c2 = b
     degenerate = (n1 < 2) | (n2 < 2) | (c1 & c2)
     with np.errstate(invalid="ignore", divide="ignore"):
         s1, s2 = v1 / n1, v2 / n2

@@ -174,13 +174,67 @@ def patch_cmd(
         "patch.batch_size": batch_size, "patch.features": csv_list(features)})
     res = run_patch(run_dir, cfg, resume=resume, backend=backend.value, workers=workers,
                     address=address, shard=parse_shard(shard), progress=progress,
-                    on_plan=lambda job: typer.echo(describe(job)))
+                    on_plan=lambda job: typer.echo(describe(job)),
+                    batch_size_given=batch_size, say=typer.echo)
     s = res.summary
     typer.echo(f"{s.trials} trials in {s.seconds:.1f}s ({s.trials_per_s:.2f} trials/s); "
                f"{res.left} units left; {res.bytes_stored / 1e6:.2f} MB stored")
     if s.failed:
         typer.echo(f"failed units: {s.failed} — rerun with --resume to retry", err=True)
         raise typer.Exit(1)
+
+
+@app.command("estimate", short_help="Trials, tokens, units, bytes and wall time of a patch run, "
+                                    "from a calibration on this machine.")
+def estimate_cmd(
+    run_dir: Path = typer.Argument(..., help="Run directory (its patch/config.yaml or "
+                                             "config.yaml is the plan; need not exist)."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config to plan instead."),
+    n_features: int = typer.Option(None, "--n-features", help="Plan this many features "
+                                   "(stand-ins spread over the SAE layers) instead of the "
+                                   "config's or discover's."),
+    n_record: int = typer.Option(None, "--n-record", help="Record this many features "
+                                 "(stand-ins, including the patched ones)."),
+    trials: int = typer.Option(None, help="Trials per feature x condition."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Rows per work unit."),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="New-token budget."),
+    units: int = typer.Option(3, help="Units timed after one warm-up unit."),
+    workers: int = typer.Option(4, help="N in 'N GPUs' and 'N Ray workers'."),
+    progress: bool = typer.Option(True, help="Show a progress bar while loading."),
+) -> None:
+    """Counts come from the config (the same plan the patch stage makes); rates from a short
+    calibration of real units of that plan on this machine, in a scratch directory. Prints
+    trials, generated tokens, units, bytes per trial and in all, free disk, and the wall time
+    on 1 device, N devices and N Ray workers; keeps the calibration in RUN/patch/ for
+    `featurepath status`."""
+    from featurepath.pipeline.estimate import (
+        calibrate,
+        estimate,
+        format_estimate,
+        planned_features,
+        save_calibration,
+    )
+    from featurepath.pipeline.runtime import load_runtime
+    from featurepath.rundir import RunDir
+
+    if units < 1:
+        raise ConfigError("--units must be at least 1")
+    planned = RunDir(run_dir).patch_config
+    if config is None and planned.exists():
+        config = planned
+    cfg = config_for(run_dir, config, **{
+        "patch.trials": trials, "patch.batch_size": batch_size,
+        "patch.sampling.max_new_tokens": max_new_tokens})
+    t0 = time.time()
+    model, tok, saes = load_runtime(cfg, progress)
+    load_s = time.time() - t0
+    feats, record = planned_features(run_dir, cfg, saes, n_features, n_record)
+    typer.echo(f"calibrating: {units + 1} units of {cfg.patch.batch_size} rows ...")
+    cal = calibrate(cfg, model, tok, saes, feats, record, units=units, load_s=load_s,
+                    work_dir=run_dir if run_dir.exists() else None)
+    est = estimate(cfg, feats, cal, workers=workers, disk_path=run_dir)
+    typer.echo(format_estimate(est))
+    typer.echo(f"calibration kept in {save_calibration(run_dir, cal)}")
 
 
 @app.command("status", short_help="Units done / running / failed / left, trials/s, ETA, disk.")

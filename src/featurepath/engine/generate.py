@@ -153,11 +153,12 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
         else:
             ids, mask = _encode(tok, prompts, device)
             T = ids.shape[1]
-            rec.state = CallState(rows, torch.full((n,), T - 1),
-                                  torch.zeros(n, T, dtype=torch.bool), mask.bool().cpu(),
-                                  prefill=True)
+            rec.state = CallState(rows, torch.full((n,), T - 1, device=device),
+                                  torch.zeros(n, T, dtype=torch.bool, device=device),
+                                  mask.bool(), prefill=True, has_decision=True, has_gen=False)
             logits, cache = _forward(model, ids, mask, _positions(mask), None)
         read[:] = _readout(logits, readout)
+        step_state = None
         for _step in range(cfg.max_new_tokens):
             if constraints is not None:
                 logits = _constrain(logits, [None if constraints[int(r)] is None else
@@ -165,8 +166,8 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
                                              for r in rows])
             nxt = _sample(logits, [gens[int(r)] for r in rows], cfg)
             keep = []
-            for i, r in enumerate(rows.tolist()):
-                t = int(nxt[i])
+            # the one host sync of a decoding step: which rows ended (EOS, stop string, budget)
+            for i, (r, t) in enumerate(zip(rows.tolist(), nxt.tolist(), strict=True)):
                 if t in eos:
                     continue
                 out_tokens[r].append(t)
@@ -184,11 +185,18 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
                 mask = mask[k]
                 nxt = nxt[k]
                 rows = rows[torch.tensor(keep)]
+                step_state = None
             mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=device)], 1)
             pos = (mask.long().sum(-1, keepdim=True) - 1)
-            rec.state = CallState(rows, torch.full((len(rows),), -1),
-                                  torch.ones(len(rows), 1, dtype=torch.bool),
-                                  torch.ones(len(rows), 1, dtype=torch.bool), prefill=False)
+            if step_state is None:
+                # one decode state per set of live rows: the recorder plans it once and
+                # reuses it, on the device, for every step until a row finishes
+                b = len(rows)
+                step_state = CallState(rows, torch.full((b,), -1, device=device),
+                                       torch.ones(b, 1, dtype=torch.bool, device=device),
+                                       torch.ones(b, 1, dtype=torch.bool, device=device),
+                                       prefill=False, has_decision=False, has_gen=True)
+            rec.state = step_state
             logits, cache = _forward(model, nxt.view(-1, 1), mask, pos, cache)
             rec.count_generated()
         rec.state = None
@@ -215,9 +223,10 @@ def _prefill_shared(model, tok, prompts: Sequence[str], rec: PatchRecorder, devi
         cache.batch_select_indices(index)
     mask = u_mask[index]
     pos = mask.long().sum(-1, keepdim=True) - 1
-    rec.state = CallState(torch.arange(n), torch.zeros(n, dtype=torch.long),
-                          torch.zeros(n, 1, dtype=torch.bool), torch.ones(n, 1, dtype=torch.bool),
-                          prefill=True)
+    rec.state = CallState(torch.arange(n), torch.zeros(n, dtype=torch.long, device=device),
+                          torch.zeros(n, 1, dtype=torch.bool, device=device),
+                          torch.ones(n, 1, dtype=torch.bool, device=device), prefill=True,
+                          has_decision=True, has_gen=False)
     logits, cache = _forward(model, u_ids[index][:, -1:], mask, pos, cache)
     return logits, cache, mask
 
@@ -258,7 +267,7 @@ def replay(model, tok, prompts: Sequence[str], responses: Sequence[str] | None =
         gen[i, off + len(a):] = True
     ids, mask = ids.to(device), mask.to(device)
     with rec:
-        rec.state = CallState(torch.arange(n), dec, gen, mask.bool().cpu(), prefill=True)
+        rec.state = CallState(torch.arange(n), dec, gen, mask.bool(), prefill=True)
         out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
                     use_cache=False)
         rec.count_generated()

@@ -106,15 +106,61 @@ class CallState:
     ``decision_pos[r]`` is the decision token's index in this call (or -1);
     ``gen_mask[r, t]`` marks positions that count as generated tokens;
     ``real_mask[r, t]`` marks non-padding positions.
+
+    ``rows`` stays on the host (the caller knows which rows are alive without asking the
+    device); the other tensors may live anywhere. ``has_decision`` / ``has_gen`` say whether
+    any row has a decision token / generated position in this call; the caller knows that from
+    the kind of call (a decode step has no decision token and one generated position per
+    row), so the hooks never have to ask the device. When they are not given they are read
+    from the tensors, once, here — outside the hooks.
     """
 
     def __init__(self, rows: torch.Tensor, decision_pos: torch.Tensor, gen_mask: torch.Tensor,
-                 real_mask: torch.Tensor, prefill: bool):
-        self.rows = rows
+                 real_mask: torch.Tensor, prefill: bool, has_decision: bool | None = None,
+                 has_gen: bool | None = None):
+        self.rows = rows.cpu()
         self.decision_pos = decision_pos
         self.gen_mask = gen_mask
         self.real_mask = real_mask
         self.prefill = prefill
+        self.has_decision = bool((decision_pos >= 0).any()) if has_decision is None \
+            else has_decision
+        self.has_gen = bool(gen_mask.any()) if has_gen is None else has_gen
+
+
+@dataclass
+class _DeviceCall:
+    """A call's state moved to the recorder's device, plus each patched layer's plan: built
+    once per ``CallState`` (a prefill, or a decode step whose rows changed), so that the hooks
+    themselves only launch device kernels and never wait for the device."""
+
+    rows: torch.Tensor
+    decision_pos: torch.Tensor
+    gen_mask: torch.Tensor
+    real_mask: torch.Tensor
+    has_decision: bool
+    has_gen: bool
+    patch: dict[int, _PatchPlan]
+
+
+@dataclass
+class _PatchPlan:
+    """The rows of the current call patched at one layer, and what each does."""
+
+    b: torch.Tensor          # batch rows patched here (device)
+    mask: torch.Tensor       # [R, T] positions to write
+    col: torch.Tensor        # slice column of the clamped feature (-1: none)
+    dirs: torch.Tensor | None    # [R, D] control-arm write directions (zeros: the feature's own)
+    has_dir: torch.Tensor | None  # [R] rows that write along ``dirs``
+    proj: torch.Tensor | None    # [R] rows whose readout is ``h · dirs`` (no SAE feature)
+    value: torch.Tensor
+    scale: torch.Tensor
+    delta: torch.Tensor      # [R] rows patched by ``delta``
+    any_clamped: bool
+    any_delta: bool
+    r_idx: torch.Tensor | None   # rows (within b) patched by ``reconstruct``
+    r_fid: torch.Tensor | None   # their clamped feature id (-1: baseline)
+    any_r_fid: bool
 
 
 class PatchRecorder:
@@ -123,6 +169,12 @@ class PatchRecorder:
     Only SAE *slices* are kept: the recorded features' encoder columns per layer, and the
     patched features' encoder columns and decoder rows. A full SAE stays only for layers where
     some row uses ``reconstruct``.
+
+    Nothing in a hook waits for the device: the per-call masks and row indices are built when
+    ``state`` is set (once per prefill, and once per decode step only if rows finished), and
+    the accumulators (decision values, sums, maxima, counts) stay on the device, per recorded
+    layer, until the results are read. On a GPU a host sync in a hook would drain the launch
+    queue at every layer of every decoding step.
     """
 
     def __init__(self, model, saes: dict[int, SAE], interventions: Sequence[Intervention | None],
@@ -134,17 +186,20 @@ class PatchRecorder:
         self.dtype = dtype or p.dtype
         self.interventions = list(interventions)
         self.record = record or RecordSpec([])
-        n_rec = len(self.record.features)
-        self.decision = torch.full((self.n_rows, n_rec), float("nan"))
-        self.gen_sum = torch.zeros(self.n_rows, n_rec, dtype=torch.float64)
-        self.gen_max = torch.full((self.n_rows, n_rec), float("nan"))
-        self.gen_count = torch.zeros(self.n_rows, dtype=torch.long)
         self._rec_slices: dict[int, tuple[torch.Tensor, SAESlice]] = {}
+        self._acc: dict[int, dict[str, torch.Tensor]] = {}
+        dev = self.device
         for layer, (cols, fids) in self.record.by_layer().items():
             if layer not in saes:
                 raise ValueError(f"no SAE for recorded layer {layer}")
             self._rec_slices[layer] = (torch.tensor(cols),
-                                       saes[layer].slice(fids).to(self.device, torch.float32))
+                                       saes[layer].slice(fids).to(dev, torch.float32))
+            k = len(cols)
+            self._acc[layer] = dict(
+                decision=torch.full((self.n_rows, k), float("nan"), device=dev),
+                gen_sum=torch.zeros(self.n_rows, k, dtype=torch.float64, device=dev),
+                gen_max=torch.full((self.n_rows, k), float("nan"), device=dev))
+        self._gen_count = torch.zeros(self.n_rows, dtype=torch.long, device=dev)
         self._patch: dict[int, dict] = {}
         by_layer: dict[int, list[int]] = {}
         for r, iv in enumerate(self.interventions):
@@ -166,7 +221,19 @@ class PatchRecorder:
             scale = torch.full((self.n_rows,), float("nan"))
             recon = torch.zeros(self.n_rows, dtype=torch.bool)
             pos = torch.zeros(self.n_rows, dtype=torch.long)
+            any_dir = any(iv.direction is not None for iv in ivs)
+            d_model = saes[layer].d_model
+            dirs = torch.zeros(self.n_rows, d_model) if any_dir else None
+            has_dir = torch.zeros(self.n_rows, dtype=torch.bool) if any_dir else None
+            proj = torch.zeros(self.n_rows, dtype=torch.bool) if any_dir else None
             for r, iv in zip(rows, ivs, strict=True):
+                if iv.direction is not None:
+                    u = iv.direction.float().cpu().reshape(-1)
+                    if iv.readout == "projection":
+                        dirs[r], proj[r] = u, True
+                    else:  # a null arm: the feature's decoder norm along another direction
+                        dirs[r] = u * saes[layer].W_dec[iv.feature].float().norm().cpu()
+                    has_dir[r] = True
                 if iv.feature >= 0:
                     col[r] = sl.index_of(iv.feature)
                     fid[r] = iv.feature
@@ -175,10 +242,74 @@ class PatchRecorder:
                 recon[r] = iv.method == "reconstruct"
                 pos[r] = POSITIONS.index(iv.positions)
             self._patch[layer] = dict(rows=row_mask, col=col, fid=fid, value=value, scale=scale,
-                                      recon=recon, pos=pos, slice=sl, full=full)
-        self.state: CallState | None = None
+                                      recon=recon, pos=pos, slice=sl, full=full, dirs=dirs,
+                                      has_dir=has_dir, proj=proj)
+        self._state: CallState | None = None
+        self._call: _DeviceCall | None = None
         self._handles: list = []
         self._layers = sorted(set(self._rec_slices) | set(self._patch))
+
+    # ------------------------------------------------------------ call state
+    @property
+    def state(self) -> CallState | None:
+        return self._state
+
+    @state.setter
+    def state(self, st: CallState | None) -> None:
+        """Setting the same ``CallState`` again (every decode step while no row finishes) costs
+        nothing; a new one is moved to the device and planned once."""
+        if st is self._state and (st is None or self._call is not None):
+            return
+        self._state = st
+        self._call = None if st is None else self._plan(st)
+
+    def _plan(self, st: CallState) -> _DeviceCall:
+        dev = self.device
+        rows = st.rows
+        dec = st.decision_pos.to(dev)
+        gen = st.gen_mask.to(dev)
+        real = st.real_mask.to(dev)
+        plans: dict[int, _PatchPlan] = {}
+        for layer, p in self._patch.items():
+            active = p["rows"][rows]
+            b_host = torch.nonzero(active).flatten()
+            if b_host.numel() == 0:
+                continue
+            orig = rows[b_host]
+            kinds = p["pos"][orig]
+            # a row can write here only if its position kind has something in this call
+            may = ((kinds == POSITIONS.index("all"))
+                   | ((kinds == POSITIONS.index("last")) & (st.has_decision or st.has_gen))
+                   | ((kinds == POSITIONS.index("prompt")) & st.has_decision))
+            if not bool(may.any()):
+                continue
+            b = b_host.to(dev)
+            T = gen.shape[1]
+            kind_d = kinds.to(dev).unsqueeze(1)
+            at_dec = torch.arange(T, device=dev).unsqueeze(0) == dec[b].unsqueeze(1)
+            mask = torch.where(kind_d == POSITIONS.index("all"), real[b],
+                               torch.where(kind_d == POSITIONS.index("last"), at_dec | gen[b],
+                                           at_dec))
+            col = p["col"][orig]
+            recon = p["recon"][orig]
+            proj = p["proj"][orig] if p["proj"] is not None else None
+            clamped = col >= 0
+            delta = (~recon) & (clamped if proj is None else clamped | proj)
+            r_host = torch.nonzero(recon).flatten()
+            r_fid = p["fid"][orig][r_host]
+            plans[layer] = _PatchPlan(
+                b=b, mask=mask, col=col.to(dev),
+                dirs=p["dirs"][orig].to(dev) if proj is not None else None,
+                has_dir=p["has_dir"][orig].to(dev) if proj is not None else None,
+                proj=proj.to(dev) if proj is not None else None,
+                value=p["value"][orig].to(dev),
+                scale=p["scale"][orig].to(dev), delta=delta.to(dev),
+                any_clamped=p["slice"] is not None and bool(clamped.any()),
+                any_delta=bool(delta.any()),
+                r_idx=r_host.to(dev) if r_host.numel() else None,
+                r_fid=r_fid.to(dev) if r_host.numel() else None,
+                any_r_fid=bool((r_fid >= 0).any()))
+        return _DeviceCall(rows.to(dev), dec, gen, real, st.has_decision, st.has_gen, plans)
 
     # ------------------------------------------------------------------ hooks
     def __enter__(self) -> PatchRecorder:
@@ -196,13 +327,15 @@ class PatchRecorder:
 
     def _make_hook(self, layer: int):
         def hook(module, args, output):
-            if self.state is None:
+            call = self._call
+            if call is None:
                 return None
             hidden = output[0] if isinstance(output, tuple) else output
             if layer in self._rec_slices:
-                self._record(layer, hidden)
-            if layer in self._patch:
-                hidden = self._apply(layer, hidden)
+                self._record(call, layer, hidden)
+            plan = call.patch.get(layer)
+            if plan is not None:
+                hidden = self._apply(plan, self._patch[layer], hidden)
                 if isinstance(output, tuple):
                     return (hidden,) + tuple(output[1:])
                 return hidden
@@ -210,101 +343,103 @@ class PatchRecorder:
 
         return hook
 
-    def _record(self, layer: int, hidden: torch.Tensor) -> None:
-        st = self.state
-        cols, sl = self._rec_slices[layer]
-        rows = st.rows
-        has_dec = st.decision_pos >= 0
-        if bool(has_dec.any()):
-            b = torch.nonzero(has_dec).flatten()
-            h = hidden[b, st.decision_pos[b]].float()
-            vals = sl.encode(h).cpu()
-            self.decision[rows[b].cpu().unsqueeze(1), cols.unsqueeze(0)] = vals
-        if bool(st.gen_mask.any()):
-            m = st.gen_mask
+    def _record(self, call: _DeviceCall, layer: int, hidden: torch.Tensor) -> None:
+        _, sl = self._rec_slices[layer]
+        acc = self._acc[layer]
+        rows = call.rows
+        if call.has_decision:
+            dec = call.decision_pos
+            h = hidden[torch.arange(hidden.shape[0], device=hidden.device), dec.clamp(min=0)]
+            vals = sl.encode(h.float())
+            acc["decision"][rows] = torch.where((dec >= 0).unsqueeze(1), vals,
+                                                acc["decision"][rows])
+        if call.has_gen:
+            m = call.gen_mask
             f = sl.encode(hidden.float()) * m.unsqueeze(-1)  # [B, T, n]
-            s = f.sum(1).double().cpu()
-            mx = f.masked_fill(~m.unsqueeze(-1), float("-inf")).amax(1).cpu()
-            r = rows.cpu()
-            self.gen_sum[r.unsqueeze(1), cols.unsqueeze(0)] += s
-            cur = self.gen_max[r.unsqueeze(1), cols.unsqueeze(0)]
-            has = m.any(1).cpu().unsqueeze(1)
+            acc["gen_sum"][rows] += f.sum(1).double()
+            mx = f.masked_fill(~m.unsqueeze(-1), float("-inf")).amax(1)
+            cur = acc["gen_max"][rows]
             new = torch.where(torch.isnan(cur), mx, torch.maximum(cur, mx))
-            self.gen_max[r.unsqueeze(1), cols.unsqueeze(0)] = torch.where(has, new, cur)
+            acc["gen_max"][rows] = torch.where(m.any(1).unsqueeze(1), new, cur)
 
     def count_generated(self) -> None:
         """Called once per forward call, after the hooks, to count generated positions."""
-        st = self.state
-        if st is not None and bool(st.gen_mask.any()):
-            self.gen_count.index_add_(0, st.rows.cpu(), st.gen_mask.sum(1).cpu())
+        call = self._call
+        if call is not None and call.has_gen:
+            self._gen_count.index_add_(0, call.rows, call.gen_mask.sum(1))
 
-    def _apply(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
-        st = self.state
-        p = self._patch[layer]
-        rows_cpu = st.rows.cpu()
-        active = p["rows"][rows_cpu]
-        if not bool(active.any()):
-            return hidden
-        b = torch.nonzero(active).flatten()
-        orig = rows_cpu[b]
-        B, T, _ = hidden.shape
-        # Which positions of each patched row to write.
-        pos_kind = p["pos"][orig]
-        mask = torch.zeros(len(b), T, dtype=torch.bool)
-        dec = st.decision_pos.cpu()[b]
-        real = st.real_mask.cpu()[b]
-        gen = st.gen_mask.cpu()[b]
-        for i in range(len(b)):
-            kind = POSITIONS[int(pos_kind[i])]
-            if kind == "all":
-                mask[i] = real[i]
-            else:
-                if dec[i] >= 0:
-                    mask[i, dec[i]] = True
-                if kind == "last":
-                    mask[i] |= gen[i]
-        if not bool(mask.any()):
-            return hidden
-        mask = mask.to(hidden.device)
-        hb = hidden[b.to(hidden.device)].float()  # [R, T, D]
-        col = p["col"][orig]
-        value = p["value"][orig].to(hidden.device)
-        scale = p["scale"][orig].to(hidden.device)
-        recon = p["recon"][orig]
+    def _apply(self, plan: _PatchPlan, p: dict, hidden: torch.Tensor) -> torch.Tensor:
+        b = plan.b
+        T = hidden.shape[1]
+        hb = hidden[b].float()  # [R, T, D]
         out = hb.clone()
-        clamped = col >= 0
         cur = target = idx = None
-        if p["slice"] is not None and bool(clamped.any()):
+        if plan.any_clamped:
             f_all = p["slice"].encode(hb)  # [R, T, n_slice]
-            idx = col.clamp(min=0).to(hidden.device)
+            idx = plan.col.clamp(min=0)
             cur = f_all.gather(-1, idx.view(-1, 1, 1).expand(-1, T, 1)).squeeze(-1)  # [R, T]
-            target = torch.where(torch.isnan(value).unsqueeze(1), cur * scale.unsqueeze(1),
-                                 value.unsqueeze(1).expand(-1, T))
-        delta_rows = (~recon) & clamped
-        if bool(delta_rows.any()):
-            d = delta_rows.to(hidden.device)
-            direction = p["slice"].W_dec[idx]  # [R, D]
+        if plan.proj is not None:  # projection readout of plain directions: a = h · u
+            a = (hb * plan.dirs.unsqueeze(1)).sum(-1)
+            cur = a if cur is None else torch.where(plan.proj.unsqueeze(1), a, cur)
+        if cur is not None:
+            target = torch.where(torch.isnan(plan.value).unsqueeze(1),
+                                 cur * plan.scale.unsqueeze(1),
+                                 plan.value.unsqueeze(1).expand(-1, T))
+        if plan.any_delta:
+            if p["slice"] is not None:
+                direction = p["slice"].W_dec[plan.col.clamp(min=0)]  # [R, D]
+                if plan.has_dir is not None:
+                    direction = torch.where(plan.has_dir.unsqueeze(1), plan.dirs, direction)
+            else:
+                direction = plan.dirs
             add = (target - cur).unsqueeze(-1) * direction.unsqueeze(1)
-            sel = (mask & d.unsqueeze(1)).unsqueeze(-1)
+            sel = (plan.mask & plan.delta.unsqueeze(1)).unsqueeze(-1)
             out = torch.where(sel, hb + add, out)
-        if bool(recon.any()):
+        if plan.r_idx is not None:
             full: SAE = p["full"]
-            r_idx = torch.nonzero(recon).flatten().to(hidden.device)
+            r_idx = plan.r_idx
             f = full.encode(hb[r_idx])
-            fids = p["fid"][orig][recon.cpu()]
-            for j, fid in enumerate(fids.tolist()):
-                if fid >= 0:
-                    f[j, :, fid] = target[r_idx[j]]
+            if plan.any_r_fid:
+                fid = plan.r_fid
+                clamp = f.scatter(-1, fid.clamp(min=0).view(-1, 1, 1).expand(-1, T, 1),
+                                  target[r_idx].unsqueeze(-1).to(f.dtype))
+                f = torch.where((fid >= 0).view(-1, 1, 1), clamp, f)
             rec = full.decode(f)
-            sel = mask[r_idx].unsqueeze(-1)
+            sel = plan.mask[r_idx].unsqueeze(-1)
             out[r_idx] = torch.where(sel, rec, hb[r_idx])
         new_hidden = hidden.clone()
-        new_hidden[b.to(hidden.device)] = out.to(hidden.dtype)
+        new_hidden[b] = out.to(hidden.dtype)
         return new_hidden
 
     # ---------------------------------------------------------------- results
+    def _gather(self, name: str, fill: float, dtype: torch.dtype) -> torch.Tensor:
+        """One copy per recorded layer from the device, into the record's column order."""
+        out = torch.full((self.n_rows, len(self.record.features)), fill, dtype=dtype)
+        for layer, (cols, _) in self._rec_slices.items():
+            out[:, cols] = self._acc[layer][name].cpu()
+        return out
+
+    @property
+    def decision(self) -> torch.Tensor:
+        """[rows, recorded features] at the decision token (NaN: none seen)."""
+        return self._gather("decision", float("nan"), torch.float32)
+
+    @property
+    def gen_max(self) -> torch.Tensor:
+        """[rows, recorded features] maximum over generated tokens (NaN: none)."""
+        return self._gather("gen_max", float("nan"), torch.float32)
+
+    @property
+    def gen_sum(self) -> torch.Tensor:
+        return self._gather("gen_sum", 0.0, torch.float64)
+
+    @property
+    def gen_count(self) -> torch.Tensor:
+        return self._gen_count.cpu()
+
     def gen_mean(self) -> torch.Tensor:
-        cnt = self.gen_count.clamp(min=1).unsqueeze(1).double()
+        count = self.gen_count
+        cnt = count.clamp(min=1).unsqueeze(1).double()
         out = (self.gen_sum / cnt).float()
-        out[self.gen_count == 0] = float("nan")
+        out[count == 0] = float("nan")
         return out

@@ -42,7 +42,9 @@ class PatchResult:
 def run_patch(run_dir: str | Path, cfg: RunConfig, *, resume: bool = False,
               backend: str = "local", workers: int | None = None, address: str | None = None,
               shard: tuple[int, int] | None = None, progress: bool = True,
-              on_plan: Callable[[PatchJob], None] | None = None) -> PatchResult:
+              on_plan: Callable[[PatchJob], None] | None = None,
+              batch_size_given: int | None = None,
+              say: Callable[[str], None] | None = None) -> PatchResult:
     """The patch stage: load the model and SAEs, plan (or check the stored plan), run the
     pending units (of one shard) on ``backend``, record the config. ``on_plan`` sees the job
     before any unit runs (the CLI prints the plan)."""
@@ -50,6 +52,15 @@ def run_patch(run_dir: str | Path, cfg: RunConfig, *, resume: bool = False,
 
     check_backend(backend)  # before a model load, and before anything is planned
     model, tok, saes = load_runtime(cfg, progress)
+    if not RunStore(run_dir).exists():  # a fresh plan: a batch size that fits the device
+        from featurepath.pipeline.memory import choose_batch_size
+
+        size, why = choose_batch_size(model, cfg, batch_size_given)
+        if size != cfg.patch.batch_size:
+            cfg = cfg.model_copy(deep=True)
+            cfg.patch.batch_size = size
+        if why and say is not None:
+            say(why)
     job = prepare(run_dir, cfg, model, tok, saes, resume=resume or shard is not None)
     if on_plan is not None:
         on_plan(job)

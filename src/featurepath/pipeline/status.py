@@ -131,19 +131,34 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         warnings.append(f"free space {_fmt_bytes(disk.free)} will not hold the rest of the run "
                         f"(~{_fmt_bytes(needed)})")
     last = max((t for t, _ in commits), default=None)
+    eta, eta_source = _eta(root, trials_left, tps)
     return {
         "run_dir": str(root), "units": len(plan.units), "done": len(done),
         "running": running, "failed": sorted(failed),
         "failed_errors": {u: r.get("error", "") for u, r in failed.items()},
         "left": left, "trials_total": trials_total, "trials_done": trials_done,
         "trials_per_second": tps, "units_per_second": ups,
-        "eta_seconds": (0.0 if trials_left == 0 else
-                        (trials_left / tps if tps > 0 else None)),
+        "eta_seconds": eta, "eta_source": eta_source,
         "last_commit_age_s": (time.time() - last) if last is not None else None,
         "bytes_written": written, "bytes_per_unit": per_unit, "bytes_needed": needed,
         "disk_free": disk.free, "disk_total": disk.total, "disk_used_fraction": used_frac,
         "warnings": warnings,
     }
+
+
+def _eta(root: Path, trials_left: int, tps: float) -> tuple[float | None, str | None]:
+    """The run's own speed once two commits measured it; before that, the rate that
+    ``featurepath estimate`` calibrated on this machine (``RUN/patch/calibration.json``)."""
+    from featurepath.pipeline.estimate import eta_from_calibration, load_calibration
+
+    if trials_left == 0:
+        return 0.0, "done"
+    if tps > 0:
+        return trials_left / tps, "measured"
+    cal = load_calibration(root)
+    if cal is not None:
+        return eta_from_calibration(cal, trials_left), "calibration"
+    return None, None
 
 
 def _fmt_bytes(n: float) -> str:
@@ -173,7 +188,8 @@ def format_status(st: dict[str, Any]) -> str:
         f"units  {st['done']}/{st['units']} done, {len(st['running'])} running, "
         f"{len(st['failed'])} failed, {st['left']} left",
         f"trials {st['trials_done']}/{st['trials_total']}; "
-        f"{st['trials_per_second']:.2f} trials/s; ETA {_fmt_seconds(st['eta_seconds'])}",
+        f"{st['trials_per_second']:.2f} trials/s; ETA {_fmt_seconds(st['eta_seconds'])}"
+        + (" (from `featurepath estimate`)" if st.get("eta_source") == "calibration" else ""),
         f"disk   {_fmt_bytes(st['bytes_written'])} written "
         f"({_fmt_bytes(st['bytes_per_unit'])}/unit, ~{_fmt_bytes(st['bytes_needed'])} more "
         f"needed); {_fmt_bytes(st['disk_free'])} free ({st['disk_used_fraction']:.0%} used)",

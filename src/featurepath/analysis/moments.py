@@ -1,0 +1,70 @@
+"""Column moments accumulated chunk by chunk, so a test over a million features never needs the
+whole ``[observations, features]`` matrix in memory.
+
+Per column: the finite count, the mean, the sum of squared deviations (M2) and the range. A
+chunk's own moments are merged into the running ones with the pairwise update of Chan, Golub &
+LeVeque (1979), which stays accurate where the textbook ``Σx² − n·mean²`` cancels; the range
+keeps ``stats.welch_t_matrix``'s rule for constant columns. Tensors may live on any device (the
+accumulators stay where the data are; only the final result is copied to the host).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+__all__ = ["ColumnMoments"]
+
+
+@dataclass
+class ColumnMoments:
+    """Running finite count, mean, M2, min and max of each of ``m`` columns (float64)."""
+
+    n: torch.Tensor
+    mean: torch.Tensor
+    m2: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+    @classmethod
+    def empty(cls, m: int, device: torch.device | str | None = None) -> ColumnMoments:
+        def z() -> torch.Tensor:
+            return torch.zeros(m, dtype=torch.float64, device=device)
+
+        return cls(z(), z(), z(), torch.full((m,), float("inf"), dtype=torch.float64,
+                                             device=device),
+                   torch.full((m,), float("-inf"), dtype=torch.float64, device=device))
+
+    def update(self, x: torch.Tensor) -> None:
+        """Add the rows of ``x`` [k, m]; NaNs and infinities are skipped column by column."""
+        if x.shape[0] == 0:
+            return
+        if bool(torch.isfinite(x).all()):  # the usual case: fewer passes over the chunk
+            lo, hi = torch.aminmax(x, dim=0)
+            x = x.to(torch.float64)
+            nb = torch.full_like(self.n, float(x.shape[0]))
+            mb = x.mean(0)
+            m2b = (x - mb).square_().sum(0)
+        else:
+            finite = torch.isfinite(x)
+            x = x.to(torch.float64)
+            nb = finite.sum(0).to(torch.float64)
+            mb = torch.where(finite, x, 0.0).sum(0) / nb.clamp(min=1)
+            m2b = torch.where(finite, x - mb, 0.0).square().sum(0)
+            lo = torch.where(finite, x, float("inf")).amin(0)
+            hi = torch.where(finite, x, float("-inf")).amax(0)
+        n = self.n + nb
+        delta = mb - self.mean
+        w = torch.where(n > 0, nb / n.clamp(min=1), 0.0)
+        self.mean = self.mean + delta * w
+        self.m2 = self.m2 + m2b + delta.square() * self.n * w
+        self.n = n
+        self.lo = torch.minimum(self.lo, lo.to(torch.float64))
+        self.hi = torch.maximum(self.hi, hi.to(torch.float64))
+
+    def numpy(self) -> tuple[NDArray[np.float64], ...]:
+        """``(n, mean, m2, lo, hi)`` on the host."""
+        return tuple(t.cpu().numpy() for t in (self.n, self.mean, self.m2, self.lo, self.hi))
