@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--ref-trials", type=int, default=12)
     ap.add_argument("--trials", type=int, default=16, help="engine trials per feature x condition")
     ap.add_argument("--tokens", type=int, default=24)
-    ap.add_argument("--batch-size", default="256",
+    ap.add_argument("--batch-size", default="64,256",
                     help="rows per unit; comma-separated sizes are each measured against the "
                          "same reference run")
     ap.add_argument("--temperature", type=float, default=0.7)
