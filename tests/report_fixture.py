@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 INJECTED_SCRIPT = "<script>window.__pwned = 1</script>"
@@ -17,14 +18,76 @@ INJECTED_IMG = '<img src=x onerror="window.__pwned = 2">'
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 LAYERS = (3, 8, 13)
 FEATURES = [(3, 1), (3, 7), (8, 2), (8, 4), (13, 5), (13, 9)]
+DIRECTION = "L13~direction"
+CONDITIONS = (("safe_with_risky_patch", "safe", "risky"),
+              ("risky_with_safe_patch", "risky", "safe"), ("risky_dose2", "risky", "scale"))
+METRICS = {"stop_rate": 0.05, "p_stop": 0.03, "invalid_rate": 0.01}  # null-band sd per metric
+K_NULL = 99
+MOVERS = ((3, 1), (8, 2), (13, 5))
+BAND_COLUMNS = ("vs_baseline", "null_n", "null_mean", "null_sd", "null_z", "null_p", "null_q",
+                "beats_null", "significant", "arm", "null_index", "invalid_bet_patched",
+                "invalid_bet_baseline")
+EDGE_BAND_COLUMNS = ("arm", "null_index", "vs_baseline", "null_n", "null_mean", "null_sd",
+                     "null_z", "null_p", "null_q", "beats_null", "carry_shift", "carry_share",
+                     "mechanism")
 
 
 def _name(layer: int, fid: int) -> str:
     return f"L{layer}-{fid}"
 
 
-def make_run_dir(root: Path, *, model: str = MODEL) -> Path:
-    """Write a complete synthetic run into ``root/run`` and return that directory."""
+def _test_row(feature: str, layer: int, fid: int, cond: tuple[str, str, str], metric: str,
+              effect: float, q: float, arm: str, null_index: int = -1) -> dict:
+    name, context, patch = cond
+    return dict(feature=feature, layer=layer, feature_id=fid, context=context, condition=name,
+                patch=patch, method="delta", value=float("nan"),
+                scale=2.0 if patch == "scale" else float("nan"), metric=metric,
+                n_patched=30, n_baseline=30, n_invalid_patched=1, n_invalid_baseline=0,
+                invalid_bet_patched=250.0, invalid_bet_baseline=float("nan"),
+                baseline_value=0.5, patched_value=0.5 + effect, effect=effect,
+                ci_low=effect - 0.03, ci_high=effect + 0.03, statistic=2.0, p=q / 2, q=q,
+                degenerate=False, test="fisher" if metric != "p_stop" else "wilcoxon", arm=arm,
+                null_index=null_index)
+
+
+def _causal_tests(feature_moves: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """causal_tests and causal_null as analysis.causal writes them: the band columns come from
+    the stage's own ``null_band`` over K_NULL null arms per test."""
+    from featurepath.analysis.null_band import null_band
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for i, (layer, fid) in enumerate(FEATURES):
+        for j, cond in enumerate(CONDITIONS):
+            for metric, sd in METRICS.items():
+                moves = feature_moves and (layer, fid) in MOVERS and metric != "invalid_rate"
+                # without moving: a modest effect, often past the baseline's threshold, but
+                # well inside the band (about 1 sd of the null arms)
+                eff = (-1) ** (i + j) * sd * (6.0 if moves else 0.6 + 0.1 * i)
+                q = 1e-4 if moves else 0.004 * (i + 1) + 0.01 * j
+                rows.append(_test_row(_name(layer, fid), layer, fid, cond, metric, eff, q,
+                                      "feature"))
+                for k in range(K_NULL):
+                    rows.append(_test_row(_name(layer, fid), layer, fid, cond, metric,
+                                          float(rng.normal(0.0, sd)), float("nan"), "null", k))
+    for metric, eff in (("stop_rate", 0.3), ("p_stop", 0.25), ("invalid_rate", 0.0)):
+        rows.append(_test_row(DIRECTION, 13, -1, CONDITIONS[2], metric, eff,
+                              1e-4 if eff else 0.9, "direction"))
+    tests = pd.DataFrame(rows)
+    floor = tests["metric"].map({"stop_rate": 0.05, "p_stop": 0.01, "invalid_rate": 0.05})
+    tests["vs_baseline"] = (tests["q"] <= 0.05) & (tests["effect"].abs() >= floor)
+    real, nulls = null_band(tests, alpha=0.05)
+    real["significant"] = real["vs_baseline"] & ((real["null_n"] == 0) | real["beats_null"])
+    return real, nulls.drop(columns=["vs_baseline"])
+
+
+def make_run_dir(root: Path, *, model: str = MODEL, feature_moves: bool = False,
+                 bands: bool = True) -> Path:
+    """Write a complete synthetic run into ``root/run`` and return that directory.
+
+    ``feature_moves``: three features (L3-1, L8-2, L13-5) beat their null bands; otherwise no
+    feature does while the behavioural direction moves behaviour. ``bands=False`` writes the
+    tables as runs from before the control arms did (no band columns, no causal_null)."""
     run = Path(root) / "run"
     (run / "play").mkdir(parents=True, exist_ok=True)
     (run / "pathways").mkdir(parents=True, exist_ok=True)
@@ -69,25 +132,21 @@ def make_run_dir(root: Path, *, model: str = MODEL) -> Path:
                          direction="risky" if i % 2 else "safe"))
     pd.DataFrame(disc).to_parquet(run / "discover.parquet")
 
-    tests = []
-    for i, (layer, fid) in enumerate(FEATURES):
-        for j, cond in enumerate(["safe_with_risky_patch", "risky_with_safe_patch"]):
-            eff = (-1) ** (i + j) * (0.05 + 0.04 * i)
-            tests.append(dict(feature=_name(layer, fid), layer=layer, feature_id=fid,
-                              context=cond.split("_")[0], condition=cond, patch=cond[-11:],
-                              metric="stop_rate", n_patched=30, n_baseline=30,
-                              n_invalid_patched=1, n_invalid_baseline=0,
-                              baseline_value=0.5, patched_value=0.5 + eff, effect=eff,
-                              ci_low=eff - 0.03, ci_high=eff + 0.03, statistic=2.0 + i,
-                              p=0.001 * (i + 1), q=0.002 * (i + 1) + 0.01 * j,
-                              degenerate=False, test="fisher"))
-    pd.DataFrame(tests).to_parquet(run / "causal_tests.parquet")
-    pd.DataFrame([dict(feature=_name(layer, fid), layer=layer, feature_id=fid,
-                       **{"class": "risky" if i % 2 else "safe"}, same_effect=(i == 5),
-                       n_significant=2 - (i == 5), best_q=0.002 * (i + 1),
-                       summary=f"moves stop_rate by {0.05 + 0.04 * i:.2f}")
-                  for i, (layer, fid) in enumerate(FEATURES)]).to_parquet(
-        run / "causal_features.parquet")
+    tests, nulls = _causal_tests(feature_moves)
+    if not bands:  # a run from before the control arms
+        tests = tests.drop(columns=[c for c in tests.columns if c in BAND_COLUMNS])
+    tests.to_parquet(run / "causal_tests.parquet")
+    if bands:
+        nulls.to_parquet(run / "causal_null.parquet")
+    features = [dict(feature=_name(layer, fid), layer=layer, feature_id=fid,
+                     **{"class": "risky" if i % 2 else "safe"}, same_effect=(i == 5),
+                     n_significant=2 - (i == 5), best_q=0.002 * (i + 1),
+                     summary=f"moves stop_rate by {0.05 + 0.04 * i:.2f}")
+                for i, (layer, fid) in enumerate(FEATURES)]
+    features.append(dict(feature=DIRECTION, layer=13, feature_id=-1, **{"class": "safe"},
+                         same_effect=False, n_significant=2, best_q=1e-4,
+                         summary=f"{DIRECTION} [safe]: raises P(stop)"))
+    pd.DataFrame(features).to_parquet(run / "causal_features.parquet")
 
     # signs are +1/-1 integers, as analysis.pathways writes them
     edges = [((3, 1), (8, 2), 1.2, 1), ((3, 1), (8, 4), -0.6, -1), ((3, 7), (8, 2), 0.4, 1),
@@ -101,10 +160,21 @@ def make_run_dir(root: Path, *, model: str = MODEL) -> Path:
                           target=_name(*tgt), target_layer=tgt[0], target_feature=tgt[1],
                           context="risky", condition=cond, signal="decision", n_pairs=64,
                           mean_shift=0.1 * d, d=d, statistic=4.0 * d, p=1e-4, q=1e-3 * (k + 1),
-                          degenerate=False, edge=True, sign=sign))
+                          degenerate=False, edge=True, sign=sign, arm="feature", null_index=-1,
+                          vs_baseline=True, null_n=K_NULL, null_mean=0.0, null_sd=0.02,
+                          null_z=5.0 * d, null_p=0.01, null_q=0.02, beats_null=True,
+                          carry_shift=0.08 * d if k % 2 else 0.01 * d,
+                          carry_share=0.8 if k % 2 else 0.1,
+                          mechanism="direct" if k % 2 else "mediated"))
         gedges.append(dict(source=_name(*src), target=_name(*tgt), weight=abs(d), sign=sign,
                            d=d, q=1e-3 * (k + 1), mean_shift=0.1 * d, condition=cond))
-    pd.DataFrame(erows).to_parquet(run / "pathways" / "edges.parquet")
+    # significant against the baseline but inside its band: not an edge, not in the graph
+    erows.append({**erows[1], "target": "L13-12", "target_layer": 13, "target_feature": 12,
+                  "null_p": 0.4, "null_q": 0.6, "beats_null": False, "edge": False})
+    edges_df = pd.DataFrame(erows)
+    if not bands:
+        edges_df = edges_df.drop(columns=list(EDGE_BAND_COLUMNS))
+    edges_df.to_parquet(run / "pathways" / "edges.parquet")
     (run / "pathways" / "graph.json").write_text(json.dumps({
         "signal": "decision",
         "nodes": [dict(id=_name(la, f), layer=la, feature=f) for la, f in FEATURES],

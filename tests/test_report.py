@@ -65,12 +65,13 @@ def _parse(page: str) -> _Scripts:
 
 def test_report_and_figures_written(run, page):
     assert (run / "report.html").is_file()
-    for stem in ("behaviour", "sae_quality", "pathways"):
+    for stem in ("behaviour", "sae_quality", "pathways", "null_band_p_stop",
+                 "null_band_stop_rate"):
         for ext in ("png", "svg"):
             f = run / "figures" / f"{stem}.{ext}"
             assert f.is_file() and f.stat().st_size > 1000, f
-    for sid in ("provenance", "behaviour", "sae-quality", "features", "pathways", "chains",
-                "words", "responses"):
+    for sid in ("provenance", "behaviour", "sae-quality", "controls", "features", "pathways",
+                "chains", "words", "responses"):
         assert f'<section id="{sid}">' in page
     assert "not run yet" not in page
     assert 'id="feature-table"' in page and 'id="pathway-graph"' in page
@@ -89,7 +90,7 @@ def test_self_contained(page):
         assert m.group(0).startswith("https://www.neuronpedia.org/llama3.1-8b/") or \
             m.group(0) == "http://www.w3.org/2000/svg", m.group(0)
     imgs = re.findall(r"<img[^>]*src=\"([^\"]+)\"", page)
-    assert len(imgs) == 3 and all(s.startswith("data:image/png;base64,") for s in imgs)
+    assert len(imgs) == 5 and all(s.startswith("data:image/png;base64,") for s in imgs)
 
 
 def test_injected_text_is_escaped(page):
@@ -115,7 +116,7 @@ def test_json_islands_round_trip(page):
     # the condition string with a closing script tag survives intact inside the data
     assert "</script>" in graph["edges"][0]["condition"]
     assert islands["meta-data"]["neuronpedia"].startswith("https://www.neuronpedia.org/")
-    assert len(islands["features-data"]) == 6
+    assert len(islands["features-data"]) == 7  # six features and the behavioural direction
     assert len(islands["chains-data"]) == 3
 
 
@@ -148,9 +149,16 @@ def test_no_neuronpedia_for_other_models(tmp_path):
 def test_feature_table_merges_stages(page):
     table = page.split('id="feature-table"')[1].split("</table>")[0]
     rows = re.findall(r"<tr data-key=\"([^\"]+)\"", table)
-    assert len(rows) == 6  # candidates only; non-candidates L8-11 and L13-12 are left out
+    # candidates and the behavioural direction; non-candidates L8-11 and L13-12 are left out
+    assert len(rows) == 7 and rows[-1] == "13:-1"
     assert "8:11" not in rows
-    assert "[0.02, 0.08]" in table  # CI of L3-1's strongest test
+    assert "L13~direction" in table and "llamascope-res-32k/-1" not in page
+    l31 = table.split('data-key="3:1"')[1].split("</tr>")[0]
+    # its strongest test: lowest q (0.004, every metric of safe_with_risky_patch), then the
+    # largest |effect|: stop rate 0.05 * 0.6 (CI ± 0.03), below the rate's practical minimum
+    # (0.05), so not significant: its q (0.004 <= alpha) is not bold
+    assert ">0.03<" in l31 and ">[0, 0.06]<" in l31 and ">no<" in l31
+    assert '<td class="num" data-sort="0.004">0.004</td>' in l31
 
 
 def test_missing_inputs_say_not_run(tmp_path):
@@ -204,3 +212,122 @@ def test_cli(tmp_path, run, monkeypatch, capsys):
     assert cli.main(["report", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: run directory not found") and "\n" not in err
+
+
+# ------------------------------------------------------------------ control arms (issue 12)
+
+
+def _text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).replace(" .", ".")
+
+
+def _summary(page: str) -> str:
+    return _text(page.split('id="controls-summary"')[1].split("</ul>")[0])
+
+
+def test_controls_summary_no_feature_moves(page):
+    s = _summary(page)
+    # 6 features x 3 conditions x 3 metrics, every q <= 0.044; by the practical minimum: all 18
+    # P(stop) effects (0.018..0.033 >= 0.01), no invalid rate (<= 0.011 < 0.05), stop rates of
+    # L13-5 and L13-9 only (0.05, 0.055 >= 0.05; the others 0.03..0.045): 18 + 6 = 24
+    assert ("24 of 54 feature tests are significant against the baseline; 0 of those beat "
+            "their null band, 24 stay inside it.") in s
+    assert "K = 99 null arms" in s and "1/(K+1) = 0.01" in s
+    assert "The behavioural direction (L13~direction) moved behaviour: 2 of its 2 behaviour " \
+           "tests are significant." in s
+    assert "The behavioural direction moves behaviour and no feature does." in s
+    assert 'id="controls-table"' in page
+
+
+def test_controls_summary_when_features_beat_their_bands(tmp_path):
+    run = make_run_dir(tmp_path, feature_moves=True)
+    page = build_report(run).read_text()
+    s = _summary(page)
+    # three movers x 3 conditions x 2 behaviour metrics beat their bands (null p = 1/100, BH
+    # over 54 tests: 0.01 * 54 / 18 = 0.03 <= 0.05)
+    assert "18 of those beat their null band" in s
+    assert "The behavioural direction moves behaviour, and so do 3 features (L3-1, L8-2, " \
+           "L13-5)." in s
+    table = page.split('id="feature-table"')[1].split("</table>")[0]
+    l82 = table.split('data-key="8:2"')[1].split("</tr>")[0]
+    assert 'class="num sig" data-sort="0.0001"' in l82 and ">yes<" in l82  # q bold: significant
+
+
+def test_band_figure_and_caption(run, page):
+    fig = page.split('id="null_band_p_stop-figure"')[1].split("</figure>")[0]
+    caption = _text(fig.split("<figcaption>")[1])
+    assert "Grey dots: the band" in caption and "random direction" in caption
+    assert "the smallest possible null p is 1/(K+1) = 1/100 ≈ 0.01" in caption
+    assert "figures/null_band_p_stop.svg" in caption
+    # the stop-rate figure is folded under the P(stop) one, inside the features section
+    features = page.split('<section id="features">')[1].split("</section>")[0]
+    assert 'id="null_band_stop_rate-figure"' in features and "<details" in features
+
+
+def test_band_figure_without_causal_null_draws_bars(tmp_path):
+    run = make_run_dir(tmp_path)
+    (run / "causal_null.parquet").unlink()
+    build_report(run)
+    assert (run / "figures" / "null_band_p_stop.png").stat().st_size > 1000
+
+
+def test_run_from_before_the_control_arms(tmp_path):
+    run = make_run_dir(tmp_path, bands=False)
+    page = build_report(run).read_text()
+    assert not (run / "figures" / "null_band_p_stop.png").exists()
+    assert 'id="null_band_p_stop-figure"' not in page
+    assert "carry no null-band columns" in _summary(page)
+    assert 'id="feature-table"' in page and 'id="edge-table"' in page
+    assert "mechanism" not in page.split('id="edge-table"')[1].split("</table>")[0]
+
+
+def test_small_band_cannot_beat_alpha():
+    from featurepath.report.controls import _sentences, summarise_controls
+
+    tests = pd.DataFrame({
+        "feature": ["L3-1", "L3-1", "L5~direction"], "arm": ["feature", "feature", "direction"],
+        "metric": ["p_stop", "invalid_rate", "p_stop"], "q": [0.01, 0.01, 0.5],
+        "degenerate": [False] * 3, "vs_baseline": [True, True, False],
+        "null_n": [16, 16, 0], "beats_null": [False, False, False],
+        "significant": [False, False, False]})
+    s = summarise_controls(tests, alpha=0.05)
+    assert (s.n_feature_tests, s.n_vs_baseline, s.n_beat, s.n_inside) == (2, 2, 0, 2)
+    text = " ".join(_sentences(s))
+    assert "1/(K+1) = 0.0588" in text  # 1/17
+    assert "With K = 16 no test can beat its band at α = 0.05" in text
+    assert s.headline().startswith("Neither the behavioural direction nor any feature")
+    s = summarise_controls(tests[tests["arm"] == "feature"], alpha=0.05)
+    assert s.headline() == ("No feature moves behaviour. No behavioural direction was patched "
+                            "(patch.behavioural_direction), so there is no positive control.")
+
+
+def test_feature_names_from_files_are_escaped_in_the_summary(tmp_path):
+    run = make_run_dir(tmp_path)
+    t = pd.read_parquet(run / "causal_tests.parquet")
+    t.loc[t["arm"] == "direction", "feature"] = "L13~direction<script>window.__pwned=4</script>"
+    t.to_parquet(run / "causal_tests.parquet")
+    page = build_report(run).read_text()
+    assert "<script>window.__pwned=4" not in page
+    assert "L13~direction&lt;script&gt;window.__pwned=4&lt;/script&gt;" in page
+
+
+def test_edges_show_mechanism_and_null_p(page):
+    table = page.split('id="edge-table"')[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + 7  # header + edges; the one inside its band is left out
+    assert "L13-12" not in table
+    assert ">mediated<" in table and ">direct<" in table and ">0.01<" in table
+    graph = json.loads(next(t for a, t in _parse(page).scripts if a.get("id") == "graph-data"))
+    by = {(e["source"], e["target"]): e for e in graph["edges"]}
+    assert by[("L3-1", "L8-2")]["mechanism"] == "mediated"
+    assert by[("L3-1", "L8-4")]["mechanism"] == "direct"
+    assert by[("L3-1", "L8-4")]["null_p"] == 0.01
+
+
+def test_details_panel_data_carry_band_and_invalid_bets(page):
+    tests = json.loads(next(t for a, t in _parse(page).scripts if a.get("id") == "tests-data"))
+    for col in ("significant", "vs_baseline", "null_z", "null_p", "beats_null",
+                "invalid_bet_patched", "invalid_bet_baseline", "arm"):
+        assert col in tests["columns"], col
+    rows = tests["by_feature"]["13:-1"]
+    arm = tests["columns"].index("arm")
+    assert {r[arm] for r in rows} == {"direction"}

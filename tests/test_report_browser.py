@@ -115,7 +115,7 @@ def test_table_sorts(driver):
     _click(driver, '#feature-table th[data-col="effect"]')
     vals = [float(r.get_attribute("data-sort")) for r in driver.find_elements(
         "css selector", "#feature-table tbody tr td:nth-child(10)")]
-    assert vals == sorted(vals) and len(vals) == 6
+    assert vals == sorted(vals) and len(vals) == 7  # six features and the direction
     _click(driver, '#feature-table th[data-col="effect"]')
     vals = [float(r.get_attribute("data-sort")) for r in driver.find_elements(
         "css selector", "#feature-table tbody tr td:nth-child(10)")]
@@ -123,7 +123,7 @@ def test_table_sorts(driver):
     _click(driver, '#feature-table th[data-col="feature"]')
     names = [r.get_attribute("data-feature") for r in driver.find_elements(
         "css selector", "#feature-table tbody tr")]
-    assert names == ["L3-1", "L3-7", "L8-2", "L8-4", "L13-5", "L13-9"]
+    assert names == ["L3-1", "L3-7", "L8-2", "L8-4", "L13-5", "L13-9", "L13~direction"]
 
 
 def test_table_filters_and_row_details(driver):
@@ -132,16 +132,18 @@ def test_table_filters_and_row_details(driver):
     box.clear()
     box.send_keys("L13")
     assert sorted(r.get_attribute("data-feature") for r in _visible_rows(driver)) == [
-        "L13-5", "L13-9"]
-    assert "2 of 6" in driver.find_element("css selector", "#feature-count").text
+        "L13-5", "L13-9", "L13~direction"]
+    assert "3 of 7" in driver.find_element("css selector", "#feature-count").text
     box.clear()
-    box.send_keys("risky yes")  # all terms must match: class risky and same effect "yes"
-    assert [r.get_attribute("data-feature") for r in _visible_rows(driver)] == ["L13-9"]
+    box.send_keys("risky yes")  # all terms must match: class risky and same effect "yes", or
+    # (the direction) a risky condition and a significant verdict
+    assert [r.get_attribute("data-feature") for r in _visible_rows(driver)] == [
+        "L13-9", "L13~direction"]
     box.clear()
     box.send_keys(" ")
     box.clear()
     driver.execute_script("arguments[0].dispatchEvent(new Event('input'))", box)
-    assert len(_visible_rows(driver)) == 6
+    assert len(_visible_rows(driver)) == 7
     _click(driver, '#feature-table tbody tr[data-feature="L8-4"] td')
     assert "risky_with_safe_patch" in driver.find_element("css selector",
                                                           "#feature-details").text
@@ -157,3 +159,38 @@ def test_chain_highlight_and_screenshot(driver, run):
     assert (run / "report.png").stat().st_size > 10_000
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     assert severe == []
+
+
+def test_controls_section_and_band_figure(driver, run):
+    summary = driver.find_element("css selector", "#controls-summary").text
+    assert "The behavioural direction moves behaviour and no feature does." in summary
+    img = driver.find_element("css selector", "#null_band_p_stop-figure img")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", img)
+    assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
+                                 img) > 300
+    assert "1/(K+1)" in driver.find_element("css selector",
+                                            "#null_band_p_stop-figure figcaption").text
+    assert driver.save_screenshot(str(run / "controls.png"))
+
+
+def test_details_show_band_and_invalid_bets(driver):
+    _click(driver, '#feature-table tbody tr[data-feature="L3-1"] td')
+    box = driver.find_element("css selector", "#feature-details")
+    heads = [th.text for th in box.find_elements("css selector", "th")]
+    for col in ("significant", "null_z", "null_p", "beats_null", "invalid_bet_patched",
+                "invalid_bet_baseline"):
+        assert col in heads, col
+    # no test of L3-1 is significant, so no q is bold although every q <= alpha
+    assert box.find_elements("css selector", "td.sig") == []
+    _click(driver, '#feature-table tbody tr[data-feature="L13~direction"] td')
+    assert len(box.find_elements("css selector", "td.sig")) == 2  # P(stop) and stop rate
+
+
+def test_mediated_edges_dashed_with_mechanism_in_details(driver):
+    edges = driver.find_elements("css selector", "#pathway-graph svg path.edge")
+    assert sum("mediated" in e.get_attribute("class") for e in edges) == 4
+    _click(driver, "#pathway-graph svg .edge-g .edge-hit", 0)
+    details = driver.find_element("css selector", "#details").text
+    assert "mechanism" in details and "null_p" in details
+    rows = driver.find_elements("css selector", "#edge-table tbody tr")
+    assert len(rows) == 7

@@ -23,7 +23,10 @@ from featurepath.rundir import RunDir
 NEURONPEDIA = "https://www.neuronpedia.org/llama3.1-8b/{layer}-llamascope-res-32k/{feature_id}"
 NOT_RUN = "not run yet"
 MAX_TRIAL_ROWS_SCANNED = 200_000
-
+# columns of pathways/edges.parquet added to each graph edge when present (graph.json, written
+# before the null bands existed, does not carry them)
+EDGE_EXTRAS = ("mechanism", "null_z", "null_p", "null_q", "beats_null", "carry_share",
+               "vs_baseline")
 
 
 @dataclass
@@ -94,6 +97,7 @@ class RunData:
     chains: Loaded
     words: Loaded
     trials: Loaded
+    causal_null: Loaded = field(default_factory=lambda: Loaded(problem=NOT_RUN))
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -114,6 +118,7 @@ class RunData:
             chains=_load(rd.chains, pq_),
             words=_load(rd.words, pq_),
             trials=_load(rd.trials, _read_trials),
+            causal_null=_load(rd.causal_null, pq_),
         )
 
     @property
@@ -194,7 +199,8 @@ def graph_payload(data: RunData) -> dict[str, Any] | None:
                               weight=abs(d) if isinstance(d, (int, float)) else None,
                               sign=rec.get("sign"), d=d, q=rec.get("q"),
                               mean_shift=rec.get("mean_shift"), condition=rec.get("condition"),
-                              signal=rec.get("signal"), n_pairs=rec.get("n_pairs")))
+                              signal=rec.get("signal"), n_pairs=rec.get("n_pairs"),
+                              **{c: rec[c] for c in EDGE_EXTRAS if c in rec}))
         nodes = list(nodes_by.values())
     else:
         return None
@@ -215,7 +221,33 @@ def graph_payload(data: RunData) -> dict[str, Any] | None:
     out: dict[str, Any] = {"nodes": nodes, "edges": edges}
     if data.graph.ok and isinstance(data.graph.value, dict):
         signal = data.graph.value.get("signal")
+        _add_edge_extras(edges, data.edges, signal)
     if signal:
         out["signal"] = signal
     return out
 
+
+def _add_edge_extras(edges: list[dict[str, Any]], table: Loaded, signal: Any) -> None:
+    """Copy :data:`EDGE_EXTRAS` from ``pathways/edges.parquet`` onto graph.json's edges.
+
+    Matched on source, target and condition (and the graph's signal): graph.json keeps one edge
+    per source and target, the row of edges.parquet with that condition."""
+    if not table.ok or not edges:
+        return
+    df = table.value
+    extras = [c for c in EDGE_EXTRAS if c in df.columns]
+    if not extras or not {"source", "target", "condition"} <= set(df.columns):
+        return
+    if "edge" in df.columns:
+        df = df[df["edge"].fillna(False).astype(bool)]
+    if signal and "signal" in df.columns:
+        df = df[df["signal"].astype(str) == str(signal)]
+    found: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for rec in _records(df[["source", "target", "condition", *extras]]):
+        key = (str(rec["source"]), str(rec["target"]), str(rec["condition"]))
+        found.setdefault(key, {c: rec[c] for c in extras})
+    for e in edges:
+        hit = found.get((str(e.get("source")), str(e.get("target")), str(e.get("condition"))))
+        if hit:
+            for c, v in hit.items():
+                e.setdefault(c, v)

@@ -26,6 +26,7 @@ from typing import Any
 
 from featurepath import __version__
 from featurepath.errors import DataError
+from featurepath.report.controls import controls_section
 from featurepath.report.data import RunData, graph_payload
 from featurepath.report.format import (
     _json_island,
@@ -52,7 +53,7 @@ def _asset(name: str) -> str:
 
 def _nav() -> str:
     links = [("provenance", "Provenance"), ("behaviour", "Behaviour"),
-             ("sae-quality", "SAE quality"), ("features", "Features"),
+             ("sae-quality", "SAE quality"), ("controls", "Controls"), ("features", "Features"),
              ("pathways", "Pathways"), ("chains", "Chains"), ("words", "Words"),
              ("responses", "Responses")]
     return "<nav>" + "".join(f'<a href="#{a}">{t}</a>' for a, t in links) + "</nav>"
@@ -63,13 +64,14 @@ def render_html(data: RunData, figs: dict[str, Any] | None = None) -> str:
     figs = figs or {}
     template = data.neuronpedia_template()
     model = data.model_name()
-    features_html, feature_data = _features(data, template)
+    features_html, feature_data = _features(data, template, figs)
     graph = graph_payload(data)
     chains_html, chains = _chains(data)
     sections = [
         _provenance(data),
         _behaviour(data, figs),
         _sae_quality(data, figs),
+        controls_section(data),
         features_html,
         _pathways(data, graph, figs),
         chains_html,
@@ -82,7 +84,7 @@ def render_html(data: RunData, figs: dict[str, Any] | None = None) -> str:
         _json_island("tests-data", feature_data.get("tests", {})),
         _json_island("chains-data", chains),
         _json_island("meta-data", {"neuronpedia": template, "model": model,
-                                   "run_dir": data.run_dir.name,
+                                   "run_dir": data.run_dir.name, "alpha": data.alpha,
                                    "featurepath": __version__}),
     ])
     css = _asset("report.css")

@@ -1,4 +1,5 @@
-"""Static figures for papers: behaviour bars, SAE quality per layer, the layered pathway graph.
+"""Static figures for papers: behaviour bars, SAE quality per layer, the layered pathway graph,
+each feature's causal effect against its null band.
 
 Each figure is written as PNG (embedded in the HTML report as a data URI) and SVG (vector, for
 papers) into ``RUN_DIR/figures/``. We use :class:`matplotlib.figure.Figure` directly rather than
@@ -10,6 +11,7 @@ uses a fixed hash salt and no date so that rebuilding a report gives the same fi
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,9 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
+from featurepath.report.controls import arms, has_band, verdict
 from featurepath.report.data import RunData, graph_payload
 
 POS = "#2563eb"  # blue: patching the source raises the target
@@ -27,6 +31,8 @@ NEG = "#dc2626"  # red: lowers it
 # sae_quality.json that sae.quality writes
 BEHAVIOUR_METRICS = (("bankruptcy_rate", "bankruptcy_rate"), ("stop_rate", "stop_rate"),
                      ("mean_bet", "mean_bet"))
+BAND_METRICS = ("p_stop", "stop_rate")  # null-band figures, one per metric, in this order
+BEATS, INSIDE, BAND_DOT = "#2563eb", "#f97316", "#9ca3af"  # beats its band / inside / null arm
 SAE_METRICS = (("fvu", "fvu"), ("l0", "l0"), ("dead fraction", "dead_fraction"),
                ("loss increase", "loss_increase"))
 
@@ -180,6 +186,111 @@ def pathway_figure(graph: dict[str, Any], out_dir: Path) -> FigureFiles | None:
     return _save(fig, out_dir, "pathways")
 
 
+def _band_panels(tests: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """``(conditions, labels)`` of a band figure: conditions where some test has a band or the
+    behavioural direction was tested; labels = features by layer and id, directions last."""
+    arm = arms(tests)
+    conds = tests.loc[has_band(tests) | (arm == "direction"), "condition"].astype(str)
+    conditions = list(dict.fromkeys(conds))
+    shown = tests[tests["condition"].astype(str).isin(conditions)]
+
+    def order(name: str) -> tuple[int, int, int, str]:
+        direction = "~direction" in name
+        m = re.match(r"L(\d+)-(\d+)$", name)
+        lay = int(m.group(1)) if m else 10**6
+        return (int(direction), lay, int(m.group(2)) if m else 0, name)
+
+    labels = sorted(dict.fromkeys(shown["feature"].astype(str)), key=order)
+    return conditions, labels
+
+
+def null_band_figure(tests: pd.DataFrame, nulls: pd.DataFrame | None, out_dir: Path,
+                     metric: str = "p_stop", alpha: float = 0.05) -> FigureFiles | None:
+    """Each feature's effect on ``metric`` against its null band, one panel per condition.
+
+    Grey dots: the null arms' effects (``causal_null``); without that file, a grey bar of the
+    band's mean ± 2 sd. Marker: blue when the test beats its band, orange when inside, hollow
+    when it has no band; a black ring marks the verdict ``significant``; a diamond is the
+    behavioural direction. All panels share the x axis, so effects compare across conditions.
+    """
+    need = {"feature", "condition", "metric", "effect", "null_n"}
+    if tests is None or not need <= set(tests.columns):
+        return None
+    t = tests[(tests["metric"].astype(str) == metric) & arms(tests).isin(["feature",
+                                                                          "direction"])]
+    if t.empty or not has_band(t).any():
+        return None
+    t = t.assign(band_=has_band(t), sig_=verdict(t, alpha),
+                 beats_=t["beats_null"].astype("boolean").fillna(False).astype(bool)
+                 if "beats_null" in t.columns else False,
+                 dir_=arms(t) == "direction")
+    conditions, labels = _band_panels(t)
+    band: dict[tuple[str, str], np.ndarray] = {}
+    if nulls is not None and need - {"null_n"} <= set(nulls.columns):
+        nm = nulls[nulls["metric"].astype(str) == metric]
+        if "degenerate" in nm.columns:
+            nm = nm[~nm["degenerate"].astype("boolean").fillna(False).astype(bool)]
+        for (f, c), g in nm.groupby([nm["feature"].astype(str), nm["condition"].astype(str)]):
+            band[(f, c)] = pd.to_numeric(g["effect"], errors="coerce").dropna().to_numpy(float)
+    ncols = min(len(conditions), 4)
+    nrows = math.ceil(len(conditions) / ncols)
+    height = 0.3 * len(labels) + 1.0
+    fig = Figure(figsize=(min(11.0, 2.5 * ncols + 1.8), height * nrows + 0.6),
+                 layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+    ypos = {name: i for i, name in enumerate(labels)}
+    rng = np.random.default_rng(0)  # fixed jitter: a rebuilt report draws the same figure
+    for ax, cond in zip(axes.flat, conditions, strict=False):
+        sub = t[t["condition"].astype(str) == cond]
+        for rec in sub.itertuples(index=False):
+            name = str(rec.feature)
+            y = ypos[name]
+            dots = band.get((name, cond))
+            if dots is not None and dots.size:
+                ax.scatter(dots, y + rng.uniform(-0.22, 0.22, dots.size), s=7, color=BAND_DOT,
+                           alpha=0.6, linewidths=0, zorder=2)
+            elif rec.band_ and "null_mean" in t.columns and "null_sd" in t.columns:
+                m, sd = _num(rec.null_mean, math.nan), _num(rec.null_sd, 0.0)
+                if math.isfinite(m):
+                    ax.plot([m - 2 * sd, m + 2 * sd], [y, y], color=BAND_DOT, lw=6, alpha=0.45,
+                            solid_capstyle="butt", zorder=2)
+            eff = _num(rec.effect, math.nan)
+            if not math.isfinite(eff):
+                continue
+            colour = (BEATS if rec.beats_ else INSIDE) if rec.band_ else "white"
+            ax.scatter([eff], [y], s=60 if rec.dir_ else 44, marker="D" if rec.dir_ else "o",
+                       color=colour, edgecolors="black" if rec.sig_ else "#475569",
+                       linewidths=1.8 if rec.sig_ else 0.8, zorder=4)
+        ax.axvline(0.0, color="#334155", ls="--", lw=0.8, zorder=1)
+        ax.set_title(cond, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="y", color="#f1f5f9", lw=0.8)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in axes.flat[len(conditions):]:
+        ax.set_visible(False)
+    axes[0, 0].set_yticks(range(len(labels)), labels)
+    axes[0, 0].set_ylim(len(labels) - 0.5, -0.5)
+    label = {"p_stop": "P(stop)", "stop_rate": "stop rate"}.get(metric, metric)
+    for col in range(ncols):  # the lowest panel of each column, also above an empty slot
+        ax = axes[(len(conditions) - 1 - col) // ncols, col]
+        ax.xaxis.set_tick_params(labelbottom=True)
+        ax.set_xlabel(f"effect on {label} (patched − baseline)", fontsize=8)
+
+    def key(marker: str, face: str, edge: str = "#475569", lw: float = 0.8) -> Line2D:
+        return Line2D([], [], marker=marker, ls="", color=face, markeredgecolor=edge,
+                      markeredgewidth=lw, markersize=7)
+
+    handles = [key("o", BAND_DOT, BAND_DOT), key("o", BEATS), key("o", INSIDE),
+               key("o", "white"), key("o", "white", "black", 1.8)]
+    names = ["null arm", "beats its band", "inside its band", "no band", "significant (ring)"]
+    if t["dir_"].any():
+        handles.append(key("D", "white"))
+        names.append("behavioural direction")
+    fig.legend(handles, names, loc="outside lower center", ncols=min(6, len(names)),
+               fontsize=8, frameon=False)
+    return _save(fig, out_dir, f"null_band_{metric}")
+
+
 def write_figures(data: RunData, out_dir: Path) -> dict[str, FigureFiles]:
     """Every figure whose input exists; a figure that fails is skipped, not fatal.
 
@@ -192,6 +303,11 @@ def write_figures(data: RunData, out_dir: Path) -> dict[str, FigureFiles]:
         jobs.append(("behaviour", lambda: behaviour_figure(data.metrics.value, out_dir)))
     if data.sae_quality.ok and isinstance(data.sae_quality.value, dict):
         jobs.append(("sae_quality", lambda: sae_quality_figure(data.sae_quality.value, out_dir)))
+    if data.causal_tests.ok:
+        nulls = data.causal_null.value if data.causal_null.ok else None
+        for metric in BAND_METRICS:
+            jobs.append((f"null_band_{metric}", lambda m=metric: null_band_figure(
+                data.causal_tests.value, nulls, out_dir, m, data.alpha)))
     graph = graph_payload(data)
     if graph:
         jobs.append(("pathways", lambda: pathway_figure(graph, out_dir)))

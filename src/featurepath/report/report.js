@@ -139,16 +139,21 @@
       return o;
     });
     if (!rows.length) { box.appendChild(el("p", null, "No causal tests for this feature.")); return; }
-    var cols = ["context", "condition", "patch", "method", "value", "scale", "metric", "baseline_value", "patched_value",
-      "effect", "ci_low", "ci_high", "q", "n_patched", "n_baseline", "degenerate", "test"];
+    var cols = ["arm", "context", "condition", "patch", "method", "value", "scale", "metric", "baseline_value",
+      "patched_value", "effect", "ci_low", "ci_high", "q", "significant", "vs_baseline", "null_n", "null_z", "null_p",
+      "null_q", "beats_null", "n_patched", "n_baseline", "n_invalid_patched", "n_invalid_baseline",
+      "invalid_bet_patched", "invalid_bet_baseline", "degenerate", "test"];
     cols = cols.filter(function (c) { return rows.some(function (r) { return c in r; }); });
     var t = el("table", { "class": "data" });
     var hr = el("tr");
     cols.forEach(function (c) { hr.appendChild(el("th", null, c)); });
     t.appendChild(hr);
+    var alpha = typeof meta.alpha === "number" ? meta.alpha : 0.05;
     rows.forEach(function (r) {
       var tr = el("tr");
-      cols.forEach(function (c) { tr.appendChild(el("td", null, fmt(r[c]))); });
+      // q in bold only where the test is significant (the baseline and, if any, its null band)
+      var sig = "significant" in r ? r.significant === true : (typeof r.q === "number" && r.q <= alpha && !r.degenerate);
+      cols.forEach(function (c) { tr.appendChild(el("td", c === "q" && sig ? { "class": "sig" } : null, fmt(r[c]))); });
       t.appendChild(tr);
     });
     var wrap = el("div", { "class": "table-wrap" });
@@ -179,6 +184,13 @@
     if (typeof e.d === "number") { return Math.abs(e.d); }
     if (typeof e.weight === "number") { return Math.abs(e.weight); }
     return 0;
+  }
+
+  function edgeExtra(e) {
+    var s = "";
+    if (e.null_p !== undefined && e.null_p !== null) { s += ", null p " + fmt(e.null_p); }
+    if (e.mechanism) { s += ", " + e.mechanism; }
+    return s;
   }
 
   function featureOf(node) {
@@ -229,7 +241,7 @@
       var ul = el("ul");
       idxs.forEach(function (i) {
         var e = graph.edges[i];
-        ul.appendChild(el("li", null, (edgeSign(e) > 0 ? "+ " : "− ") + e[end] + "  (d " + fmt(e.d) + ", q " + fmt(e.q) + ")"));
+        ul.appendChild(el("li", null, (edgeSign(e) > 0 ? "+ " : "− ") + e[end] + "  (d " + fmt(e.d) + ", q " + fmt(e.q) + edgeExtra(e) + ")"));
       });
       box.appendChild(ul);
     }
@@ -315,11 +327,11 @@
         var mx = (sx + tx) / 2 - uy * bend, my = (sy + ty) / 2 + ux * bend;
         d = "M" + sx.toFixed(1) + "," + sy.toFixed(1) + " Q" + mx.toFixed(1) + "," + my.toFixed(1) + " " + tx.toFixed(1) + "," + ty.toFixed(1);
       }
-      var p = svgEl("path", { d: d, "class": "edge " + sgn, "stroke-width": width.toFixed(2),
+      var p = svgEl("path", { d: d, "class": "edge " + sgn + (e.mechanism === "mediated" ? " mediated" : ""), "stroke-width": width.toFixed(2),
         "marker-end": "url(#arrow-" + sgn + ")", "data-source": String(e.source), "data-target": String(e.target) });
       var hit = svgEl("path", { d: d, "class": "edge-hit" });
       var title = svgEl("title");
-      title.textContent = e.source + " → " + e.target + " (d " + fmt(e.d) + ", q " + fmt(e.q) + ")";
+      title.textContent = e.source + " → " + e.target + " (d " + fmt(e.d) + ", q " + fmt(e.q) + edgeExtra(e) + ")";
       g.appendChild(p); g.appendChild(hit); g.appendChild(title);
       g.addEventListener("click", function (ev) { ev.stopPropagation(); showEdge(i); });
     });

@@ -1,20 +1,21 @@
-"""The sections of the report page: building blocks (section, table, figure) and one function
-per section (provenance, behaviour, SAE quality, features, pathways, chains, words, responses).
+"""The sections of the report page: one function per section (provenance, behaviour, SAE
+quality, features, pathways, chains, words, responses); the building blocks are in
+:mod:`featurepath.report.blocks`, the controls summary in :mod:`featurepath.report.controls`.
 
 Every string that reaches the page goes through :func:`featurepath.report.format.esc`."""
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from featurepath.report.data import NOT_RUN, Loaded, RunData
+from featurepath.report.blocks import _absent, _figure, _section, _table
+from featurepath.report.controls import band_figures, edge_table, verdict, verdict_label
+from featurepath.report.data import RunData
 from featurepath.report.format import (
     _feature_name,
     _int,
@@ -39,49 +40,13 @@ TEST_COLUMNS = ("layer", "feature_id", "context", "condition", "patch", "method"
                 "scale", "metric",
                 "baseline_value", "patched_value", "effect", "ci_low", "ci_high", "statistic",
                 "p", "q", "n_patched", "n_baseline", "n_invalid_patched", "n_invalid_baseline",
-                "degenerate", "test")
+                "invalid_bet_patched", "invalid_bet_baseline", "degenerate", "test", "arm",
+                "vs_baseline", "null_n", "null_mean", "null_sd", "null_z", "null_p", "null_q",
+                "beats_null", "significant")
 
 
 # --------------------------------------------------------------------------------------------
-# HTML building blocks
-
-
-def _section(sid: str, title: str, body: str, note: str = "") -> str:
-    note_html = f'<p class="note">{note}</p>' if note else ""
-    return (f'<section id="{esc(sid)}"><h2>{esc(title)}</h2>{note_html}{body}</section>')
-
-
-def _absent(loaded: Loaded, what: str) -> str:
-    return f'<p class="not-run">{esc(what)}: {esc(loaded.problem or NOT_RUN)}</p>'
-
-
-def _table(df: pd.DataFrame, table_id: str | None = None, classes: str = "data",
-           headers: dict[str, str] | None = None) -> str:
-    """A plain HTML table, every cell escaped, numbers right-aligned with a sort key."""
-    headers = headers or {}
-    tid = f' id="{esc(table_id)}"' if table_id else ""
-    head = "".join(f'<th data-col="{esc(c)}">{esc(headers.get(str(c), c))}</th>'
-                   for c in df.columns)
-    body = []
-    for row in df.itertuples(index=False, name=None):
-        cells = []
-        for v in row:
-            num = isinstance(v, (int, float)) and not isinstance(v, bool)
-            cls = ' class="num"' if num else ""
-            cells.append(f'<td{cls} data-sort="{esc(_sort_key(v))}">{esc(fmt(v))}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<div class="table-wrap"><table{tid} class="{esc(classes)}"><thead><tr>{head}</tr>'
-            f'</thead><tbody>{"".join(body)}</tbody></table></div>')
-
-
-def _figure(fig: Any, alt: str, fig_id: str) -> str:
-    if fig is None:
-        return ""
-    data = base64.b64encode(Path(fig.png).read_bytes()).decode("ascii")
-    return (f'<figure id="{esc(fig_id)}"><img alt="{esc(alt)}" '
-            f'src="data:image/png;base64,{data}"><figcaption>{esc(alt)} — also saved as '
-            f'<code>figures/{esc(Path(fig.png).name)}</code> and '
-            f'<code>figures/{esc(Path(fig.svg).name)}</code></figcaption></figure>')
+# helpers
 
 
 def _flatten(obj: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
@@ -164,8 +129,9 @@ def _sae_quality(data: RunData, figs: dict[str, Any]) -> str:
                     "with the SAE spliced in minus without.")
 
 
-def _best_tests(tests: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Per feature, the causal test to show in the table: lowest q, then largest |effect|.
+def _best_tests(tests: pd.DataFrame, alpha: float) -> dict[str, dict[str, Any]]:
+    """Per feature, the causal test to show in the table: a significant one (the verdict: the
+    baseline and, where there is one, the null band) first, then lowest q, then largest |effect|.
 
     Degenerate comparisons (zero variance) are shown only when nothing else exists, since their
     q is not a real test result.
@@ -174,13 +140,15 @@ def _best_tests(tests: pd.DataFrame) -> dict[str, dict[str, Any]]:
     if tests.empty or not {"layer", "feature_id"} <= set(tests.columns):
         return out
     df = tests.copy()
+    df["verdict_"] = verdict(df, alpha)
+    df["_ns"] = ~df["verdict_"]
     df["_deg"] = df["degenerate"].fillna(False).astype(bool) if "degenerate" in df else False
     df["_q"] = pd.to_numeric(df["q"], errors="coerce") if "q" in df else math.nan
     df["_abs"] = pd.to_numeric(df["effect"], errors="coerce").abs() if "effect" in df else 0.0
-    df = df.sort_values(["_deg", "_q", "_abs"], ascending=[True, True, False],
+    df = df.sort_values(["_ns", "_deg", "_q", "_abs"], ascending=[True, True, True, False],
                         na_position="last")
     df = df.drop_duplicates(subset=["layer", "feature_id"], keep="first")
-    for rec in _records(df.drop(columns=["_deg", "_q", "_abs"])):
+    for rec in _records(df.drop(columns=["_ns", "_deg", "_q", "_abs"])):
         out.setdefault(_key(rec.get("layer"), rec.get("feature_id")), rec)
     return out
 
@@ -211,6 +179,7 @@ def _feature_rows(data: RunData) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         for rec in _records(disc.head(MAX_FEATURE_ROWS)):
             r = row_for(rec)
             r.update(direction=rec.get("direction"), disc_d=rec.get("d"), disc_q=rec.get("q"),
+                     candidate=rec.get("candidate"),
                      mean_safe=rec.get("mean_safe"), mean_bankrupt=rec.get("mean_bankrupt"))
             if len(rows) >= MAX_FEATURE_ROWS:
                 break
@@ -233,20 +202,27 @@ def _feature_rows(data: RunData) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         values = _jsonable(tests[shown].to_numpy(dtype=object).tolist()) if shown else []
         for k, row in zip(keys, values, strict=False):
             tests_by.setdefault(k, []).append([_round(v) for v in row])
-        for k, rec in _best_tests(tests).items():
+        for k, rec in _best_tests(tests, data.alpha).items():
             if k not in rows and len(rows) >= MAX_FEATURE_ROWS:
                 continue
             r = row_for(rec)
             r.update(metric=rec.get("metric"), test_condition=rec.get("condition"),
                      effect=rec.get("effect"), ci_low=rec.get("ci_low"),
-                     ci_high=rec.get("ci_high"), causal_q=rec.get("q"))
-    ordered = sorted(rows.values(), key=lambda r: (r["layer"] is None, r["layer"] or 0,
-                                                   r["feature_id"] or 0))
+                     ci_high=rec.get("ci_high"), causal_q=rec.get("q"),
+                     null_z=rec.get("null_z"), null_p=rec.get("null_p"),
+                     verdict=verdict_label(rec, data.alpha),
+                     significant=bool(rec.get("verdict_")))
+    for r in rows.values():  # the behavioural direction has no feature id (nor dashboard)
+        if r["feature_id"] is not None and r["feature_id"] < 0:
+            r["feature_id"] = None
+    ordered = sorted(rows.values(), key=lambda r: (r["layer"] is None, r["feature_id"] is None,
+                                                   r["layer"] or 0, r["feature_id"] or 0))
     return ordered, {"columns": shown,
                      "by_feature": {k: v for k, v in tests_by.items() if k in rows}}
 
 
-def _features(data: RunData, template: str | None) -> tuple[str, dict[str, Any]]:
+def _features(data: RunData, template: str | None,
+              figs: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     alpha = data.alpha
     if not (data.discover.ok or data.causal_features.ok or data.causal_tests.ok):
         body = _absent(data.discover, "discover.parquet / causal_features.parquet")
@@ -256,6 +232,7 @@ def _features(data: RunData, template: str | None) -> tuple[str, dict[str, Any]]
             ("direction", "Direction"), ("disc_d", "d (discover)"), ("disc_q", "q (discover)"),
             ("cls", "Causal class"), ("metric", "Best test"), ("test_condition", "Condition"),
             ("effect", "Effect"), ("ci", "95% CI"), ("causal_q", "q (causal)"),
+            ("verdict", "Significant"), ("null_z", "null z"), ("null_p", "null p"),
             ("n_significant", "# sig."), ("same_effect", "Same effect")]
     head = "".join(f'<th data-col="{c}" tabindex="0" title="Click to sort">{esc(t)}</th>'
                    for c, t in cols)
@@ -273,8 +250,13 @@ def _features(data: RunData, template: str | None) -> tuple[str, dict[str, Any]]
             v = r.get(c)
             num = isinstance(v, (int, float)) and not isinstance(v, bool)
             extra = ""
-            if c in ("disc_q", "causal_q") and num and v <= alpha:
+            if c == "disc_q" and num and (r["candidate"] if isinstance(r.get("candidate"), bool)
+                                          else v <= alpha):
                 extra = " sig"
+            if c == "causal_q" and num and r.get("significant"):  # the verdict, not q alone
+                extra = " sig"
+            if c == "verdict" and v:
+                extra = f" verdict-{v.split()[0]}"
             if c == "effect" and num:
                 extra = " pos" if v > 0 else (" neg" if v < 0 else "")
             cls = f' class="{"num" if num else "txt"}{extra}"'
@@ -297,7 +279,7 @@ def _features(data: RunData, template: str | None) -> tuple[str, dict[str, Any]]
             missing.append(f"{name}: {loaded.problem}")
     missing_html = "".join(f'<p class="not-run">{esc(m)}</p>' for m in missing)
     body = (
-        f"{missing_html}"
+        f"{missing_html}{band_figures(figs or {}, data)}"
         '<div class="controls"><label>Filter <input id="feature-filter" type="search" '
         'placeholder="feature, layer, class, condition…" autocomplete="off"></label> '
         f'<span id="feature-count">{len(rows)} features</span></div>'
@@ -308,7 +290,8 @@ def _features(data: RunData, template: str | None) -> tuple[str, dict[str, Any]]
     )
     note = ("Candidates from <em>discover</em> (bankrupt vs voluntary stop; Welch t, BH-FDR q, "
             "Cohen's d) merged with the <em>causal</em> stage; the causal columns show each "
-            "feature's strongest non-degenerate test. Click a header to sort.")
+            "feature's strongest test (a significant one first: against the baseline and, "
+            "where it has one, its null band; q in bold only then). Click a header to sort.")
     feat_json = {r["key"]: {k: _round(v, 5) for k, v in r.items() if v is not None}
                  for r in rows}
     return _section("features", "Candidate and causal features", body, note), {
@@ -324,8 +307,8 @@ def _pathways(data: RunData, graph: dict[str, Any] | None, figs: dict[str, Any])
     signal_note = f" Signal shown: <strong>{esc(signal)}</strong>." if signal else ""
     body = (
         '<div class="legend"><span class="sw pos"></span> patching the source raises the '
-        'target <span class="sw neg"></span> lowers it · line width ∝ |d| · layers run left '
-        "to right · click a node or an edge</div>"
+        'target <span class="sw neg"></span> lowers it · <span class="sw dash"></span> '
+        "mediated · line width ∝ |d| · layers run left to right · click a node or an edge</div>"
         '<div class="graph-row"><div id="pathway-graph" role="img" '
         f'aria-label="Pathway graph with {n} features and {m} edges"></div>'
         '<aside id="details" class="details-box" aria-live="polite">'
@@ -333,13 +316,15 @@ def _pathways(data: RunData, graph: dict[str, Any] | None, figs: dict[str, Any])
     )
     if n == 0:
         body += '<p class="not-run">The pathway stage found no edges.</p>'
+    body += edge_table(data)
     static = _figure(figs.get("pathways"), "Pathway graph (static)", "pathway-figure")
     if static:
         body += ("<details class=\"static-fig\"><summary>Static figure (PNG/SVG for papers)"
                  f"</summary>{static}</details>")
     return _section("pathways", "Feature pathways", body,
                     f"{n} features, {m} edges: source feature S → target T when patching S "
-                    "shifts T's activation (paired test over prompts, BH-FDR)." + signal_note)
+                    "shifts T's activation (paired test over prompts, BH-FDR) and, where the "
+                    "source has null arms, beats the same shift under them." + signal_note)
 
 
 def _chains(data: RunData) -> tuple[str, list[dict[str, Any]]]:
@@ -427,8 +412,9 @@ def _words(data: RunData, template: str | None, features: dict[str, Any]) -> str
                 for rec in _records(part):
                     counts = (f'{fmt(rec.get("count_patched"))} vs '
                               f'{fmt(rec.get("count_baseline"))}')
-                    qv = rec.get("q")
-                    sig = " sig" if isinstance(qv, (int, float)) and qv <= alpha else ""
+                    qv, wsig = rec.get("q"), rec.get("significant")
+                    sig = " sig" if (wsig if isinstance(wsig, bool) else
+                                     isinstance(qv, (int, float)) and qv <= alpha) else ""
                     tip = f'z {fmt(rec.get("z"))}, log-odds {fmt(rec.get("log_odds"))}, q {fmt(qv)}'
                     items.append(f'<li class="word{sig}" title="{esc(tip)}"><code>'
                                  f'{esc(rec.get("word"))}</code> <span class="cnt">{esc(counts)}'
@@ -443,8 +429,9 @@ def _words(data: RunData, template: str | None, features: dict[str, Any]) -> str
     body = f'<div class="cards">{"".join(cards)}</div>' if cards else (
         '<p class="not-run">words.parquet has no rows.</p>')
     return _section("words", "Words each feature adds and removes", body,
-                    f"Counts are patched vs baseline responses; bold words have q ≤ {alpha:g} "
-                    "(log-odds with an informative Dirichlet prior, BH-FDR). Hover for z and q.")
+                    "Counts are patched vs baseline responses; bold words are significant "
+                    f"(q ≤ {alpha:g}, log-odds with an informative Dirichlet prior, BH-FDR, and "
+                    "the words stage's own thresholds). Hover for z and q.")
 
 
 def _responses(data: RunData) -> str:
