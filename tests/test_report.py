@@ -232,7 +232,7 @@ def test_controls_summary_no_feature_moves(page):
     # L13-5 and L13-9 only (0.05, 0.055 >= 0.05; the others 0.03..0.045): 18 + 6 = 24
     assert ("24 of 54 feature tests are significant against the baseline; 0 of those beat "
             "their null band, 24 stay inside it.") in s
-    assert "K = 99 null arms" in s and "1/(K+1) = 0.01" in s
+    assert "K = 99 null arms" in s and "1/(K+1) = 1/100 ≈ 0.01." in s
     assert "The behavioural direction (L13~direction) moved behaviour: 2 of its 2 behaviour " \
            "tests are significant." in s
     assert "The behavioural direction moves behaviour and no feature does." in s
@@ -282,7 +282,12 @@ def test_run_from_before_the_control_arms(tmp_path):
 
 
 def test_small_band_cannot_beat_alpha():
-    from featurepath.report.controls import _sentences, summarise_controls
+    from featurepath.report.controls import (
+        _sentences,
+        band_limit,
+        min_p_text,
+        summarise_controls,
+    )
 
     tests = pd.DataFrame({
         "feature": ["L3-1", "L3-1", "L5~direction"], "arm": ["feature", "feature", "direction"],
@@ -293,9 +298,16 @@ def test_small_band_cannot_beat_alpha():
     s = summarise_controls(tests, alpha=0.05)
     assert (s.n_feature_tests, s.n_vs_baseline, s.n_beat, s.n_inside) == (2, 2, 0, 2)
     text = " ".join(_sentences(s))
-    assert "1/(K+1) = 0.0588" in text  # 1/17
+    assert "1/(K+1) = 1/17 ≈ 0.0588" in text
     assert "With K = 16 no test can beat its band at α = 0.05" in text
     assert s.headline().startswith("Neither the behavioural direction nor any feature")
+    assert band_limit([16], 0.05).startswith("With K = 16 no test can beat")
+    assert min_p_text([8, 12]) == "1/(K+1), from 1/9 ≈ 0.111 (K = 8) to 1/13 ≈ 0.0769 (K = 12)"
+    assert band_limit([8, 12], 0.05).startswith("With K = 8–12 no test can beat")
+    # 1/20 = 0.05 can still be reached at alpha 0.05; 1/19 cannot
+    assert band_limit([18, 99], 0.05) == ("Tests with fewer than 19 null arms cannot beat their "
+                                          "band at α = 0.05.")
+    assert band_limit([19, 99], 0.05) == "" and band_limit([], 0.05) == ""
     s = summarise_controls(tests[tests["arm"] == "feature"], alpha=0.05)
     assert s.headline() == ("No feature moves behaviour. No behavioural direction was patched "
                             "(patch.behavioural_direction), so there is no positive control.")

@@ -11,6 +11,7 @@ every column it reads may be missing (runs from before the control arms).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,37 @@ def min_null_p(k: int) -> float:
     """The smallest empirical null p with ``k`` null arms: ``1 / (k + 1)`` (Phipson & Smyth
     2010: the feature's own rank counts)."""
     return 1.0 / (k + 1)
+
+
+def k_text(ks: list[int]) -> str:
+    """``"K = 16"`` or ``"K = 8–12"`` for the sorted band sizes ``ks``."""
+    return f"K = {ks[0]}" if ks[0] == ks[-1] else f"K = {ks[0]}–{ks[-1]}"
+
+
+def min_p_text(ks: list[int]) -> str:
+    """``"1/(K+1) = 1/17 ≈ 0.0588"`` for the band sizes ``ks`` (sorted; a range when they
+    differ, since a null arm whose test was degenerate leaves its band)."""
+    def one(k: int) -> str:
+        return f"1/{k + 1} ≈ {fmt(min_null_p(k))}"
+
+    if len(ks) == 1:
+        return f"1/(K+1) = {one(ks[0])}"
+    return f"1/(K+1), from {one(ks[0])} (K = {ks[0]}) to {one(ks[-1])} (K = {ks[-1]})"
+
+
+def band_limit(ks: list[int], alpha: float) -> str:
+    """A warning when some bands are too small to be beaten at ``alpha`` (``""`` otherwise).
+
+    ``1 / (K + 1) > alpha`` means even the most extreme effect has null p above alpha (and
+    null q, after BH, at least as large), so that test cannot count whatever the feature does.
+    """
+    if not ks or min_null_p(ks[0]) <= alpha:
+        return ""
+    if min_null_p(ks[-1]) > alpha:
+        return (f"With {k_text(ks)} no test can beat its band at α = {alpha:g}: run more null "
+                "directions (patch.null_directions).")
+    need = math.ceil(1.0 / alpha - 1.0 - 1e-9)
+    return (f"Tests with fewer than {need} null arms cannot beat their band at α = {alpha:g}.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,15 +231,11 @@ def _sentences(s: ControlsSummary) -> list[str]:
         items.append(esc("These causal tests carry no null-band columns (a run from before the "
                          "control arms): significance is against the baseline only."))
     elif s.band_sizes:
-        k_lo, k_hi = s.band_sizes[0], s.band_sizes[-1]
-        k_text = f"K = {k_lo}" if k_lo == k_hi else f"K = {k_lo}–{k_hi}"
-        p_min = min_null_p(k_hi)
-        text = (f"Each band holds {k_text} null arms (the feature's intervention magnitude "
-                f"along random directions); the smallest possible null p is 1/(K+1) = "
-                f"{fmt(p_min)}.")
-        if min_null_p(k_lo) > s.alpha:
-            text += (f" With K = {k_lo} no test can beat its band at α = {s.alpha:g}: run more "
-                     "null directions (patch.null_directions).")
+        text = (f"Each band holds {k_text(s.band_sizes)} null arms (the feature's intervention "
+                "magnitude along random directions); the smallest possible null p is "
+                f"{min_p_text(s.band_sizes)}.")
+        limit = band_limit(s.band_sizes, s.alpha)
+        text += f" {limit}" if limit else ""
         items.append(esc(text))
     else:
         items.append(esc("No feature test has a null band (patch.null_directions was 0)."))
@@ -257,14 +285,12 @@ def band_figures(figs: dict[str, Any], data: RunData) -> str:
     if data.causal_tests.ok:
         ks = summarise_controls(data.causal_tests.value, data.alpha).band_sizes
     if ks:
-        k = ks[-1]
-        k_text = (f"K = {ks[0]}" if len(ks) == 1 else f"K = {ks[0]}–{k}")
-        p_text = (f"With {k_text} null arms the smallest possible null p is 1/(K+1) = "
-                  f"1/{k + 1} ≈ {fmt(min_null_p(k))}")
-        if min_null_p(ks[0]) > data.alpha:
-            p_text += f", above α = {data.alpha:g}: no test can beat a band that small"
+        p_text = (f"With {k_text(ks)} null arms the smallest possible null p is "
+                  f"{min_p_text(ks)}.")
+        limit = band_limit(ks, data.alpha)
+        p_text += f" {limit}" if limit else ""
     else:
-        p_text = "With K null arms the smallest possible null p is 1/(K+1)"
+        p_text = "With K null arms the smallest possible null p is 1/(K+1)."
     out = []
     for i, (key, metric) in enumerate(names):
         caption = esc(
@@ -275,7 +301,7 @@ def band_figures(figs: dict[str, Any], data: RunData) -> str:
             "when it beats the band (null q ≤ α), orange when it stays inside, hollow without "
             "a band; a black ring marks a significant verdict (the baseline and the band); a "
             f"diamond is the behavioural direction. Dashed: no change from the baseline. "
-            f"{p_text}.")
+            f"{p_text}")
         fig = _figure(figs[key], f"Effect on {metric} against the null band", f"{key}-figure",
                       caption)
         out.append(fig if i == 0 else f'<details class="static-fig"><summary>The same for '
