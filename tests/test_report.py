@@ -343,3 +343,15 @@ def test_details_panel_data_carry_band_and_invalid_bets(page):
     rows = tests["by_feature"]["13:-1"]
     arm = tests["columns"].index("arm")
     assert {r[arm] for r in rows} == {"direction"}
+
+
+def test_band_figure_draws_dollar_signs_as_text(tmp_path):
+    from featurepath.report.plots import null_band_figure
+
+    # "$\frac{$" is a mathtext error if matplotlib parses it: the figure would be skipped
+    row = dict(feature="L1-2", context="x", condition=r"bad_$\frac{$", metric="p_stop",
+               effect=0.1, null_n=3, null_mean=0.0, null_sd=0.01, beats_null=False,
+               significant=False, vs_baseline=True, arm="feature")
+    nulls = pd.DataFrame([{**row, "effect": e, "arm": "null"} for e in (-0.01, 0.0, 0.01)])
+    fig = null_band_figure(pd.DataFrame([row]), nulls, tmp_path)
+    assert fig is not None and fig.png.stat().st_size > 1000

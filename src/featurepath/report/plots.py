@@ -186,6 +186,11 @@ def pathway_figure(graph: dict[str, Any], out_dir: Path) -> FigureFiles | None:
     return _save(fig, out_dir, "pathways")
 
 
+def _plain(text: str) -> str:
+    """``text`` for matplotlib as written: a ``$`` in a file's string must not start mathtext."""
+    return str(text).replace("$", r"\$")
+
+
 def _band_panels(tests: pd.DataFrame) -> tuple[list[str], list[str]]:
     """``(conditions, labels)`` of a band figure: conditions where some test has a band or the
     behavioural direction was tested; labels = features by layer and id, directions last."""
@@ -262,13 +267,13 @@ def null_band_figure(tests: pd.DataFrame, nulls: pd.DataFrame | None, out_dir: P
                        color=colour, edgecolors="black" if rec.sig_ else "#475569",
                        linewidths=1.8 if rec.sig_ else 0.8, zorder=4)
         ax.axvline(0.0, color="#334155", ls="--", lw=0.8, zorder=1)
-        ax.set_title(cond, fontsize=9)
+        ax.set_title(_plain(cond), fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(axis="y", color="#f1f5f9", lw=0.8)
         ax.spines[["top", "right"]].set_visible(False)
     for ax in axes.flat[len(conditions):]:
         ax.set_visible(False)
-    axes[0, 0].set_yticks(range(len(labels)), labels)
+    axes[0, 0].set_yticks(range(len(labels)), [_plain(x) for x in labels])
     axes[0, 0].set_ylim(len(labels) - 0.5, -0.5)
     label = {"p_stop": "P(stop)", "stop_rate": "stop rate"}.get(metric, metric)
     for col in range(ncols):  # the lowest panel of each column, also above an empty slot

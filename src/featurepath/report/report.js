@@ -227,7 +227,7 @@
     var info = { layer: node.layer, feature: node.feature, "edges out": outs.length, "edges in": ins.length };
     var f = featureOf(node);
     if (f) {
-      ["cls", "direction", "disc_d", "disc_q", "effect", "causal_q", "n_significant"].forEach(function (k) {
+      ["cls", "direction", "disc_d", "disc_q", "effect", "causal_q", "verdict", "null_p", "n_significant"].forEach(function (k) {
         if (f[k] !== undefined && f[k] !== null) { info[k === "cls" ? "causal class" : k] = f[k]; }
       });
     }
