@@ -17,8 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featurepath.analysis.discover import discover_features, discover_from_moments
-from featurepath.analysis.moments import ColumnMoments
-from featurepath.analysis.stats import welch_t_from_moments
+from featurepath.analysis.moments import ColumnMoments, welch_t_from_moments
 from featurepath.errors import DataError
 from featurepath.pipeline.discover import (
     capture_residuals,

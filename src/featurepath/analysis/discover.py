@@ -27,7 +27,8 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import sparse
 
-from featurepath.analysis.stats import MatrixResult, bh_fdr, welch_t_from_moments, welch_t_matrix
+from featurepath.analysis.moments import welch_t_from_moments
+from featurepath.analysis.stats import MatrixResult, bh_fdr, welch_t_matrix
 from featurepath.errors import DataError
 from featurepath.rundir import DISCOVER_COLUMNS, feature_key
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from featurepath.analysis.stats import _REL_TOL, MatrixResult, _welch_from_stats
+
 __all__ = ["ColumnMoments"]
 
 
@@ -68,3 +70,22 @@ class ColumnMoments:
     def numpy(self) -> tuple[NDArray[np.float64], ...]:
         """``(n, mean, m2, lo, hi)`` on the host."""
         return tuple(t.cpu().numpy() for t in (self.n, self.mean, self.m2, self.lo, self.hi))
+
+
+def welch_t_from_moments(a: tuple[NDArray[np.float64], ...],
+                         b: tuple[NDArray[np.float64], ...]) -> MatrixResult:
+    """``welch_t_matrix`` from per-column ``(n, mean, m2, lo, hi)`` of each group (the sums a
+    streaming pass keeps, see ``analysis.moments``) instead of the data themselves; the same
+    degeneracy and constancy rules."""
+    return _welch_from_stats(_moment_stats(*a), _moment_stats(*b))
+
+
+def _moment_stats(n, mean, m2, lo, hi):
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, mean, np.nan)
+        var = m2 / (n - 1)
+        scale = np.maximum(np.abs(hi), np.abs(lo))
+        const = (n == 0) | (hi - lo <= _REL_TOL * scale) | (var == 0)
+    var = np.where(const & (n >= 2), 0.0, var)
+    return n, mean, var, const

@@ -35,7 +35,6 @@ __all__ = [
     "MatrixResult",
     "welch_t",
     "welch_t_matrix",
-    "welch_t_from_moments",
     "paired_t",
     "paired_t_matrix",
     "wilcoxon_signed",
@@ -242,25 +241,6 @@ def welch_t_matrix(A: ArrayLike, B: ArrayLike) -> MatrixResult:
     if Xa.shape[1] != Xb.shape[1]:
         raise DataError(f"A and B have different numbers of columns: {Xa.shape[1]} vs {Xb.shape[1]}")
     return _welch_from_stats(_col_stats(Xa), _col_stats(Xb))
-
-
-def welch_t_from_moments(a: tuple[NDArray[np.float64], ...],
-                         b: tuple[NDArray[np.float64], ...]) -> MatrixResult:
-    """``welch_t_matrix`` from per-column ``(n, mean, m2, lo, hi)`` of each group (the sums a
-    streaming pass keeps, see ``analysis.moments``) instead of the data themselves; the same
-    degeneracy and constancy rules."""
-    return _welch_from_stats(_moment_stats(*a), _moment_stats(*b))
-
-
-def _moment_stats(n, mean, m2, lo, hi):
-    n = np.asarray(n, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(n > 0, mean, np.nan)
-        var = m2 / (n - 1)
-        scale = np.maximum(np.abs(hi), np.abs(lo))
-        const = (n == 0) | (hi - lo <= _REL_TOL * scale) | (var == 0)
-    var = np.where(const & (n >= 2), 0.0, var)
-    return n, mean, var, const
 
 
 def _welch_from_stats(a, b) -> MatrixResult:

@@ -209,7 +209,7 @@ def load_calibration(run_dir: Path) -> Calibration | None:
 
 def format_estimate(e: Estimate) -> str:
     """Human-readable lines for the CLI."""
-    from featurepath.pipeline.status import _fmt_bytes, _fmt_seconds
+    from featurepath.pipeline.formatting import _fmt_bytes, _fmt_seconds
 
     c = e.calibration
     where = "GPUs" if c.device.startswith("cuda") else f"{c.device} devices"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from featurepath.errors import DataError
+from featurepath.pipeline.formatting import _fmt_bytes, _fmt_seconds
 from featurepath.pipeline.store import RunStore
 from featurepath.rundir import RunDir
 
@@ -159,23 +160,6 @@ def _eta(root: Path, trials_left: int, tps: float) -> tuple[float | None, str | 
     if cal is not None:
         return eta_from_calibration(cal, trials_left), "calibration"
     return None, None
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def _fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "unknown"
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
 
 def format_status(st: dict[str, Any]) -> str:
