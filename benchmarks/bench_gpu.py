@@ -178,7 +178,8 @@ def engine(model, tok, saes, bc: BenchConfig, batch_size: int
     """featurepath's patch stage on ``bc.units`` units of ``batch_size`` rows: tokens/s,
     trials/s, peak memory and bytes stored per trial."""
     from featurepath.config import RunConfig, feature_key
-    from featurepath.pipeline.patch import prepare, run_local
+    from featurepath.pipeline.backends.local import run_local
+    from featurepath.pipeline.patch import prepare
     from featurepath.pipeline.store import RunStore
 
     rec = recorded_features(bc)
@@ -199,13 +200,13 @@ def engine(model, tok, saes, bc: BenchConfig, batch_size: int
         _sync(bc.device)
         _reset_peak(bc.device)
         t0 = time.time()
-        summary = run_local(job, model, tok, saes, units=units, progress=False)
+        summary = run_local(job, units, runtime=(model, tok, saes), progress=False)
         _sync(bc.device)
         el = time.time() - t0
         peak = _peak(bc.device)
         st = RunStore(d)
         df = st.trials()
-        return (float(df["n_new_tokens"].sum()) / el, summary["trials"] / el, peak,
+        return (float(df["n_new_tokens"].sum()) / el, summary.trials / el, peak,
                 st.bytes_stored() / len(df))
 
 

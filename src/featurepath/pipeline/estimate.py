@@ -120,7 +120,8 @@ def calibrate(cfg: RunConfig, model, tok, saes, features: list[str], record: lis
     directory, and measure them."""
     import torch
 
-    from featurepath.pipeline.patch import prepare, run_local
+    from featurepath.pipeline.backends.local import run_local
+    from featurepath.pipeline.patch import prepare
     from featurepath.pipeline.store import RunStore
 
     c = cfg.model_copy(deep=True)
@@ -134,12 +135,12 @@ def calibrate(cfg: RunConfig, model, tok, saes, features: list[str], record: lis
         picks = [full[round(i * (len(full) - 1) / max(1, units))] for i in range(units + 1)]
         seen: list[int] = []
         for u in picks:
-            if u.unit not in seen:
-                seen.append(u.unit)
-        todo = [next(u for u in plan if u.unit == k) for k in seen]
+            if u.index not in seen:
+                seen.append(u.index)
+        todo = [next(u for u in plan if u.index == k) for k in seen]
         stamps: list[float] = []
         t0 = time.time()
-        run_local(job, model, tok, saes, units=todo, progress=False,
+        run_local(job, todo, runtime=(model, tok, saes), progress=False,
                   on_unit=lambda _u: stamps.append(time.time()))
         warm = stamps[0] - t0
         timed = len(stamps) - 1
