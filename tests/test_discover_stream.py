@@ -183,7 +183,9 @@ def test_run_discover_streams_and_leaves_no_residual_file(tiny, tiny_saes, tmp_p
     model, tok = tiny
     (tmp_path / "play").mkdir()
     ends = ["bankrupt", "stop"] * (len(PROMPTS) // 2)
-    pd.DataFrame({"prompt": PROMPTS + ["Round 1. "], "end_reason": ends + ["round_limit"]}
+    # one decision point per game, so the per-game test equals the per-point one
+    pd.DataFrame({"prompt": PROMPTS + ["Round 1. "], "end_reason": ends + ["round_limit"],
+                  "game_id": [f"g{i}" for i in range(len(PROMPTS) + 1)]}
                  ).to_parquet(tmp_path / "play" / "decisions.parquet")
     table = run_discover(tmp_path, RunConfig(), model, tok, tiny_saes, progress=False)
     X, lay, ids = decision_activations(model, tok, tiny_saes, PROMPTS, progress=False)
