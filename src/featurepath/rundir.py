@@ -123,8 +123,10 @@ CAUSAL_TEST_COLUMNS = [
 """``causal_tests`` (feature and direction arms; the null arms' own tests are in
 ``causal_null``): ``vs_baseline`` = not degenerate, q <= alpha and |effect| at least the metric's
 practical minimum (``analysis.min_effect_*``); ``null_*`` = the effect against its null arms'
-band (see ``analysis.null_band``); ``significant`` = ``vs_baseline`` and, when the test has a
-band, ``beats_null`` — the verdict the classes and the report use. ``invalid_bet_*`` = mean
+band (see ``analysis.null_band``); ``significant`` = ``vs_baseline`` and, in a run with null
+arms, ``beats_null`` (a feature test without a band is then unverified and does not count; the
+behavioural direction is judged against the baseline) — the verdict the classes and the report
+use. ``invalid_bet_*`` = mean
 requested amount of invalid bets."""
 CAUSAL_FEATURE_COLUMNS = [
     "feature", "layer", "feature_id", "method", "class", "same_effect", "same_effect_where",
@@ -152,8 +154,8 @@ rows are dropped). ``vs_baseline``: q <= alpha and |d| >= min_d; ``null_*``: the
 against the same shift under the source's null arms; ``carry_shift``: the shift the patch delta
 would cause if it travelled up the residual stream unchanged (``delta · W_enc[:, T]``, decision
 signal), ``carry_share`` its share of the observed shift, ``mechanism`` ``direct`` (carry
-explains at least half, same sign) or ``mediated``; ``edge``: ``vs_baseline`` and, when there
-is a band, ``beats_null``."""
+explains at least half, same sign) or ``mediated``; ``edge``: ``vs_baseline`` and, in a run
+with null arms, ``beats_null`` (the behavioural direction's edges: ``vs_baseline``)."""
 CHAIN_COLUMNS = ["signal", "chain", "nodes", "layers", "length", "sign", "strength", "signs"]
 LAYER_PAIR_COLUMNS = [
     "signal", "source_layer", "target_layer", "n_tested", "n_edges", "n_positive", "n_negative",

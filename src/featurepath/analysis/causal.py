@@ -62,7 +62,7 @@ from numpy.typing import NDArray
 from scipy import stats as sps
 
 from featurepath.analysis.dose import dose_slopes, scale_trend
-from featurepath.analysis.null_band import null_band
+from featurepath.analysis.null_band import controlled_verdict, null_band
 from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
     PromptPairs,
@@ -277,8 +277,9 @@ def causal_table(
     big = tests["effect"].abs().to_numpy(dtype=float) >= tests["metric"].map(floor).to_numpy(
         dtype=float)
     tests["vs_baseline"] = (~tests["degenerate"]) & (tests["q"] <= alpha) & big
+    controlled = bool((tests["arm"] == "null").any())
     tests, nulls = null_band(tests, alpha)
-    tests["significant"] = tests["vs_baseline"] & ((tests["null_n"] == 0) | tests["beats_null"])
+    tests["significant"] = tests["vs_baseline"] & controlled_verdict(tests, controlled)
     tests = tests[TEST_COLUMNS]
     tests.attrs["null_tests"] = nulls
     return tests, classify_features(tests, alpha=alpha, same_effect_tol=same_effect_tol)

@@ -28,6 +28,16 @@ BAND_COLUMNS = ["null_n", "null_mean", "null_sd", "null_z", "null_p", "null_q", 
 KEYS = ["feature", "context", "condition", "metric"]
 
 
+def controlled_verdict(tests: pd.DataFrame, controlled: bool) -> pd.Series:
+    """What a test needs beside beating the baseline. In a run with null arms a feature test
+    must beat its band — one whose condition got no null arms is not verified against random
+    directions and does not count; the behavioural direction (the positive control) and runs
+    without null arms are judged against the baseline alone."""
+    if not controlled:
+        return pd.Series(True, index=tests.index)
+    return (tests["arm"] == "direction") | tests["beats_null"].astype(bool)
+
+
 def empirical_p(effect: float, band: np.ndarray) -> float:
     """``(1 + #{|band - m| >= |effect - m|}) / (1 + len(band))``, ``m`` the band's mean; NaN
     without a band or a finite effect."""

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from featurepath.analysis.null_band import null_band
+from featurepath.analysis.null_band import controlled_verdict, null_band
 from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
     SIGNALS,
@@ -189,8 +189,9 @@ def pathway_edges(
     with np.errstate(invalid="ignore"):
         out["vs_baseline"] = (~out["degenerate"]) & (out["q"] <= alpha) & \
             (out["d"].abs() >= min_d)
+    controlled = bool((out["arm"] == "null").any())
     out, _ = null_band(out, alpha, keys=EDGE_BAND_KEYS, effect="mean_shift")
-    out["edge"] = out["vs_baseline"] & ((out["null_n"] == 0) | out["beats_null"])
+    out["edge"] = out["vs_baseline"] & controlled_verdict(out, controlled)
     out["sign"] = np.sign(out["mean_shift"].fillna(0.0)).astype(np.int8)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = out["carry_shift"] / out["mean_shift"]
