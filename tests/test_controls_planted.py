@@ -161,3 +161,37 @@ def test_carried_edge_is_direct_and_transformed_edge_is_mediated(tiny, tiny_saes
     assert e.loc[0, "carry_share"] > 0.5
     assert bool(e.loc[1, "edge"]) and e.loc[1, "mechanism"] == "mediated", e
     assert abs(e.loc[1, "carry_share"]) < 0.1
+
+
+def test_behavioural_direction_is_the_normalised_mean_difference(tiny, tmp_path):
+    """Continue-minus-stop mean of ``output_hidden_states[L + 1]`` at the decision token,
+    computed here with a plain forward per prompt, normalised; refused without both kinds."""
+    import pytest
+
+    from featurepath.errors import DataError
+    from featurepath.pipeline.controls import behavioural_directions
+
+    model, tok = tiny
+    actions = ["bet", "stop", "bet", "stop", "bet", "bet"]
+    (tmp_path / "play").mkdir()
+    pd.DataFrame({"prompt": PROMPTS[:6], "action": actions, "retries": 0,
+                  "game_id": [f"g{i}" for i in range(6)], "round": 1}
+                 ).to_parquet(tmp_path / "play" / "decisions.parquet")
+    got = behavioural_directions(model, tok, tmp_path, [1, 2], batch_size=4)
+    for layer in (1, 2):
+        hs = []
+        for text in PROMPTS[:6]:
+            ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                hs.append(model(input_ids=ids, output_hidden_states=True)
+                          .hidden_states[layer + 1][0, -1])
+        h = torch.stack(hs)
+        bet = torch.tensor([a == "bet" for a in actions])
+        want = h[bet].mean(0) - h[~bet].mean(0)
+        torch.testing.assert_close(got[layer], want / want.norm(), atol=1e-4, rtol=1e-4)
+    assert not list(tmp_path.glob(".directions-*"))
+    pd.DataFrame({"prompt": PROMPTS[:3], "action": ["bet"] * 3, "retries": 0,
+                  "game_id": ["a", "b", "c"], "round": 1}
+                 ).to_parquet(tmp_path / "play" / "decisions.parquet")
+    with pytest.raises(DataError, match="2 that stopped"):
+        behavioural_directions(model, tok, tmp_path, [1])

@@ -18,6 +18,7 @@ direction shows the setup can move behaviour at all.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,6 @@ def behavioural_directions(model: Any, tok: Any, run_dir: str | Path, layers: li
     ``max_points`` of each kind, in a fixed order)."""
     import pandas as pd
 
-    from featurepath.models import decoder_blocks
-
     path = RunDir(run_dir).decisions
     if not path.exists():
         raise DataError(f"patch.behavioural_direction needs {path}; run `featurepath play` "
@@ -64,37 +63,18 @@ def behavioural_directions(model: Any, tok: Any, run_dir: str | Path, layers: li
         raise DataError("patch.behavioural_direction needs at least 2 decisions that bet and 2 "
                         f"that stopped in {path} (have {len(groups['bet'])} and "
                         f"{len(groups['stop'])}); play more games")
-    blocks = decoder_blocks(model)
-    device = next(model.parameters()).device
-    means: dict[str, dict[int, torch.Tensor]] = {}
-    for action, g in groups.items():
-        sums = {lay: torch.zeros(model.config.hidden_size, dtype=torch.float64)
-                for lay in layers}
-        prompts = g["prompt"].astype(str).tolist()
-        for start in range(0, len(prompts), batch_size):
-            batch = prompts[start:start + batch_size]
-            tok.padding_side = "left"
-            enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False)
-            seen: dict[int, torch.Tensor] = {}
-            hooks = [blocks[lay].register_forward_hook(
-                lambda _m, _i, out, lay=lay, seen=seen: seen.__setitem__(
-                    lay, (out[0] if isinstance(out, tuple) else out)[:, -1].detach()))
-                for lay in layers]
-            try:
-                with torch.no_grad():
-                    mask = enc["attention_mask"].to(device)
-                    model(input_ids=enc["input_ids"].to(device), attention_mask=mask,
-                          position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0),
-                          use_cache=False)
-            finally:
-                for h in hooks:
-                    h.remove()
-            for lay in layers:
-                sums[lay] += seen[lay].double().sum(0).cpu()
-        means[action] = {lay: sums[lay] / len(prompts) for lay in layers}
+    from featurepath.pipeline.discover import capture_residuals
+
+    means: dict[str, torch.Tensor] = {}
+    with tempfile.TemporaryDirectory(dir=RunDir(run_dir).root, prefix=".directions-") as tmp:
+        for action, g in groups.items():
+            res = capture_residuals(model, tok, layers, g["prompt"].astype(str).tolist(),
+                                    Path(tmp) / f"{action}.bin", batch_size, progress=False)
+            means[action] = res.double().mean(0)  # [len(layers), d_model]
+            del res
     out = {}
-    for lay in layers:
-        d = (means["bet"][lay] - means["stop"][lay]).float()
+    for i, lay in enumerate(layers):
+        d = (means["bet"][i] - means["stop"][i]).float()
         if float(d.norm()) == 0.0:
             raise DataError(f"the behavioural direction of layer {lay} is zero (continuing and "
                             "stopping decisions have the same mean residual)")

@@ -379,10 +379,10 @@ def _intervention(item: PlanItem, cond: ConditionSpec, values: dict, pc,
     return Intervention(item.layer, item.feature_id, **kw)
 
 
-def _unit_rows(job: PatchJob, unit: Unit, saes=None) -> list[dict[str, Any]]:
+def _unit_rows(job: PatchJob, unit: Unit, saes) -> list[dict[str, Any]]:
     pc = job.cfg.patch
     conds = {c.name: c for c in pc.all_conditions()}
-    dirs = _control_directions(job, unit, saes) if saes is not None else {}
+    dirs = _control_directions(job, unit, saes)
     prompts = {k: [PromptRecord(**r) for r in v] for k, v in job.plan.extra["prompts"].items()}
     values = job.plan.extra["values"]
     rows = []
