@@ -70,11 +70,6 @@ def parse_feature_key(key: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def feature_sort_key(key: str) -> tuple[int, int]:
-    """Sort features by layer, then id (``L3-10`` before ``L12-2``)."""
-    return parse_feature_key(key)
-
-
 # ------------------------------------------------------------------ columns
 SIGNALS = ("decision", "gen_mean", "gen_max")
 """Arrays of ``activations.zarr``: the recorded feature at the decision token, and its mean and

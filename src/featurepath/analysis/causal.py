@@ -393,7 +393,7 @@ class CausalResult:
     slopes: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def controls_line(self) -> str:
-        """One line for a terminal: features against their null band, the slopes, and the
+        """One line for a terminal: features against their null band, and the
         behavioural direction (said plainly when it moved behaviour and no feature did)."""
         t = self.tests
         feat = t[t["arm"] == "feature"]
@@ -417,18 +417,6 @@ class CausalResult:
             if moved and beat == 0:
                 line += " and no feature did"
         return line
-
-    @property
-    def n_beat_null(self) -> int:
-        """Feature tests significant against the baseline that also beat their null band."""
-        t = self.tests[self.tests["arm"] == "feature"]
-        return int((t["vs_baseline"] & t["beats_null"]).sum())
-
-    @property
-    def n_inside_null(self) -> int:
-        """Feature tests significant against the baseline that stay inside their band."""
-        t = self.tests[(self.tests["arm"] == "feature") & (self.tests["null_n"] > 0)]
-        return int((t["vs_baseline"] & ~t["beats_null"]).sum())
 
     @property
     def n_significant(self) -> int:

@@ -22,7 +22,7 @@ from featurepath import __version__
 from featurepath.config import load_config, record_config
 from featurepath.embedded import DEMO_PRESETS, demo_config
 from featurepath.errors import ConfigError
-from featurepath.rundir import RunDir, atomic_write, feature_key, feature_sort_key
+from featurepath.rundir import RunDir, atomic_write, feature_key, parse_feature_key
 
 Echo = Callable[[str], None]
 
@@ -75,7 +75,7 @@ def choose_features(table: pd.DataFrame, preset: str) -> tuple[list[str], list[s
     active = tested.sort_values("activity", ascending=False).groupby("layer").head(
         p["record_per_layer"])
     record = {feature_key(int(r.layer), int(r.feature_id)) for r in active.itertuples()}
-    return feats, sorted(record | set(feats), key=feature_sort_key)
+    return feats, sorted(record | set(feats), key=parse_feature_key)
 
 
 def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = True,
