@@ -97,7 +97,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ref-trials", type=int, default=12)
     ap.add_argument("--trials", type=int, default=16, help="engine trials per feature x condition")
-    ap.add_argument("--tokens", type=int, default=24)
+    ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--batch-size", default="64,256",
                     help="rows per unit; comma-separated sizes are each measured against the "
                          "same reference run")

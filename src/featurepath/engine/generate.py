@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from featurepath.engine.hooks import CallState, Intervention, PatchRecorder, RecordSpec
+from featurepath.engine.kvcache import reserve
 from featurepath.sae.model import SAE
 
 
@@ -149,7 +150,8 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
     read = torch.full((n,), float("nan"))
     with rec:
         if shared_prefix and all(iv is None or iv.positions != "all" for iv in ivs):
-            logits, cache, mask = _prefill_shared(model, tok, prompts, rec, device)
+            logits, cache, mask = _prefill_shared(model, tok, prompts, rec, device,
+                                                  room=cfg.max_new_tokens + 1)
         else:
             ids, mask = _encode(tok, prompts, device)
             T = ids.shape[1]
@@ -157,6 +159,8 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
                                   torch.zeros(n, T, dtype=torch.bool, device=device),
                                   mask.bool(), prefill=True, has_decision=True, has_gen=False)
             logits, cache = _forward(model, ids, mask, _positions(mask), None)
+        # decoding writes into reserved room instead of re-concatenating the cache each step
+        reserve(cache, cfg.max_new_tokens)
         read[:] = _readout(logits, readout)
         step_state = None
         for _step in range(cfg.max_new_tokens):
@@ -207,10 +211,11 @@ def generate(model, tok, prompts: Sequence[str], seeds: Sequence[int],
                      [len(t) for t in out_tokens])
 
 
-def _prefill_shared(model, tok, prompts: Sequence[str], rec: PatchRecorder, device):
+def _prefill_shared(model, tok, prompts: Sequence[str], rec: PatchRecorder, device,
+                    room: int = 0):
     """Prefill distinct prompts once (hooks idle: nothing is patched or recorded before the
     decision token), copy their caches to the rows, then run every row's decision token with
-    the hooks live."""
+    the hooks live. ``room`` positions are reserved in the rows' cache for what follows."""
     n = len(prompts)
     uniq = list(dict.fromkeys(prompts))
     index = torch.tensor([uniq.index(p) for p in prompts], device=device)
@@ -220,6 +225,7 @@ def _prefill_shared(model, tok, prompts: Sequence[str], rec: PatchRecorder, devi
         rec.state = None
         _, cache = _forward(model, u_ids[:, :-1], u_mask[:, :-1], _positions(u_mask[:, :-1]),
                             None)
+        reserve(cache, room)
         cache.batch_select_indices(index)
     mask = u_mask[index]
     pos = mask.long().sum(-1, keepdim=True) - 1
