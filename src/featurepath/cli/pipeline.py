@@ -231,7 +231,8 @@ def estimate_cmd(
     feats, record = planned_features(run_dir, cfg, saes, n_features, n_record)
     typer.echo(f"calibrating: {units + 1} units of {cfg.patch.batch_size} rows ...")
     cal = calibrate(cfg, model, tok, saes, feats, record, units=units, load_s=load_s,
-                    work_dir=run_dir if run_dir.exists() else None)
+                    work_dir=run_dir if run_dir.exists() else None,
+                    source_run=run_dir if run_dir.exists() else None)
     est = estimate(cfg, feats, cal, workers=workers, disk_path=run_dir)
     typer.echo(format_estimate(est))
     typer.echo(f"calibration kept in {save_calibration(run_dir, cal)}")

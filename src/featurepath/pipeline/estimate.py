@@ -81,11 +81,10 @@ class Estimate:
 def plan_counts(cfg: RunConfig, features: list[str]) -> tuple[int, int]:
     """``(trials, units)`` of a patch run of ``features`` under ``cfg``: the very plan the
     patch stage would make (``pipeline.patch.plan_units``)."""
-    from featurepath.pipeline.patch import plan_units
+    from featurepath.pipeline.patch import count_rows, plan_shape
 
-    pc = cfg.patch
-    units = plan_units(features, pc.conditions, pc.trials, pc.batch_size, pc.method)
-    return sum(u.n_rows for u in units), len(units)
+    trials = count_rows(features, **plan_shape(cfg, features))
+    return trials, -(-trials // cfg.patch.batch_size)
 
 
 def spread_features(saes: dict, n: int, offset: int = 0) -> list[str]:
@@ -114,10 +113,14 @@ def spread_features(saes: dict, n: int, offset: int = 0) -> list[str]:
 
 
 def calibrate(cfg: RunConfig, model, tok, saes, features: list[str], record: list[str],
-              units: int = 3, load_s: float = 0.0, work_dir: Path | None = None
-              ) -> Calibration:
+              units: int = 3, load_s: float = 0.0, work_dir: Path | None = None,
+              source_run: Path | None = None) -> Calibration:
     """Run one warm-up unit and ``units`` timed units of the planned run in a scratch run
-    directory, and measure them."""
+    directory, and measure them.
+
+    The scratch directory sees ``source_run``'s earlier stages (``play/``, ``discover.parquet``;
+    linked read-only) when they exist, so a plan that draws its prompts from played games or
+    builds the behavioural direction from them calibrates on the same rows it will run."""
     import torch
 
     from featurepath.pipeline.backends.local import run_local
@@ -129,6 +132,7 @@ def calibrate(cfg: RunConfig, model, tok, saes, features: list[str], record: lis
     c.patch.record = list(record)
     # the timed units need at least as many rows as the plan has in one unit
     with tempfile.TemporaryDirectory(dir=work_dir, prefix=".estimate-") as d:
+        _link_inputs(source_run, Path(d))
         job = prepare(d, c, model, tok, saes)
         plan = job.plan.units
         full = [u for u in plan if u.n_rows == c.patch.batch_size] or plan
@@ -158,6 +162,19 @@ def calibrate(cfg: RunConfig, model, tok, saes, features: list[str], record: lis
             n_record=len(record))
 
 
+def _link_inputs(source: Path | None, scratch: Path) -> None:
+    """Symlink the source run's ``play/`` and ``discover.parquet`` into ``scratch`` (the patch
+    stage only reads them)."""
+    if source is None:
+        return
+    from featurepath.rundir import RunDir
+
+    src, dst = RunDir(source), RunDir(scratch)
+    for a, b in ((src.play, dst.play), (src.discover, dst.discover)):
+        if a.exists() and not b.exists():
+            b.symlink_to(a.resolve(), target_is_directory=a.is_dir())
+
+
 def estimate(cfg: RunConfig, features: list[str], cal: Calibration, workers: int = 4,
              disk_path: str | Path = ".") -> Estimate:
     """The plan's size and wall times from ``cfg`` and a calibration at the same batch size."""
@@ -180,7 +197,7 @@ def estimate(cfg: RunConfig, features: list[str], cal: Calibration, workers: int
     while not path.exists() and path != path.parent:
         path = path.parent
     return Estimate(
-        n_features=len(features), n_conditions=len(cfg.patch.conditions), trials=trials,
+        n_features=len(features), n_conditions=len(cfg.patch.all_conditions()), trials=trials,
         units=units, batch_size=cfg.patch.batch_size, n_record=cal.n_record,
         max_new_tokens=cfg.patch.sampling.max_new_tokens,
         new_tokens=trials * cal.new_tokens_per_trial, bytes_per_trial=cal.bytes_per_trial,

@@ -132,6 +132,18 @@ def count_rows(features: list[str], conditions: list[ConditionSpec], trials: int
                                     null_conditions, direction_layers))
 
 
+def plan_shape(cfg: RunConfig, features: list[str]) -> dict[str, Any]:
+    """The keyword arguments of :func:`count_rows` / :func:`plan_units` that a config implies
+    for ``features`` (every condition including the dose ladder, the null arms, the layers of
+    the behavioural direction) — one source, so ``featurepath estimate`` counts exactly the
+    rows the patch stage plans."""
+    pc = cfg.patch
+    return {"conditions": pc.all_conditions(), "trials": pc.trials, "method": pc.method,
+            "null_directions": pc.null_directions, "null_conditions": pc.null_conditions,
+            "direction_layers": sorted({parse_feature_key(f)[0] for f in features})
+            if pc.behavioural_direction else []}
+
+
 def plan_units(features: list[str], conditions: list[ConditionSpec], trials: int,
                batch_size: int, method: str, null_directions: int = 0,
                null_conditions: list[str] | None = None,
@@ -258,11 +270,9 @@ def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
         set(feats) | ({feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()}
                       if cands is not None else set()), key=lambda k: parse_feature_key(k))
     validate_features(feats, record, saes)
-    conditions = pc.all_conditions()
-    direction_layers = sorted({parse_feature_key(f)[0] for f in feats}) \
-        if pc.behavioural_direction else []
-    n_rows = count_rows(feats, conditions, pc.trials, pc.method, pc.null_directions,
-                        pc.null_conditions, direction_layers)
+    shape = plan_shape(cfg, feats)
+    conditions, direction_layers = shape["conditions"], shape["direction_layers"]
+    n_rows = count_rows(feats, **shape)
     batch = check_plan_size(root, cfg, n_rows, len(record))
     contexts = {c.context for c in conditions}
     if pc.prompt_set == "builtin":
@@ -300,8 +310,7 @@ def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
         directions = behavioural_directions(model, tok, root, direction_layers)
         rd.patch.mkdir(parents=True, exist_ok=True)
         save_directions(rd.directions, directions)
-    units = plan_units(feats, conditions, pc.trials, batch, pc.method, pc.null_directions,
-                       pc.null_conditions, direction_layers)
+    units = plan_units(feats, batch_size=batch, **shape)
     plan = Plan(units, batch, record, _digest(cfg), {
         "features": feats, "values": values,
         "prompts": {k: [vars(r) for r in v] for k, v in prompt_sets.items()},
@@ -463,4 +472,5 @@ def describe(job: PatchJob) -> str:
             f"{p.batch_size}; recording {len(p.record)} features")
 
 
-__all__ = ["prepare", "run_unit", "plan_units", "PatchJob", "describe", "count_rows"]
+__all__ = ["prepare", "run_unit", "plan_units", "plan_shape", "PatchJob", "describe",
+           "count_rows"]
