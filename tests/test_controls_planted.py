@@ -82,6 +82,21 @@ def test_wired_feature_beats_the_null_band_and_a_random_one_does_not(tiny):
     assert not bool(p.loc[1, "beats_null"]) and not bool(p.loc[1, "significant"])
 
 
+def _patched_stream(model, tok, sae: SAE, ivs) -> torch.Tensor:
+    """Block 1's output at the last prompt position (block 2's input) when PROMPTS[0] is
+    replayed with ``ivs`` at layer 1."""
+    seen: dict[str, torch.Tensor] = {}
+    hook = decoder_blocks(model)[2].register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.__setitem__(
+            "h", (args[0] if args else kwargs["hidden_states"])[:, -1].clone()),
+        with_kwargs=True)
+    try:
+        replay(model, tok, PROMPTS[:1], saes={1: sae}, interventions=ivs)
+    finally:
+        hook.remove()
+    return seen["h"]
+
+
 def test_null_arm_writes_the_same_magnitude_along_its_direction(tiny):
     """``h += (v - f(h)) · ‖W_dec[f]‖ · u`` at the patched position, checked on the residual."""
     model, tok = tiny
@@ -89,27 +104,36 @@ def test_null_arm_writes_the_same_magnitude_along_its_direction(tiny):
     W_dec = torch.randn(4, d, generator=torch.Generator().manual_seed(0)) * 0.7
     sae = _sae(1, W_dec)
     u = null_direction(0, 1, 0, d)
-    seen: dict[str, torch.Tensor] = {}
-    after = decoder_blocks(model)[2]  # its input is block 1's (patched) output
-
-    def grab(name):
-        return after.register_forward_pre_hook(
-            lambda _m, args, kwargs: seen.__setitem__(
-                name, (args[0] if args else kwargs["hidden_states"])[:, -1].clone()),
-            with_kwargs=True)
-
-    prompt = PROMPTS[:1]
-    h = grab("base")
-    replay(model, tok, prompt, saes={1: sae})
-    h.remove()
-    f = sae.encode(seen["base"])[0, 2]
-    h = grab("null")
-    replay(model, tok, prompt, saes={1: sae},
-           interventions=[Intervention(1, 2, value=float(f) + 1.5, positions="prompt",
-                                       direction=u)])
-    h.remove()
+    base = _patched_stream(model, tok, sae, None)
+    f = sae.encode(base)[0, 2]
+    null = _patched_stream(model, tok, sae, [Intervention(1, 2, value=float(f) + 1.5,
+                                                          positions="prompt", direction=u)])
+    seen = {"base": base, "null": null}
     want = 1.5 * W_dec[2].norm() * u
     torch.testing.assert_close(seen["null"][0] - seen["base"][0], want, atol=1e-4, rtol=1e-4)
+
+
+def test_direction_null_reads_the_direction_and_writes_along_the_null(tiny):
+    """The behavioural direction's null arm: ``a = h · u`` read, ``(3a - a) · w`` written —
+    the direction's own magnitude along ``w``; without ``write`` it goes along ``u``."""
+    model, tok = tiny
+    d = model.config.hidden_size
+    sae = _sae(1, torch.randn(4, d, generator=torch.Generator().manual_seed(0)))
+    g = torch.Generator().manual_seed(5)
+    u = torch.randn(d, generator=g)
+    u = u / u.norm()
+    w = null_direction(0, 1, 3, d)
+    seen = {name: _patched_stream(model, tok, sae, ivs) for name, ivs in (
+        ("base", None),
+        ("dir", [Intervention(1, -1, scale=3.0, positions="prompt", readout="projection",
+                              direction=u)]),
+        ("null", [Intervention(1, -1, scale=3.0, positions="prompt", readout="projection",
+                               direction=u, write=w)]))}
+    a = float(seen["base"][0] @ u)
+    torch.testing.assert_close(seen["dir"][0] - seen["base"][0], 2 * a * u, atol=1e-4,
+                               rtol=1e-4)
+    torch.testing.assert_close(seen["null"][0] - seen["base"][0], 2 * a * w, atol=1e-4,
+                               rtol=1e-4)
 
 
 def _block_output(model, tok, layer, ivs, saes) -> torch.Tensor:

@@ -46,9 +46,11 @@ def test_counts_include_dose_ladder_null_arms_and_direction():
     """Hand count for 3 features on layers 3, 3 and 8, 10 trials, default conditions (2
     baselines + 4 patched) plus doses 0.5 and 2 (2 contexts x 2 = 4 scale conditions), 5 null
     directions in the 2 dose-2 conditions, and the behavioural direction on layers {3, 8}
-    under every scale condition: 10 x (2 + 3 x 8 + 3 x 2 x 5 + 2 x 4) = 640 rows, 20 units of
-    32. The demo's plan, which the patch stage printed as 2,256 trials in 36 units, is the same
-    arithmetic: 24 x (2 + 4 x 6 + 4 x 1 x 16 + 2 x 2) = 2,256."""
+    under every scale condition, with its own 5 null arms in the 2 null conditions:
+    10 x (2 + 3 x 8 + 3 x 2 x 5 + 2 x 4 + 2 x 2 x 5) = 840 rows, 27 units of 32; without the
+    direction's null arms 640 rows, 20 units. (The demo's plan of the previous release, which
+    its patch stage printed as 2,256 trials, is the same arithmetic without them:
+    24 x (2 + 4 x 6 + 4 x 1 x 16 + 2 x 2) = 2,256.)"""
     cfg = RunConfig()
     cfg.patch.trials = 10
     cfg.patch.batch_size = 32
@@ -56,6 +58,8 @@ def test_counts_include_dose_ladder_null_arms_and_direction():
     cfg.patch.null_directions = 5
     cfg.patch.null_conditions = ["safe_dose2", "risky_dose2"]
     cfg.patch.behavioural_direction = True
+    assert plan_counts(cfg, ["L3-1", "L3-2", "L8-7"]) == (840, 27)
+    cfg.patch.direction_nulls = False
     assert plan_counts(cfg, ["L3-1", "L3-2", "L8-7"]) == (640, 20)
 
 
@@ -124,14 +128,10 @@ def test_estimate_command_prints_the_plan_and_status_uses_it(tiny_cfg, tmp_path,
 def test_estimate_calibrates_a_run_with_controls(tiny_cfg, tmp_path, capsys):
     """A plan with null arms and the behavioural direction: the count includes them, and the
     calibration (in a scratch directory) finds the run's played decisions it needs."""
-    import pandas as pd
+    from featurepath.testing import write_play_decisions
 
     run = tmp_path / "run"
-    (run / "play").mkdir(parents=True)
-    prompts = [f"Round {i}: you have ${100 + 10 * i}. Bet or stop?" for i in range(6)]
-    pd.DataFrame({"prompt": prompts, "action": ["bet", "stop"] * 3, "retries": 0,
-                  "game_id": [f"g{i}" for i in range(6)], "round": 1}
-                 ).to_parquet(run / "play" / "decisions.parquet")
+    write_play_decisions(run)
     cfg = yaml.safe_load(tiny_cfg.read_text())
     cfg["patch"].update(features=["L1-3", "L2-5"], null_directions=2,
                         null_conditions=["risky_with_risky_patch"], doses=[2.0],

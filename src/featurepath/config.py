@@ -159,6 +159,10 @@ class PatchSection(_Strict):
         False, description="positive control: also patch, at each patched layer, the direction "
         "from stopping to continuing decisions (difference of mean residuals at the decision "
         "token over play's decision points), under every scale condition")
+    direction_nulls: bool = Field(
+        True, description="the behavioural direction also gets the null arms (in the null "
+        "conditions that clamp by scale): the same per-row magnitude along the same random "
+        "directions, so the positive control is measured against a band of its own size too")
 
     @model_validator(mode="after")
     def _constrained_needs_completion(self):

@@ -175,8 +175,8 @@ class PlanItem:
     ``kind`` says what the rows patch: ``baseline`` nothing, ``layer_baseline`` the no-clamp SAE
     reconstruction at ``layer`` (the fair baseline of ``method: reconstruct``), ``feature`` the
     feature ``feature_key(layer, feature_id)``, ``null`` that feature's intervention magnitude
-    along null direction ``null_index`` of its layer, ``direction`` the behavioural direction
-    of ``layer``.
+    along null direction ``null_index`` of its layer (with ``feature_id = -1``: the behavioural
+    direction's magnitude), ``direction`` the behavioural direction of ``layer``.
     """
 
     kind: ItemKind
@@ -191,8 +191,8 @@ class PlanItem:
     def feature(self) -> str:
         """The ``feature`` column of the trials this item makes (``""`` unless a feature or
         its null arm)."""
-        return feature_key(self.layer, self.feature_id) if self.kind in ("feature", "null") \
-            else ""
+        return feature_key(self.layer, self.feature_id) \
+            if self.kind in ("feature", "null") and self.feature_id >= 0 else ""
 
     @property
     def arm(self) -> str:
@@ -202,11 +202,13 @@ class PlanItem:
     @property
     def key(self) -> str:
         """A stable name of what the rows patch: ``""``, ``"L13"``, ``"L13-5"``,
-        ``"L13-5~null3"`` or ``"L13~direction"``."""
+        ``"L13-5~null3"``, ``"L13~direction"`` or ``"L13~direction~null3"``."""
         if self.kind == "baseline":
             return ""
         if self.kind == "layer_baseline":
             return f"L{self.layer}"
+        if self.kind == "null" and self.feature_id < 0:
+            return f"L{self.layer}~direction~null{self.null_index}"
         if self.kind == "null":
             return f"{self.feature}~null{self.null_index}"
         if self.kind == "direction":

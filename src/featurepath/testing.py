@@ -101,6 +101,22 @@ def write_tiny_inputs(root) -> tuple[str, str]:
     return str(root / "model"), str(root / "saes")
 
 
+def write_play_decisions(run, n: int = 6):
+    """A minimal ``RUN/play/decisions.parquet``: ``n`` first-try decisions alternating bet and
+    stop on distinct prompts — what the behavioural direction needs, without playing games."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(run) / "play" / "decisions.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"prompt": [f"Round {i}: you have ${100 + 10 * i}. Bet or stop?"
+                             for i in range(n)],
+                  "action": ["bet", "stop"] * (n // 2) + ["bet"] * (n % 2), "retries": 0,
+                  "game_id": [f"g{i}" for i in range(n)], "round": 1}).to_parquet(path)
+    return path
+
+
 def assert_same_store(a, b) -> None:
     """Assert that two run directories hold identical patch stores: the trials table and every
     activation array, NaN for NaN (how tests prove that a killed, resumed, sharded or

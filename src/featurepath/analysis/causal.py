@@ -381,6 +381,18 @@ def classify_features(
 # ------------------------------------------------------------------------------ the stage
 
 
+def _largest_z(tests: pd.DataFrame, what: str) -> str:
+    """`` (largest |z| of the features against their bands: +0.48 ...)`` — the original
+    study's comparison (SAE direction z = +0.75, behavioural direction z = +4.45); empty
+    without a band."""
+    banded = tests[(tests["null_n"] > 0) & np.isfinite(tests["null_z"].astype(float))]
+    if banded.empty:
+        return ""
+    b = banded.loc[banded["null_z"].astype(float).abs().idxmax()]
+    return (f" (largest |z| of the {what} against {'their' if what == 'features' else 'its'} "
+            f"band: {b['null_z']:+.2f}, {b['feature']} {b['metric']} in {b['condition']})")
+
+
 @dataclass
 class CausalResult:
     """What ``run_causal`` found and wrote."""
@@ -408,7 +420,7 @@ class CausalResult:
             line = (f"controls: {beat} of {feat['feature'].nunique()} features beat their null "
                     f"band of {k} random directions; {inside} changed behaviour against the "
                     f"baseline but stayed inside it (smallest possible null p = 1/{k + 1} = "
-                    f"{1 / (k + 1):.3f})")
+                    f"{1 / (k + 1):.3f}){_largest_z(feat, 'features')}")
         direction = t[t["arm"] == "direction"]
         if not direction.empty:
             moved = bool(direction["significant"].any())
@@ -416,6 +428,7 @@ class CausalResult:
                                                       "did not move behaviour")
             if moved and beat == 0:
                 line += " and no feature did"
+            line += _largest_z(direction, "direction")
         return line
 
     @property

@@ -118,7 +118,9 @@ def normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
     df["arm"] = df["arm"].where(df["arm"].notna(), pd.Series(derived, index=df.index)).astype(str)
     df["null_index"] = pd.to_numeric(df["null_index"], errors="coerce").fillna(-1) \
         .astype(np.int64)
-    direction = df["arm"] == "direction"  # named by its layer, like a feature
+    # named by its layer, like a feature; its null arms (no feature) carry the same name so
+    # that they form the direction's band
+    direction = (df["arm"] == "direction") | ((df["arm"] == "null") & (df["feature"] == ""))
     df.loc[direction, "feature"] = [f"L{lay}~direction" for lay in df.loc[direction, "layer"]]
     df["method"] = df["method"].fillna("delta").astype(str)
     df["trial"] = pd.to_numeric(df["trial"], errors="coerce").fillna(-1).astype(np.int64)

@@ -50,6 +50,9 @@ class Intervention:
     - ``direction`` with ``readout = "projection"`` (no feature): the row reads ``a = h · u``
       and writes ``(v - a) · u``, so a scale clamp moves a plain direction (the behavioural
       direction) exactly as it moves an SAE feature.
+    - ``write`` with a projection readout: the row reads ``a = h · u`` but writes
+      ``(v - a) · write`` (a unit vector): the behavioural direction's null arm, the same
+      magnitude along a random direction.
     """
 
     layer: int
@@ -60,6 +63,7 @@ class Intervention:
     positions: str = "last"
     direction: torch.Tensor | None = field(default=None, compare=False, repr=False)
     readout: str = "feature"
+    write: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -75,6 +79,8 @@ class Intervention:
             if (self.value is None) == (self.scale is None):
                 raise ValueError("an intervention needs exactly one of value or scale")
             return
+        if self.write is not None:
+            raise ValueError("a separate write direction needs a projection readout")
         if self.direction is not None and (self.feature < 0 or self.method != "delta"):
             raise ValueError("a null direction needs a feature and method delta")
         if self.feature >= 0 and (self.value is None) == (self.scale is None):
@@ -151,6 +157,7 @@ class _PatchPlan:
     mask: torch.Tensor       # [R, T] positions to write
     col: torch.Tensor        # slice column of the clamped feature (-1: none)
     dirs: torch.Tensor | None    # [R, D] control-arm write directions (zeros: the feature's own)
+    rdirs: torch.Tensor | None   # [R, D] projection rows' read directions
     has_dir: torch.Tensor | None  # [R] rows that write along ``dirs``
     proj: torch.Tensor | None    # [R] rows whose readout is ``h · dirs`` (no SAE feature)
     value: torch.Tensor
@@ -224,13 +231,15 @@ class PatchRecorder:
             any_dir = any(iv.direction is not None for iv in ivs)
             d_model = saes[layer].d_model
             dirs = torch.zeros(self.n_rows, d_model) if any_dir else None
+            rdirs = torch.zeros(self.n_rows, d_model) if any_dir else None
             has_dir = torch.zeros(self.n_rows, dtype=torch.bool) if any_dir else None
             proj = torch.zeros(self.n_rows, dtype=torch.bool) if any_dir else None
             for r, iv in zip(rows, ivs, strict=True):
                 if iv.direction is not None:
                     u = iv.direction.float().cpu().reshape(-1)
                     if iv.readout == "projection":
-                        dirs[r], proj[r] = u, True
+                        rdirs[r], proj[r] = u, True
+                        dirs[r] = u if iv.write is None else iv.write.float().cpu().reshape(-1)
                     else:  # a null arm: the feature's decoder norm along another direction
                         dirs[r] = u * saes[layer].W_dec[iv.feature].float().norm().cpu()
                     has_dir[r] = True
@@ -243,7 +252,7 @@ class PatchRecorder:
                 pos[r] = POSITIONS.index(iv.positions)
             self._patch[layer] = dict(rows=row_mask, col=col, fid=fid, value=value, scale=scale,
                                       recon=recon, pos=pos, slice=sl, full=full, dirs=dirs,
-                                      has_dir=has_dir, proj=proj)
+                                      rdirs=rdirs, has_dir=has_dir, proj=proj)
         self._state: CallState | None = None
         self._call: _DeviceCall | None = None
         self._handles: list = []
@@ -300,6 +309,7 @@ class PatchRecorder:
             plans[layer] = _PatchPlan(
                 b=b, mask=mask, col=col.to(dev),
                 dirs=p["dirs"][orig].to(dev) if proj is not None else None,
+                rdirs=p["rdirs"][orig].to(dev) if proj is not None else None,
                 has_dir=p["has_dir"][orig].to(dev) if proj is not None else None,
                 proj=proj.to(dev) if proj is not None else None,
                 value=p["value"][orig].to(dev),
@@ -379,7 +389,7 @@ class PatchRecorder:
             idx = plan.col.clamp(min=0)
             cur = f_all.gather(-1, idx.view(-1, 1, 1).expand(-1, T, 1)).squeeze(-1)  # [R, T]
         if plan.proj is not None:  # projection readout of plain directions: a = h · u
-            a = (hb * plan.dirs.unsqueeze(1)).sum(-1)
+            a = (hb * plan.rdirs.unsqueeze(1)).sum(-1)
             cur = a if cur is None else torch.where(plan.proj.unsqueeze(1), a, cur)
         if cur is not None:
             target = torch.where(torch.isnan(plan.value).unsqueeze(1),

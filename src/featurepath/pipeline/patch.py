@@ -95,7 +95,8 @@ def play_prompt_sets(run_dir: Path, max_per_set: int = 256) -> dict[str, list[Pr
 # ---------------------------------------------------------------- planning
 def _row_protos(features: list[str], conditions: list[ConditionSpec], method: str,
                 null_directions: int = 0, null_conditions: list[str] | None = None,
-                direction_layers: list[int] | None = None) -> list[PlanItem]:
+                direction_layers: list[int] | None = None,
+                direction_nulls: bool = False) -> list[PlanItem]:
     """One prototype item per (arm, condition), in plan order; each stands for ``trials``
     rows. Small (features x conditions x arms), so counting rows costs nothing."""
     protos: list[PlanItem] = []
@@ -121,15 +122,20 @@ def _row_protos(features: list[str], conditions: list[ConditionSpec], method: st
         for cond in patched:
             if cond.patch == "scale":
                 protos.append(PlanItem("direction", cond.name, 0, 0, layer=lay))
+    for lay in direction_layers or () if direction_nulls else ():
+        for cond in with_null:
+            if cond.patch == "scale":
+                for k in range(null_directions):
+                    protos.append(PlanItem("null", cond.name, 0, 0, lay, -1, k))
     return protos
 
 
 def count_rows(features: list[str], conditions: list[ConditionSpec], trials: int, method: str,
                null_directions: int = 0, null_conditions: list[str] | None = None,
-               direction_layers: list[int] | None = None) -> int:
+               direction_layers: list[int] | None = None, direction_nulls: bool = False) -> int:
     """Rows :func:`plan_units` will plan, without planning them (nothing large allocated)."""
     return trials * len(_row_protos(features, conditions, method, null_directions,
-                                    null_conditions, direction_layers))
+                                    null_conditions, direction_layers, direction_nulls))
 
 
 def plan_shape(cfg: RunConfig, features: list[str]) -> dict[str, Any]:
@@ -141,20 +147,23 @@ def plan_shape(cfg: RunConfig, features: list[str]) -> dict[str, Any]:
     return {"conditions": pc.all_conditions(), "trials": pc.trials, "method": pc.method,
             "null_directions": pc.null_directions, "null_conditions": pc.null_conditions,
             "direction_layers": sorted({parse_feature_key(f)[0] for f in features})
-            if pc.behavioural_direction else []}
+            if pc.behavioural_direction else [], "direction_nulls": pc.direction_nulls}
 
 
 def plan_units(features: list[str], conditions: list[ConditionSpec], trials: int,
                batch_size: int, method: str, null_directions: int = 0,
                null_conditions: list[str] | None = None,
-               direction_layers: list[int] | None = None) -> list[Unit]:
+               direction_layers: list[int] | None = None,
+               direction_nulls: bool = False) -> list[Unit]:
     """Rows in a fixed order, cut into units of ``batch_size`` rows: baselines (once per
     context, or once per layer and context for ``reconstruct``), every feature × patched
     condition, then the controls — ``null_directions`` null arms per feature × condition in
     ``null_conditions`` (default: every patched condition), and the behavioural direction of
-    each of ``direction_layers`` under every ``scale`` condition."""
+    each of ``direction_layers`` under every ``scale`` condition, and (``direction_nulls``) its
+    null arms under the null conditions that clamp by scale."""
     rows = [(proto, t) for proto in _row_protos(features, conditions, method, null_directions,
-                                                null_conditions, direction_layers)
+                                                null_conditions, direction_layers,
+                                                direction_nulls)
             for t in range(trials)]
     units = []
     for u, start in enumerate(range(0, len(rows), batch_size)):
@@ -355,6 +364,9 @@ def _control_directions(job: PatchJob, unit: Unit, saes) -> dict[tuple[str, int,
     pc, out = job.cfg.patch, {}
     behavioural = None
     for it in unit.items:
+        if it.kind == "null" and it.feature_id < 0 and ("direction", it.layer, 0) not in out:
+            behavioural = behavioural or load_directions(RunDir(job.run_dir).directions)
+            out[("direction", it.layer, 0)] = behavioural[it.layer]
         if it.kind == "null" and ("null", it.layer, it.null_index) not in out:
             sae = saes[it.layer]
             out[("null", it.layer, it.null_index)] = null_direction(
@@ -379,6 +391,10 @@ def _intervention(item: PlanItem, cond: ConditionSpec, values: dict, pc,
         kw["value"] = float(cond.value)
     else:
         kw["scale"] = float(cond.scale)
+    if item.kind == "null" and item.feature_id < 0:  # the behavioural direction's null arm
+        return Intervention(item.layer, -1, readout="projection",
+                            direction=dirs[("direction", item.layer, 0)],
+                            write=dirs[("null", item.layer, item.null_index)], **kw)
     if item.kind == "null":
         return Intervention(item.layer, item.feature_id, direction=dirs[
             ("null", item.layer, item.null_index)], **kw)
