@@ -27,6 +27,8 @@ def test_behavioural_direction_gets_its_own_null_band(tmp_path, capsys):
                      "behavioural_direction": True}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["patch", str(run), "-c", str(tmp_path / "c.yaml"), "--no-progress"]) == 0
+    assert ("(24 in 3 null directions, 16 along the behavioural direction and 24 in its null "
+            "directions)") in capsys.readouterr().out
     trials = pd.read_parquet(RunDir(run).trials)
     dnull = trials[(trials["arm"] == "null") & (trials["feature"] == "")]
     # 2 direction layers x 1 null condition x K directions x 4 trials

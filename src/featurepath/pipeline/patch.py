@@ -477,12 +477,14 @@ def describe(job: PatchJob) -> str:
     by_kind: dict[str, int] = {}
     for u in p.units:
         for it in u.items:
-            by_kind[it.kind] = by_kind.get(it.kind, 0) + it.n
+            kind = "direction_null" if it.kind == "null" and it.feature_id < 0 else it.kind
+            by_kind[kind] = by_kind.get(kind, 0) + it.n
     controls = ""
     if by_kind.get("null") or by_kind.get("direction"):
         controls = (f" ({by_kind.get('null', 0)} in {job.cfg.patch.null_directions} null "
                     f"directions, {by_kind.get('direction', 0)} along the behavioural "
-                    "direction)")
+                    f"direction" + (f" and {by_kind['direction_null']} in its null directions"
+                                    if by_kind.get("direction_null") else "") + ")")
     return (f"{len(p.extra['features'])} features x {len(job.cfg.patch.all_conditions())} "
             f"conditions -> {n_rows} trials{controls} in {len(p.units)} units of <= "
             f"{p.batch_size}; recording {len(p.record)} features")
