@@ -37,8 +37,8 @@ def test_behavioural_direction_gets_its_own_null_band(tmp_path, capsys):
     capsys.readouterr()
     assert main(["causal", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "of the features against their band:" in out
-    assert "of the direction against its band:" in out
+    assert "(P(stop) against their band: largest |z|" in out
+    assert "(P(stop) against its own band: largest |z|" in out
     tests = pd.read_parquet(RunDir(run).causal_tests)
     d = tests[(tests["arm"] == "direction") & (tests["condition"] == "risky_dose3")
               & (tests["metric"] == "p_stop")]

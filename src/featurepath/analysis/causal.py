@@ -382,15 +382,18 @@ def classify_features(
 
 
 def _largest_z(tests: pd.DataFrame, what: str) -> str:
-    """`` (largest |z| of the features against their bands: +0.48 ...)`` — the original
-    study's comparison (SAE direction z = +0.75, behavioural direction z = +4.45); empty
-    without a band."""
-    banded = tests[(tests["null_n"] > 0) & np.isfinite(tests["null_z"].astype(float))]
+    """`` (P(stop) against their bands: largest |z| +0.48, L13-853 in risky_amplified, inside)``
+    — the original study's comparison (SAE direction z = +0.75 inside its band, behavioural
+    direction z = +4.45); empty without a band. P(stop) because it is the continuous readout
+    every arm has; stop rate and bet can be degenerate on a cautious model."""
+    banded = tests[(tests["metric"] == "p_stop") & (tests["null_n"] > 0)
+                   & np.isfinite(tests["null_z"].astype(float))]
     if banded.empty:
         return ""
     b = banded.loc[banded["null_z"].astype(float).abs().idxmax()]
-    return (f" (largest |z| of the {what} against {'their' if what == 'features' else 'its'} "
-            f"band: {b['null_z']:+.2f}, {b['feature']} {b['metric']} in {b['condition']})")
+    where = "beats the band" if bool(b["beats_null"]) else "inside the band"
+    return (f" (P(stop) against {'their' if what == 'features' else 'its own'} band: largest "
+            f"|z| {b['null_z']:+.2f}, {b['feature']} in {b['condition']}, {where})")
 
 
 @dataclass
@@ -424,8 +427,8 @@ class CausalResult:
         direction = t[t["arm"] == "direction"]
         if not direction.empty:
             moved = bool(direction["significant"].any())
-            line += "; the behavioural direction " + ("moved behaviour" if moved else
-                                                      "did not move behaviour")
+            line += "; the behavioural direction " + (
+                "moved behaviour against the baseline" if moved else "did not move behaviour")
             if moved and beat == 0:
                 line += " and no feature did"
             line += _largest_z(direction, "direction")
