@@ -10,11 +10,19 @@ Every user-facing problem is a :class:`FeaturepathError`; :func:`main` prints it
 ends in a traceback. Two kinds of failure are caught here, whichever library raised them: a
 refused write (read-only or full disk, see :func:`featurepath.errors.storage_error`) and running
 out of memory. Command-line mistakes get click's usage message and status 2.
+
+Warnings (``warnings.warn`` in the library: repeated prompts, a file system without locks, ...)
+print as one ``warning: <message>`` line on stderr, like the stages' own notices, instead of
+Python's ``path/file.py:220: UserWarning: ...`` and the source line: the path is noise to someone
+running a command. :func:`entry` installs :func:`show_warning` for the process; code that
+imports featurepath as a library keeps Python's normal warnings.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
+from typing import TextIO
 
 import typer
 
@@ -119,5 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+    """A :func:`warnings.showwarning` that prints ``warning: <message>`` as one line (a message
+    over several lines is joined), without the category, file, line number or source line.
+
+    Only how a warning looks changes: which warnings show, and how often, is still decided by
+    the warning filters (``-W``, ``PYTHONWARNINGS``; once per call site by default)."""
+    stream = file if file is not None else sys.stderr
+    if stream is None:  # pythonw: nowhere to print
+        return
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    try:
+        stream.write(f"warning: {text}\n")
+    except OSError:  # a closed or broken stderr must not turn a warning into a crash
+        pass
+
+
 def entry() -> None:
+    """The ``featurepath`` executable (and ``python -m featurepath``): warnings as one line."""
+    warnings.showwarning = show_warning
     sys.exit(main())
