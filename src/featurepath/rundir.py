@@ -121,8 +121,13 @@ practical minimum (``analysis.min_effect_*``); ``null_*`` = the effect against i
 band (see ``analysis.null_band``); ``significant`` = ``vs_baseline`` and, in a run with null
 arms, ``beats_null`` (a feature test without a band is then unverified and does not count; the
 behavioural direction is judged against the baseline) — the verdict the classes and the report
-use. ``invalid_bet_*`` = mean
-requested amount of invalid bets."""
+use. ``invalid_bet_*`` = mean requested amount of invalid bets. A feature test whose patched
+trials and every null arm reproduce the baseline trial for trial is ``degenerate`` with ``test``
+= :data:`ZERO_SIZE_TEST` (p, q NaN): nothing was changed, so there is nothing to test."""
+ZERO_SIZE_TEST = "zero-size intervention"
+"""``test`` of a causal test not run because the intervention had size zero: e.g. a scale clamp
+of a feature that is inactive on the prompts (``scale × 0 = 0``), whose null arms then write zero
+along their random directions too, so the band is a point and says nothing."""
 CAUSAL_FEATURE_COLUMNS = [
     "feature", "layer", "feature_id", "method", "class", "same_effect", "same_effect_where",
     "n_tests", "n_degenerate", "n_significant", "best_q", "summary",

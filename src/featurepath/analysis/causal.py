@@ -33,9 +33,13 @@ Four metrics per comparison:
 
 A P(stop) comparison with fewer than two distinct prompts is degenerate *by design* (reported
 with p = q = NaN, never tested), whatever rounding noise its trials carry: the engine's float32
-results for one prompt differ by ~1e-8 between work units, and that noise is not an effect. Benjamini–Hochberg (1995) runs
-once over every test actually run — all features x contexts x conditions x metrics — rather than
-over a per-feature minimum p-value, which would not control the FDR.
+results for one prompt differ by ~1e-8 between work units, and that noise is not an effect. So
+is every test of a *zero-size intervention* (``test`` = "zero-size intervention"): the feature
+arm and all its null arms reproduce the baseline trial for trial, as a scale clamp of a feature
+that is inactive on the prompts does (see :mod:`featurepath.analysis.null_band`).
+Benjamini–Hochberg (1995) runs once over every test actually run — all features x contexts x
+conditions x metrics — rather than over a per-feature minimum p-value, which would not control
+the FDR.
 
 A test is ``significant`` when it is not degenerate, q <= alpha (where Benjamini–Hochberg
 rejects) *and* its effect reaches a practical minimum (:data:`MIN_EFFECT`, config keys
@@ -62,7 +66,7 @@ from numpy.typing import NDArray
 from scipy import stats as sps
 
 from featurepath.analysis.dose import dose_slopes, scale_trend
-from featurepath.analysis.null_band import controlled_verdict, null_band
+from featurepath.analysis.null_band import ZeroSizeCheck, controlled_verdict, null_band
 from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
     PromptPairs,
@@ -90,7 +94,7 @@ from featurepath.config import RunConfig, record_config
 from featurepath.errors import DataError
 from featurepath.rundir import CAUSAL_FEATURE_COLUMNS as FEATURE_COLUMNS
 from featurepath.rundir import CAUSAL_TEST_COLUMNS as TEST_COLUMNS
-from featurepath.rundir import DOSE_COLUMNS, RunDir, write_table
+from featurepath.rundir import DOSE_COLUMNS, ZERO_SIZE_TEST, RunDir, write_table
 
 __all__ = [
     "METRICS",
@@ -225,10 +229,12 @@ def causal_table(
     rows: list[dict[str, object]] = []
     skipped: list[str] = []
     n_repeated = n_groups = 0
+    zero_size = ZeroSizeCheck()
     for i, g in enumerate(patched_groups(df)):
         if g.baseline is None:
             skipped.append(f"{g.feature}/{g.context}/{g.condition}")
             continue
+        zero_size.add(g)
         pp = prompt_pairs(g.patched, g.baseline)
         n_groups += 1
         n_repeated += pp.repeated
@@ -266,7 +272,7 @@ def causal_table(
         if skipped:
             raise DataError("no patched condition has a matching baseline in the trials table")
         raise DataError("the trials table holds no patched trials")
-    tests = pd.DataFrame(rows)
+    tests = zero_size.mark(pd.DataFrame(rows))  # not tested: the patch changed nothing
     # one BH family: the feature and direction arms' tests (null arms are the reference band,
     # not hypotheses)
     real = (tests["arm"] != "null").to_numpy()
@@ -408,8 +414,9 @@ class CausalResult:
     slopes: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def controls_line(self) -> str:
-        """One line for a terminal: features against their null band, and the
-        behavioural direction (said plainly when it moved behaviour and no feature did)."""
+        """One line for a terminal: features against their null band, the tests not run because
+        the intervention had size zero, and the behavioural direction (said plainly when it
+        moved behaviour and no feature did)."""
         t = self.tests
         feat = t[t["arm"] == "feature"]
         k = int(feat["null_n"].max()) if not feat.empty else 0
@@ -424,6 +431,11 @@ class CausalResult:
                     f"band of {k} random directions; {inside} changed behaviour against the "
                     f"baseline but stayed inside it (smallest possible null p = 1/{k + 1} = "
                     f"{1 / (k + 1):.3f}){_largest_z(feat, 'features')}")
+        zero = feat[feat["test"] == ZERO_SIZE_TEST]
+        if not zero.empty:
+            line += (f"; {len(zero)} test(s) of {zero['feature'].nunique()} feature(s) not run, "
+                     f"degenerate: {ZERO_SIZE_TEST} (the patched trials reproduce the baseline "
+                     "trial for trial, e.g. a scale clamp of a feature inactive on the prompts)")
         direction = t[t["arm"] == "direction"]
         if not direction.empty:
             moved = bool(direction["significant"].any())

@@ -15,14 +15,26 @@ other directions):
   ``1 / (K + 1)``: with K null directions nothing can beat the band at a level below that;
 - ``null_q``: Benjamini–Hochberg over every feature test that has a band;
 - ``beats_null``: ``null_q <= alpha``.
+
+A feature whose intervention had size zero (a scale clamp of a feature inactive on the prompts:
+``scale × 0 = 0``) has null arms of size zero too, so its band is a point (sd 0, no z) that
+tests nothing. :class:`ZeroSizeCheck` finds such feature × condition pairs — the feature arm and
+every one of its (at least one) null arms reproduce the baseline trial for trial — and marks
+their tests degenerate with ``test`` = ``"zero-size intervention"``: never significant, and
+counted apart in the controls. Without null arms a no-op clamp is tested against the baseline
+as usual (an A/A run must find nothing there, and does).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pandas as pd
 
+from featurepath.analysis.run_data import PatchedGroup, reproduces_baseline
 from featurepath.analysis.stats import bh_fdr
+from featurepath.rundir import ZERO_SIZE_TEST
 
 BAND_COLUMNS = ["null_n", "null_mean", "null_sd", "null_z", "null_p", "null_q", "beats_null"]
 KEYS = ["feature", "context", "condition", "metric"]
@@ -80,3 +92,55 @@ def null_band(tests: pd.DataFrame, alpha: float, keys: list[str] | None = None,
     real["null_q"] = bh_fdr(real["null_p"].to_numpy(float))
     real["beats_null"] = (real["null_q"] <= alpha).fillna(False).astype(bool)
     return real.reset_index(drop=True), nulls.reset_index(drop=True)
+
+
+@dataclass
+class ZeroSizeCheck:
+    """Collects, group by group, which feature × context × condition interventions had size
+    zero: the feature arm reproduces its baseline trial for trial
+    (:func:`~featurepath.analysis.run_data.reproduces_baseline`) and so does every null arm of
+    it, of which there is at least one: K random directions that all change nothing confirm
+    that the size, not the direction, is zero. A null arm is compared only while its feature
+    arm is still a candidate, so a run pays for the check only where the feature changed
+    nothing. :func:`~featurepath.analysis.run_data.patched_groups` yields a feature arm before
+    its null arms (sorted keys); a null arm seen without one (the behavioural direction's)
+    rules its key out."""
+
+    _feature: dict[tuple[str, str, str], bool] = field(default_factory=dict)
+    _nulls: set[tuple[str, str, str]] = field(default_factory=set)
+    _moved: set[tuple[str, str, str]] = field(default_factory=set)
+
+    def add(self, g: PatchedGroup) -> None:
+        """Look at one patched group (any arm; those without a baseline are ignored)."""
+        if g.baseline is None or g.arm not in ("feature", "null"):
+            return
+        key = (g.feature, g.context, g.condition)
+        if g.arm == "feature":
+            self._feature[key] = reproduces_baseline(g.patched, g.baseline)
+            return
+        self._nulls.add(key)
+        same = self._feature.get(key)
+        if same is None or (same and key not in self._moved
+                            and not reproduces_baseline(g.patched, g.baseline)):
+            self._moved.add(key)
+
+    @property
+    def keys(self) -> set[tuple[str, str, str]]:
+        """``(feature, context, condition)`` of every zero-size intervention."""
+        return ({k for k, same in self._feature.items() if same} & self._nulls) - self._moved
+
+    def mark(self, tests: pd.DataFrame) -> pd.DataFrame:
+        """``tests`` (one row per arm × group × metric) with the feature-arm rows of zero-size
+        interventions made degenerate: ``p`` NaN and ``test`` = :data:`ZERO_SIZE_TEST`."""
+        zero = self.keys
+        if not zero:
+            return tests
+        hit = (tests["arm"] == "feature").to_numpy() & np.fromiter(
+            ((f, c, k) in zero for f, c, k in zip(tests["feature"], tests["context"],
+                                                   tests["condition"], strict=True)),
+            dtype=bool, count=len(tests))
+        tests = tests.copy()
+        tests.loc[hit, "degenerate"] = True
+        tests.loc[hit, "p"] = float("nan")
+        tests.loc[hit, "test"] = ZERO_SIZE_TEST
+        return tests

@@ -56,6 +56,7 @@ __all__ = [
     "is_baseline",
     "patched_groups",
     "pair_trials",
+    "reproduces_baseline",
     "PromptPairs",
     "prompt_pairs",
     "warn_repeated_prompts",
@@ -324,6 +325,37 @@ def pair_trials(
         out[f"{c}_p"] = patched[c].to_numpy()[ia]
         out[f"{c}_b"] = baseline[c].to_numpy()[ja]
     return pd.DataFrame(out)
+
+
+SAME_P_STOP_TOL = 1e-6
+"""How far a trial's P(stop) may lie from its baseline trial's and still be the same value: the
+engine's float32 results for one prompt differ by ~1e-8 between work units (batch makeup)."""
+
+
+def reproduces_baseline(patched: pd.DataFrame, baseline: pd.DataFrame,
+                        tol: float = SAME_P_STOP_TOL) -> bool:
+    """True when every patched trial has a baseline trial (same trial index and prompt, as
+    :func:`pair_trials` pairs them) with the same answer (action, validity, bet) and a P(stop)
+    within ``tol``: the patch changed nothing, trial for trial.
+
+    Why trial for trial: with seed-matched trials (``patch.seed_matched``, the default) trial t
+    of every arm has the same prompt and sampling seed, so an intervention of size zero gives
+    back the baseline's very answers, and a non-zero one moves P(stop), a continuous readout,
+    by more than rounding. Without seed matching, sampled answers differ and this is False
+    (unless decoding is greedy), so nothing is ever called unchanged by mistake.
+    """
+    cols = ["action", "valid", "bet", "p_stop"]
+    pr = pair_trials(patched, baseline, columns=cols)
+    if patched.empty or len(pr) != len(patched):
+        return False
+    for c in cols[:3]:
+        a, b = pr[f"{c}_p"], pr[f"{c}_b"]
+        if not ((a == b) | (a.isna() & b.isna())).all():
+            return False
+    ps, pb = pr["p_stop_p"].to_numpy(float), pr["p_stop_b"].to_numpy(float)
+    with np.errstate(invalid="ignore"):
+        close = (np.abs(ps - pb) <= tol) | (np.isnan(ps) & np.isnan(pb))
+    return bool(close.all())
 
 
 @dataclass

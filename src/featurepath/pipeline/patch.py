@@ -27,7 +27,11 @@ from featurepath.config import (
 from featurepath.engine.generate import generate, replay
 from featurepath.engine.hooks import Intervention, RecordSpec
 from featurepath.errors import ConfigError, DataError
-from featurepath.pipeline.patch_checks import check_plan_size, validate_features
+from featurepath.pipeline.patch_checks import (
+    check_plan_size,
+    validate_features,
+    warn_inactive_scale_clamps,
+)
 from featurepath.pipeline.seeds import derive_seed
 from featurepath.pipeline.store import Plan, RunStore, Unit
 from featurepath.rundir import TRIAL_COLUMNS, PlanItem, RunDir
@@ -313,6 +317,8 @@ def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
                              "risky": float(by_key[f].mean_bankrupt), "source": "discover"}
             else:
                 values[f] = {**measured[f], "source": "measured on the safe/risky prompts"}
+    warn_inactive_scale_clamps(model, tok, saes, feats, conditions,
+                               {k: [r.text for r in v] for k, v in prompt_sets.items()}, batch)
     if direction_layers:
         from featurepath.pipeline.controls import behavioural_directions, save_directions
 

@@ -7,9 +7,14 @@ holds a patch run"). Keeping them together makes that order easy to see and to k
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from featurepath.config import RunConfig, parse_feature_key
+import numpy as np
+
+from featurepath.config import ConditionSpec, RunConfig, parse_feature_key
 from featurepath.errors import ConfigError
 
 BACKENDS = ("local", "ray")
@@ -64,4 +69,68 @@ def validate_features(feats: list[str], record: list[str], saes) -> None:
                                   f"(0..{saes[layer].d_sae - 1})")
 
 
-__all__ = ["BACKENDS", "check_backend", "check_plan_size", "validate_features"]
+def _amplifies(c: ConditionSpec) -> bool:
+    """A scale clamp that would change an active feature (scale 1 is a no-op by design)."""
+    return c.patch == "scale" and c.scale is not None and float(c.scale) != 1.0
+
+
+def inactive_scale_clamps(acts: Mapping[str, np.ndarray], feats: list[str],
+                          conditions: Sequence[ConditionSpec]) -> list[tuple[str, str, int, int]]:
+    """``(feature, condition, prompts where its clamp is zero, prompts)`` for every scale
+    condition (scale != 1) whose clamp has size zero at the decision token on some prompt.
+
+    ``acts[context]`` holds the features' decision-token activations ``[prompt, feature]``
+    (columns in ``feats`` order). A scale clamp moves an activation ``a`` by ``(scale - 1)·a``,
+    zero exactly where the feature is inactive; null arms write the same size along their
+    directions, so they are zero there as well. (Value clamps are left alone: ``v - a`` is zero
+    only by coincidence, and scale 1 is a deliberate no-op, e.g. an A/A run.)
+    """
+    out = []
+    for c in conditions:
+        if not _amplifies(c) or c.context not in acts:
+            continue
+        a = np.asarray(acts[c.context])
+        for j, f in enumerate(feats):
+            k = int(np.sum(a[:, j] == 0))
+            if k:
+                out.append((f, c.name, k, int(a.shape[0])))
+    return out
+
+
+def warn_inactive_scale_clamps(model: Any, tok: Any, saes: Any, feats: list[str],
+                               conditions: Sequence[ConditionSpec],
+                               texts: Mapping[str, Sequence[str]], batch_size: int) -> str:
+    """Warn (one line) before planning when a scale clamp is zero at the decision token on
+    some prompts, and return the message (``""`` when none is; nothing is replayed without a
+    scale condition).
+
+    Why before the run: such trials cannot move P(stop), and a feature inactive on every prompt
+    of a context gets a point for a null band — its tests end up degenerate ("zero-size
+    intervention"). The features' activations come from one replay of each context's prompts
+    (``texts``), cheap beside the patch run itself."""
+    from featurepath.engine.generate import replay
+    from featurepath.engine.hooks import RecordSpec
+
+    spec = RecordSpec([parse_feature_key(f) for f in feats])
+    acts: dict[str, np.ndarray] = {}
+    for ctx in sorted({c.context for c in conditions if _amplifies(c)}):
+        prompts = list(texts.get(ctx, []))
+        parts = [replay(model, tok, prompts[i:i + batch_size], saes=saes, record=spec)
+                 .decision.float().cpu().numpy() for i in range(0, len(prompts), batch_size)]
+        if parts:
+            acts[ctx] = np.concatenate(parts)
+    hits = sorted(inactive_scale_clamps(acts, feats, conditions),
+                  key=lambda h: (-h[2] / h[3], h[0], h[1]))
+    if not hits:
+        return ""
+    shown = ", ".join(f"{f} under {c} on {k} of {n} prompts" for f, c, k, n in hits[:5])
+    more = f" and {len(hits) - 5} more" if len(hits) > 5 else ""
+    msg = (f"{len(hits)} scale clamp(s) are zero at the decision token on some prompts, where "
+           "the feature is inactive (scale x 0 = 0, and so are its null arms), so P(stop) "
+           f"cannot move there: {shown}{more}")
+    warnings.warn(msg, stacklevel=2)
+    return msg
+
+
+__all__ = ["BACKENDS", "check_backend", "check_plan_size", "inactive_scale_clamps",
+           "validate_features", "warn_inactive_scale_clamps"]

@@ -20,6 +20,7 @@ import pandas as pd
 from featurepath.report.blocks import _figure, _section, _table
 from featurepath.report.data import RunData
 from featurepath.report.format import _is_missing, _records, _sort_key, esc, fmt
+from featurepath.rundir import ZERO_SIZE_TEST
 
 BEHAVIOUR_METRICS = ("stop_rate", "p_stop", "bet")
 """Metrics of causal_tests that are behaviour; ``invalid_rate`` is counted apart (a push that
@@ -76,6 +77,8 @@ def arms(tests: pd.DataFrame) -> pd.Series:
 
 def verdict_label(rec: dict[str, Any], alpha: float) -> str:
     """One word or two for a test's verdict, for the feature table."""
+    if rec.get("test") == ZERO_SIZE_TEST:
+        return "zero-size"
     sig = rec.get("significant")
     n = rec.get("null_n")
     banded = isinstance(n, (int, float)) and not _is_missing(n) and n > 0
@@ -142,6 +145,8 @@ class ControlsSummary:
     n_beat: int = 0
     n_inside: int = 0
     n_no_band: int = 0
+    n_zero_size: int = 0  # feature tests not run: the intervention had size zero
+    zero_size_features: list[str] = field(default_factory=list)
     band_sizes: list[int] = field(default_factory=list)
     features_moving: list[str] = field(default_factory=list)
     directions: list[str] = field(default_factory=list)
@@ -192,12 +197,16 @@ def summarise_controls(tests: pd.DataFrame, alpha: float) -> ControlsSummary:
     out.n_beat = int((feat & base & band & beats).sum())
     out.n_inside = int((feat & base & band & ~beats).sum())
     out.n_no_band = int((feat & base & ~band).sum())
+    zero = feat & (tests["test"].astype(str) == ZERO_SIZE_TEST) if "test" in tests.columns \
+        else pd.Series(False, index=tests.index)
+    out.n_zero_size = int(zero.sum())
     if "null_n" in tests.columns:
         ks = pd.to_numeric(tests.loc[feat & band, "null_n"], errors="coerce").dropna()
         out.band_sizes = sorted({int(k) for k in ks})
     names = tests["feature"].astype(str) if "feature" in tests.columns else \
         pd.Series("?", index=tests.index)
     out.features_moving = list(dict.fromkeys(names[feat & sig & behaviour]))
+    out.zero_size_features = list(dict.fromkeys(names[zero]))
     direc = arm == "direction"
     out.directions = list(dict.fromkeys(names[direc]))
     out.n_direction_tests = int((direc & behaviour).sum())
@@ -206,12 +215,15 @@ def summarise_controls(tests: pd.DataFrame, alpha: float) -> ControlsSummary:
     rows = []
     for m in dict.fromkeys(metric[feat]):
         sel = feat & (metric == m)
-        rows.append({"metric": METRIC_LABEL.get(m, m), "feature tests": int(sel.sum()),
-                     "vs baseline": int((sel & base).sum()),
-                     "beat band": int((sel & base & band & beats).sum()),
-                     "inside band": int((sel & base & band & ~beats).sum()),
-                     "no band": int((sel & base & ~band).sum()),
-                     "significant": int((sel & sig).sum())})
+        row = {"metric": METRIC_LABEL.get(m, m), "feature tests": int(sel.sum()),
+               "vs baseline": int((sel & base).sum()),
+               "beat band": int((sel & base & band & beats).sum()),
+               "inside band": int((sel & base & band & ~beats).sum()),
+               "no band": int((sel & base & ~band).sum()),
+               "significant": int((sel & sig).sum())}
+        if out.n_zero_size:
+            row["zero-size (not tested)"] = int((sel & zero).sum())
+        rows.append(row)
     out.per_metric = pd.DataFrame(rows)
     return out
 
@@ -227,6 +239,14 @@ def _sentences(s: ControlsSummary) -> list[str]:
             parts.append(f"{s.n_no_band} have no band")
         tested += "; " + ", ".join(parts)
     items.append(esc(tested + "."))
+    if s.n_zero_size:
+        n = len(s.zero_size_features)
+        who = ", ".join(s.zero_size_features[:8]) + (", …" if n > 8 else "")
+        items.append(esc(
+            f"{s.n_zero_size} feature tests ({n} feature{'s' if n != 1 else ''}: {who}) are "
+            f"degenerate, {ZERO_SIZE_TEST}: the patched trials and their null arms reproduce the "
+            "baseline trial for trial (e.g. a scale clamp of a feature that is inactive on the "
+            "prompts is zero), so they were not tested and never count."))
     if not s.has_bands:
         items.append(esc("These causal tests carry no null-band columns (a run from before the "
                          "control arms): significance is against the baseline only."))
