@@ -126,3 +126,47 @@ def test_state_population_is_distinct_deterministic_and_in_context():
     assert [s.balance for s in again] == [s.balance for s in risky]
     with pytest.raises(ConfigError):
         state_population(3, "medium")
+
+
+# sha256[:16] of the states below, computed with corpus.random_state and states._random_play
+# as they were before random_play became their one generator
+CORPUS_DIGEST = "c916419150b4ddbb"
+POPULATION_DIGEST = "bbfc168a4b640b9f"
+
+
+def _history_digest(states) -> str:
+    import hashlib
+
+    text = repr([(s.config.bet_type, s.seed, s.balance, s.ended,
+                  [(r.bet, r.win, r.balance) for r in s.history]) for s in states])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def test_both_state_generators_are_pinned() -> None:
+    """The SAE corpus (corpus.random_state) and the prompt populations (state_population) share
+    one generator of random play but keep their own draws: their states are pinned to what they
+    were before they shared it (digests computed with the two separate generators), so the
+    trained SAEs' corpus and every planned prompt set stay bit-identical."""
+    import random
+
+    from featurepath.tasks.slot_machine.corpus import random_state
+    from featurepath.tasks.slot_machine.states import state_population
+
+    rng = random.Random(5)
+    corpus = [random_state(rng, bt) for bt in ("variable", "fixed") * 20]
+    assert _history_digest(corpus) == CORPUS_DIGEST
+    pops = state_population(16, "safe", seed=1) + state_population(16, "risky", seed=1)
+    assert _history_digest(pops) == POPULATION_DIGEST
+
+
+def test_random_play_clamps_amounts_into_the_legal_range() -> None:
+    from featurepath.tasks.slot_machine.states import random_play
+
+    asked = []
+    g = random_play("variable", seed=0, n_rounds=3,
+                    amount=lambda lo, hi: asked.append((lo, hi)) or 1e9)
+    assert asked[0] == (5.0, 100.0)  # min_bet, min(max_bet, balance)
+    assert all(r.bet == hi for r, (_, hi) in zip(g.history, asked, strict=False))
+    assert random_play("variable", 0, 1, lambda lo, hi: -3.0).history[0].bet == 5.0
+    fixed = random_play("fixed", 0, 2, lambda lo, hi: pytest.fail("fixed games never ask"))
+    assert [r.bet for r in fixed.history] == [10.0] * len(fixed.history)

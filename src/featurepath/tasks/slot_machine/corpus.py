@@ -17,12 +17,12 @@ from typing import Any
 import torch
 
 from featurepath.tasks.slot_machine import (
-    GameConfig,
     GameState,
     all_conditions,
     build_prompt,
     render,
 )
+from featurepath.tasks.slot_machine.states import random_play
 
 GENERAL_TEXTS: tuple[str, ...] = (
     "The river rose after three days of rain, and the village moved its boats to higher ground.",
@@ -45,17 +45,13 @@ GENERAL_TEXTS: tuple[str, ...] = (
 
 
 def random_state(rng: random.Random, bet_type: str) -> GameState:
-    """A game in progress after 0-9 rounds of random but legal play."""
-    state = GameState(config=GameConfig(bet_type=bet_type), seed=rng.randrange(2**31))
-    for _ in range(rng.choice([0, 1, 2, 3, 3, 4, 5, 6, 7, 9])):
-        if state.ended:
-            break
-        if bet_type == "fixed":
-            state.step("bet")
-        else:
-            lo, hi = state.bet_range()
-            amount = rng.choice([lo, 10, 20, 25, 50, hi, rng.randint(int(lo), int(hi))])
-            state.step(float(min(max(amount, lo), hi)))
+    """A game in progress after 0-9 rounds of random but legal play (see
+    :func:`~featurepath.tasks.slot_machine.states.random_play`); a game that went bankrupt is
+    mostly redrawn, so the corpus holds few finished games."""
+    seed = rng.randrange(2**31)
+    n_rounds = rng.choice([0, 1, 2, 3, 3, 4, 5, 6, 7, 9])
+    state = random_play(bet_type, seed, n_rounds, lambda lo, hi: rng.choice(
+        [lo, 10, 20, 25, 50, hi, rng.randint(int(lo), int(hi))]))
     if state.ended:  # went bankrupt: start over with a shorter history
         return random_state(rng, bet_type) if rng.random() < 0.9 else state
     return state

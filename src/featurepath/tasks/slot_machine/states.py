@@ -9,6 +9,8 @@ States come from random legal play, seeded, so a population is reproducible.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from featurepath.errors import ConfigError
@@ -17,18 +19,34 @@ from featurepath.tasks.slot_machine.rules import GameConfig, GameState
 CONTEXTS = ("safe", "risky")
 
 
-def _random_play(rng: np.random.Generator, bet_type: str, seed: int) -> GameState:
+def random_play(bet_type: str, seed: int, n_rounds: int,
+                amount: Callable[[float, float], float]) -> GameState:
+    """A game of ``bet_type`` (outcomes from ``seed``) after up to ``n_rounds`` rounds of random
+    legal play, fewer when it ends: a fixed game bets, a variable game bets ``amount(lo, hi)``
+    clamped into the legal range ``[lo, hi]``.
+
+    The one generator of random game states: the state populations below and the SAE training
+    corpus (:func:`featurepath.tasks.slot_machine.corpus.random_state`) both call it, each with
+    its own draws of ``seed``, ``n_rounds`` and ``amount`` (which keep their populations and
+    corpus exactly as before)."""
     state = GameState(config=GameConfig(bet_type=bet_type), seed=seed)
-    for _ in range(int(rng.integers(1, 8))):
+    for _ in range(n_rounds):
         if state.ended:
             break
         if bet_type == "fixed":
             state.step("bet")
         else:
             lo, hi = state.bet_range()
-            state.step(float(rng.choice([lo, min(10.0, hi), min(20.0, hi), hi,
-                                         float(rng.integers(int(lo), int(hi) + 1))])))
+            state.step(float(min(max(amount(lo, hi), lo), hi)))
     return state
+
+
+def _population_play(rng: np.random.Generator, bet_type: str) -> GameState:
+    """1-7 rounds; variable bets: the minimum, 10, 20, everything, or a whole amount between."""
+    return random_play(bet_type, int(rng.integers(2**31)), int(rng.integers(1, 8)),
+                       lambda lo, hi: float(rng.choice([
+                           lo, min(10.0, hi), min(20.0, hi), hi,
+                           float(rng.integers(int(lo), int(hi) + 1))])))
 
 
 def _fits(state: GameState, context: str) -> bool:
@@ -52,7 +70,7 @@ def state_population(n: int, context: str, seed: int = 0, max_tries: int = 100_0
     for _ in range(max_tries):
         if len(out) == n:
             return out
-        st = _random_play(rng, bet_type, int(rng.integers(2**31)))
+        st = _population_play(rng, bet_type)
         key = tuple((r.bet, r.win, r.balance) for r in st.history)
         if _fits(st, context) and key not in seen:
             seen.add(key)
