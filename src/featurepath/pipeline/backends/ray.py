@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -97,15 +98,26 @@ def _bind_localhost(ray) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-_REAPER: dict[str, Any] = {}  # "reaper": the watchdog of the Ray this process started
+_OWNED: dict[str, Any] = {}  # what the private Ray of this process leaves to clean up:
+# "reaper" (its watchdog) and "record" ((folder, DriverRecord) in the run directory)
 
 
-def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+def start_ray(address: str | None = None, num_cpus: int | None = None, *,
+              run_dir: str | Path | None = None) -> bool:
     """Connect to ``address`` or start a private local Ray; True when this call started it (so
     the caller should call :func:`shutdown_ray`). A Ray already initialised in this process is
     reused. A private Ray is watched by :mod:`featurepath.pipeline.ray_reaper`, which ends its
-    processes if this process dies without shutting it down."""
+    processes if this process dies without shutting it down.
+
+    With ``run_dir``, a private Ray that a dead driver of that run left behind is ended first
+    (one ``warning:`` line on stderr says what), and a private Ray started now is recorded there
+    so that the next start can do the same for it (:mod:`featurepath.pipeline.ray_stale`)."""
     ray = _import_ray()
+    if run_dir is not None:
+        from featurepath.pipeline.ray_stale import sweep_stale
+
+        for line in sweep_stale(RunDir(run_dir).ray_drivers):
+            print(f"warning: {line}", file=sys.stderr)
     if ray.is_initialized():
         return False
     common: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True,
@@ -121,21 +133,56 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     _bind_localhost(ray)
     from featurepath.pipeline.ray_reaper import start_reaper
 
-    if "reaper" not in _REAPER:
+    if "reaper" not in _OWNED:
         reaper = start_reaper()
         if reaper is not None:
-            _REAPER["reaper"] = reaper
-    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+            _OWNED["reaper"] = reaper
+    kwargs = dict(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                  **common)
+    if run_dir is None:
+        ray.init(**kwargs)
+    else:
+        _init_recorded(ray, RunDir(run_dir).ray_drivers, kwargs)
     return True
 
 
+def _init_recorded(ray, folder: Path, kwargs: dict[str, Any]) -> None:
+    """``ray.init(**kwargs)`` with this driver recorded in ``folder`` before any Ray process
+    exists, and its token in the environment those processes copy."""
+    from featurepath.pipeline.ray_stale import (
+        forget_record,
+        new_record,
+        save_record,
+        token_in_env,
+    )
+
+    rec = new_record()
+    save_record(folder, rec)
+    try:
+        with token_in_env(rec):
+            ctx = ray.init(**kwargs)
+    except BaseException:
+        forget_record(folder, rec)
+        raise
+    session = getattr(ctx, "address_info", {}).get("session_dir") or ""
+    rec.session_dir = os.path.realpath(session) if session else ""  # as /proc/PID/fd shows it
+    save_record(folder, rec)
+    _OWNED["record"] = (folder, rec)
+
+
 def shutdown_ray() -> None:
-    """Shut down the Ray this process started, and let its watchdog sweep what is left."""
+    """Shut down the Ray this process started, let its watchdog sweep what is left, and drop
+    this driver's record from the run directory."""
     ray = _import_ray()
     ray.shutdown()
-    reaper = _REAPER.pop("reaper", None)
+    reaper = _OWNED.pop("reaper", None)
     if reaper is not None:
         reaper.stop()
+    record = _OWNED.pop("record", None)
+    if record is not None:
+        from featurepath.pipeline.ray_stale import forget_record
+
+        forget_record(*record)
 
 
 def _plan_pool(ray, workers: int | None) -> tuple[int, dict[str, float], int | None]:
@@ -200,7 +247,7 @@ def run_ray(job, units: list[Unit] | None = None, *, workers: int | None = None,
     marks = RunningMarks(running_dir(job.run_dir))
     marks.open()
     t0 = time.time()
-    started = start_ray(address)
+    started = start_ray(address, run_dir=job.run_dir)
     try:
         n_actors, per_actor, threads = _plan_pool(ray, workers)
         pool = ActorPool(ray, job, max(1, min(n_actors, len(units))), per_actor, threads,
