@@ -236,3 +236,56 @@ def test_killed_ray_driver_leaves_no_ray_process(tiny_dirs, tmp_path):
     for p in _running(ray_procs):  # do not leave them to the next test
         p.kill()
     assert not left, f"Ray processes outlived their driver: {left}"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_status_ends_the_ray_a_killed_driver_left(tiny_dirs, tmp_path):
+    """SIGKILL the watchdog, then the driver of `patch --backend ray` once its workers are up
+    (as the OOM killer or a kill of every process of a job may): part of its private Ray outlives
+    both. `featurepath status RUN` ends it and says so in one warning line, once."""
+    pytest.importorskip("ray")
+    import subprocess
+    import sys
+
+    import psutil
+
+    if not Path("/proc/self/environ").exists():
+        pytest.skip("the sweep reads /proc (Linux)")
+    run, marker = tmp_path / "run", tmp_path / "paused"
+    env = {**os.environ, "FEATUREPATH_PAUSE_AT": "ray-workers-ready",
+           "FEATUREPATH_PAUSE_AT_FILE": str(marker)}
+    proc = subprocess.Popen([sys.executable, "-m", "featurepath",
+                             *_args(tiny_dirs, run, "--backend", "ray", "--workers", "1")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ray_procs: list = []
+    try:
+        deadline = time.time() + 180
+        while not marker.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert marker.exists(), proc.communicate(timeout=10)[1][-3000:]
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        reapers = [p for p in kids if "ray_reaper" in " ".join(p.cmdline())]
+        ray_procs = [p for p in kids
+                     if p not in reapers and "ray" in " ".join(p.cmdline())]
+        assert len(reapers) == 1 and ray_procs
+        reapers[0].kill()
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    try:
+        time.sleep(2.0)  # what ends by itself once its driver is gone has ended by now
+        assert _running(ray_procs), "expected some of Ray to outlive its driver and watchdog"
+        status = [sys.executable, "-m", "featurepath", "status", str(run)]
+        out = subprocess.run(status, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("warning: stopped")]
+        assert len(lines) == 1 and f"pid {proc.pid}" in lines[0], out.stdout
+        left = [(p.pid, p.name()) for p in _running(ray_procs)]
+        assert not left, f"Ray processes still running after status: {left}"
+        again = subprocess.run(status, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and "warning: stopped" not in again.stdout
+    finally:
+        for p in _running(ray_procs):  # do not leave them to the next test
+            p.kill()

@@ -23,6 +23,8 @@ Layout of ``RUN/`` (every path is a property of :class:`RunDir`)::
     patch/parts/u00042.parquet   trials of one committed unit          TRIAL_COLUMNS
     patch/commits/u00042.json    its commit record (SHA-256 of the part and the Zarr rows)
     patch/running/, failed.json  live unit marks (Ray) and units given up on
+    patch/ray_drivers/           drivers that started a private Ray (the next start ends it
+                                 if one died without doing so)
     trials.parquet               every committed unit, in unit order  TRIAL_COLUMNS
     activations.zarr             SIGNALS arrays [row, recorded feature] + rec_layer, rec_feature
 
@@ -302,6 +304,11 @@ class RunDir:
     @property
     def failed(self) -> Path:
         return self.patch / "failed.json"
+
+    @property
+    def ray_drivers(self) -> Path:
+        """Records of drivers that started a private Ray (:mod:`featurepath.pipeline.ray_stale`)."""
+        return self.patch / "ray_drivers"
 
     @property
     def planning_lock(self) -> Path:

@@ -12,6 +12,9 @@ that are Ray processes every half second (pid and start time, so a recycled pid 
 end-of-file — the kernel closes it however the driver ended — it sends SIGTERM to every recorded
 process still alive, waits briefly, then SIGKILL. It reads ``/proc``, so it runs on Linux only;
 elsewhere the driver goes without it.
+
+What the watchdog misses (it died with the driver, or a process appeared between two scans) the
+run's next start or ``featurepath status`` ends: see :mod:`featurepath.pipeline.ray_stale`.
 """
 
 from __future__ import annotations
@@ -29,26 +32,33 @@ SCAN_INTERVAL_S = 0.5
 GRACE_S = 3.0
 
 
-def _proc_table() -> dict[int, tuple[int, int]]:
-    """``{pid: (parent pid, start time in clock ticks)}`` of every process (Linux ``/proc``)."""
+def proc_entry(pid: int | str) -> tuple[int, int] | None:
+    """``(parent pid, start time in clock ticks)`` of a running process, from ``/proc/PID/stat``;
+    None when it is gone or a zombie: a zombie has ended already (only its parent can reap it,
+    and in a container that parent may be an init that never does), so waiting for it is
+    pointless."""
+    try:
+        stat = Path("/proc", str(pid), "stat").read_text()
+    except OSError:  # exited meanwhile
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after its last ')'
+    fields = stat[stat.rindex(")") + 2:].split()
+    return None if fields[0] == "Z" else (int(fields[1]), int(fields[19]))
+
+
+def proc_table() -> dict[int, tuple[int, int]]:
+    """:func:`proc_entry` of every process (Linux ``/proc``)."""
     out = {}
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:  # exited meanwhile
-            continue
-        # the command name (field 2) may hold spaces and parentheses: split after its last ')'
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[int(entry.name)] = (int(fields[1]), int(fields[19]))
+        if entry.name.isdigit() and (row := proc_entry(entry.name)) is not None:
+            out[int(entry.name)] = row
     return out
 
 
 def descendants(root: int, table: dict[int, tuple[int, int]] | None = None
                 ) -> dict[int, int]:
     """``{pid: start time}`` of every descendant of ``root``."""
-    table = _proc_table() if table is None else table
+    table = proc_table() if table is None else table
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in table.items():
         children.setdefault(ppid, []).append(pid)
@@ -63,7 +73,7 @@ def descendants(root: int, table: dict[int, tuple[int, int]] | None = None
     return found
 
 
-def _is_ray(pid: int) -> bool:
+def is_ray(pid: int) -> bool:
     """Ray's processes (gcs_server, raylet, ``ray::`` workers and agents, its Python helpers)
     name Ray in their command line; the driver's other children are none of our business."""
     try:
@@ -74,11 +84,12 @@ def _is_ray(pid: int) -> bool:
 
 def _alive(pids: dict[int, int]) -> dict[int, int]:
     """The recorded processes that still run (same pid *and* start time)."""
-    table = _proc_table()
+    table = proc_table()
     return {pid: st for pid, st in pids.items() if pid in table and table[pid][1] == st}
 
 
-def _end(pids: dict[int, int]) -> None:
+def end_processes(pids: dict[int, int]) -> None:
+    """SIGTERM the recorded processes, then SIGKILL whatever still runs after the grace time."""
     for sig, wait in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, 0.0)):
         for pid in _alive(pids):
             try:
@@ -99,12 +110,12 @@ def watch(driver: int, pipe_fd: int) -> None:
         for pid, st in descendants(driver).items():
             if pid != me and (pid, st) not in checked:
                 checked.add((pid, st))
-                if _is_ray(pid):
+                if is_ray(pid):
                     seen[pid] = st
         ready, _, _ = select.select([pipe_fd], [], [], SCAN_INTERVAL_S)
         if ready and not os.read(pipe_fd, 1024):
             break  # the driver is gone (exited or killed)
-    _end(seen)
+    end_processes(seen)
 
 
 @dataclass

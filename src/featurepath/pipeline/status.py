@@ -5,6 +5,10 @@ while a local, Ray or SLURM-sharded run is writing to it, or after it was killed
 files only and never talks to Ray: the plan (all units), commit records (done; their file times
 give the speed, since :meth:`RunStore.commit` stores no timestamp), the Ray driver's markers in
 ``patch/running`` (in flight) and ``patch/failed.json`` (given up on).
+
+One side effect, on the driver's host only: a private Ray that a dead ``--backend ray`` driver
+of this run left running is ended, with a warning line saying so
+(:func:`featurepath.pipeline.ray_stale.sweep_stale`; it needs no Ray, only ``/proc``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from featurepath.errors import DataError
 from featurepath.pipeline.formatting import _fmt_bytes, _fmt_seconds
+from featurepath.pipeline.ray_stale import sweep_stale
 from featurepath.pipeline.store import RunStore
 from featurepath.rundir import RunDir
 
@@ -97,6 +102,7 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
     if not store.exists():
         raise DataError(f"{root} has no patch plan; run `featurepath patch` first")
     plan = store.plan()
+    warnings = sweep_stale(RunDir(root).ray_drivers)
     rows = {u.index: u.n_rows for u in plan.units}
     commits: list[tuple[float, int]] = []
     done: set[int] = set()
@@ -125,7 +131,6 @@ def run_status(run_dir: str | Path) -> dict[str, Any]:
         per_unit * left + (parts_bytes / len(done) * len(plan.units) if done else 0.0)
     disk = shutil.disk_usage(root)
     used_frac = disk.used / disk.total if disk.total else 0.0
-    warnings = []
     if used_frac > DISK_WARN_FRACTION:
         warnings.append(f"disk {used_frac:.0%} full")
     if done and disk.free < needed:

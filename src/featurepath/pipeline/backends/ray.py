@@ -18,27 +18,36 @@ Why it is shaped this way:
 * **Localhost only**: a Ray started here binds every server to 127.0.0.1 (Ray would otherwise
   listen on all interfaces); joining a cluster (``address=``) uses that cluster's settings.
 
-Ray is an optional extra, imported only here and only when this backend is used.
+Ray is an optional extra, imported only here and only when this backend is used. The
+driver's machinery lives in :mod:`.ray_pool`: :class:`ActorPool` (starting and replacing
+actors), :class:`RunningMarks` (``RUN/patch/running``), :class:`RetryLedger` (the retry rule
+and ``failed``) and :class:`Dispatcher` (the submit/collect/commit loop); :func:`run_ray` wires
+them together between :func:`start_ray` and :func:`shutdown_ray`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from featurepath.errors import ConfigError
 from featurepath.pipeline.backends import BackendSummary
+from featurepath.pipeline.backends.ray_pool import (
+    ActorPool,
+    Dispatcher,
+    RetryLedger,
+    RunningMarks,
+    UnitTask,
+)
 from featurepath.pipeline.store import RunStore, Unit
 from featurepath.rundir import RunDir, atomic_write
 
-IN_FLIGHT_PER_ACTOR = 2
 DEFAULT_CPU_WORKERS = 2
 
 
@@ -89,15 +98,26 @@ def _bind_localhost(ray) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-_REAPER: dict[str, Any] = {}  # "reaper": the watchdog of the Ray this process started
+_OWNED: dict[str, Any] = {}  # what the private Ray of this process leaves to clean up:
+# "reaper" (its watchdog) and "record" ((folder, DriverRecord) in the run directory)
 
 
-def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+def start_ray(address: str | None = None, num_cpus: int | None = None, *,
+              run_dir: str | Path | None = None) -> bool:
     """Connect to ``address`` or start a private local Ray; True when this call started it (so
     the caller should call :func:`shutdown_ray`). A Ray already initialised in this process is
     reused. A private Ray is watched by :mod:`featurepath.pipeline.ray_reaper`, which ends its
-    processes if this process dies without shutting it down."""
+    processes if this process dies without shutting it down.
+
+    With ``run_dir``, a private Ray that a dead driver of that run left behind is ended first
+    (one ``warning:`` line on stderr says what), and a private Ray started now is recorded there
+    so that the next start can do the same for it (:mod:`featurepath.pipeline.ray_stale`)."""
     ray = _import_ray()
+    if run_dir is not None:
+        from featurepath.pipeline.ray_stale import sweep_stale
+
+        for line in sweep_stale(RunDir(run_dir).ray_drivers):
+            print(f"warning: {line}", file=sys.stderr)
     if ray.is_initialized():
         return False
     common: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True,
@@ -113,75 +133,56 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     _bind_localhost(ray)
     from featurepath.pipeline.ray_reaper import start_reaper
 
-    if "reaper" not in _REAPER:
+    if "reaper" not in _OWNED:
         reaper = start_reaper()
         if reaper is not None:
-            _REAPER["reaper"] = reaper
-    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+            _OWNED["reaper"] = reaper
+    kwargs = dict(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                  **common)
+    if run_dir is None:
+        ray.init(**kwargs)
+    else:
+        _init_recorded(ray, RunDir(run_dir).ray_drivers, kwargs)
     return True
 
 
+def _init_recorded(ray, folder: Path, kwargs: dict[str, Any]) -> None:
+    """``ray.init(**kwargs)`` with this driver recorded in ``folder`` before any Ray process
+    exists, and its token in the environment those processes copy."""
+    from featurepath.pipeline.ray_stale import (
+        forget_record,
+        new_record,
+        save_record,
+        token_in_env,
+    )
+
+    rec = new_record()
+    save_record(folder, rec)
+    try:
+        with token_in_env(rec):
+            ctx = ray.init(**kwargs)
+    except BaseException:
+        forget_record(folder, rec)
+        raise
+    session = getattr(ctx, "address_info", {}).get("session_dir") or ""
+    rec.session_dir = os.path.realpath(session) if session else ""  # as /proc/PID/fd shows it
+    save_record(folder, rec)
+    _OWNED["record"] = (folder, rec)
+
+
 def shutdown_ray() -> None:
-    """Shut down the Ray this process started, and let its watchdog sweep what is left."""
+    """Shut down the Ray this process started, let its watchdog sweep what is left, and drop
+    this driver's record from the run directory."""
     ray = _import_ray()
     ray.shutdown()
-    reaper = _REAPER.pop("reaper", None)
+    reaper = _OWNED.pop("reaper", None)
     if reaper is not None:
         reaper.stop()
+    record = _OWNED.pop("record", None)
+    if record is not None:
+        from featurepath.pipeline.ray_stale import forget_record
 
-
-@dataclass
-class _Slot:
-    """One actor position in the pool; its handle is replaced when the actor dies."""
-
-    index: int
-    handle: Any = None
-    pid: int | None = None
-    host: str = ""
-    info_ref: Any = None
-    inflight: deque = field(default_factory=deque)   # ObjectRefs, oldest first
-
-
-@dataclass
-class _Task:
-    unit: Unit
-    attempts: int = 0
-    error: str = ""
-
-
-def _actor_class(ray):
-    """The worker actor, defined lazily so that importing this module never needs Ray."""
-
-    class PatchWorker:
-        """Holds the model and SAEs of one run and computes units on request."""
-
-        def __init__(self, job, threads: int | None):
-            import torch
-
-            from featurepath.pipeline.runtime import load_runtime
-
-            if threads:
-                torch.set_num_threads(threads)
-            self.job = job
-            cfg = job.cfg
-            if cfg.device and cfg.device.startswith("cuda:"):
-                # Ray shows each actor only its own GPU(s), renumbered from 0
-                cfg = cfg.model_copy(update={"device": "cuda"})
-            self.model, self.tok, self.saes = load_runtime(cfg, progress=False)
-
-        def info(self) -> dict[str, Any]:
-            import torch
-
-            return {"pid": os.getpid(), "host": socket.gethostname(),
-                    "threads": torch.get_num_threads(),
-                    "device": str(next(self.model.parameters()).device)}
-
-        def run(self, unit: Unit):
-            from featurepath.pipeline.patch import run_unit
-
-            return run_unit(self.job, unit, self.model, self.tok, self.saes)
-
-    return ray.remote(PatchWorker)
+        forget_record(*record)
 
 
 def _plan_pool(ray, workers: int | None) -> tuple[int, dict[str, float], int | None]:
@@ -202,16 +203,7 @@ def _plan_pool(ray, workers: int | None) -> tuple[int, dict[str, float], int | N
     return n, {"num_cpus": share}, max(1, int(share))
 
 
-def _error_text(exc: BaseException) -> str:
-    """One line for failed.json and the terminal: the root cause, not Ray's wrapping."""
-    cause = getattr(exc, "cause", None)
-    base = cause if isinstance(cause, BaseException) else exc
-    text = str(base).strip().splitlines()
-    first = text[-1] if isinstance(cause, BaseException) and text else (text[0] if text else "")
-    return f"{type(base).__name__}: {first}"[:500]
-
-
-def _write_failed(run_dir: str, store: RunStore, failures: dict[int, _Task],
+def _write_failed(run_dir: str, store: RunStore, failures: dict[int, UnitTask],
                   attempted: set[int]) -> None:
     """Merge this run's failures into failed.json: units committed since, or retried and now
     fine, drop out; failures of units this run did not touch are kept."""
@@ -243,181 +235,42 @@ def run_ray(job, units: list[Unit] | None = None, *, workers: int | None = None,
     """
     from tqdm.auto import tqdm
 
-    ray = _import_ray()
-    from ray.exceptions import GetTimeoutError, RayActorError, RayError
+    from featurepath.faults import pause_point
 
+    ray = _import_ray()
     store = RunStore(job.run_dir)
     if units is None:
         units = store.pending()
     if not units:  # nothing to do: do not pay for starting Ray
         store.consolidate()
         return BackendSummary(units=0, trials=0, seconds=0.0)
-    marks = running_dir(job.run_dir)
-    marks.mkdir(parents=True, exist_ok=True)
-    for stale in marks.glob("u*"):
-        stale.unlink(missing_ok=True)
+    marks = RunningMarks(running_dir(job.run_dir))
+    marks.open()
     t0 = time.time()
-    started = start_ray(address)
+    started = start_ray(address, run_dir=job.run_dir)
     try:
         n_actors, per_actor, threads = _plan_pool(ray, workers)
-        n_actors = max(1, min(n_actors, len(units)))
-        Worker = _actor_class(ray).options(**per_actor)
-        slots = [_Slot(i) for i in range(n_actors)]
-        restart_budget = n_actors * (max_retries + 1)
-        restarts = 0
-
-        def spawn(slot: _Slot) -> None:
-            slot.handle = Worker.remote(job, threads)
-            slot.info_ref = slot.handle.info.remote()
-            slot.pid, slot.host = None, ""
-            slot.inflight.clear()
-
-        def refresh(slot: _Slot) -> None:
-            """Learn a (re)started actor's pid once its model is loaded, without waiting."""
-            if slot.pid is None and slot.info_ref is not None:
-                ready, _ = ray.wait([slot.info_ref], timeout=0)
-                if ready:
-                    try:
-                        info = ray.get(slot.info_ref)
-                        slot.pid, slot.host = info["pid"], info["host"]
-                    except RayError:
-                        pass  # its death shows up on its next unit
-
-        for s in slots:
-            spawn(s)
-        # Wait for every actor to load the model: a model that cannot load fails here, once,
-        # with its own message, instead of as a retry storm.
-        infos = []
-        for s in slots:
-            try:
-                info = ray.get(s.info_ref)
-            except RayError as exc:
-                raise ConfigError(f"a Ray worker could not load the model/SAEs: "
-                                  f"{_error_text(exc)}") from None
-            s.pid, s.host = info["pid"], info["host"]
-            infos.append(info)
-        from featurepath.faults import pause_point
-
+        pool = ActorPool(ray, job, max(1, min(n_actors, len(units))), per_actor, threads,
+                         max_retries)
+        infos = pool.wait_loaded()
         pause_point("ray-workers-ready")  # tests kill the driver here
-
-        queue: deque[_Task] = deque(_Task(u) for u in units)
-        where: dict[Any, tuple[_Slot, _Task]] = {}
-        failures: dict[int, _Task] = {}
-        requeued = 0
-        n_done = n_trials = 0
         bar = tqdm(total=len(units), desc="patch units (ray)", unit="unit",
                    disable=not progress, dynamic_ncols=True)
-        t_work = time.time()  # the speed shown excludes Ray's start-up and model loading
-
-        def mark(task: _Task, slot: _Slot, on: bool) -> None:
-            p = marks / f"u{task.unit.index:05d}"
-            if on:
-                refresh(slot)
-                p.write_text(json.dumps({
-                    "unit": task.unit.index, "worker": slot.index, "pid": slot.pid,
-                    "host": slot.host, "driver_pid": os.getpid(),
-                    "driver_host": socket.gethostname(), "started": time.time()}))
-            else:
-                p.unlink(missing_ok=True)
-
-        def give_up(task: _Task) -> None:
-            failures[task.unit.index] = task
-            bar.set_postfix(failed=len(failures))
-
-        def retry(task: _Task, exc: BaseException, charge: bool) -> None:
-            nonlocal requeued
-            task.error = _error_text(exc)
-            if charge:
-                task.attempts += 1
-            if task.attempts > max_retries:
-                give_up(task)
-            else:
-                requeued += 1
-                queue.appendleft(task)
-
-        def actor_died(slot: _Slot, exc: BaseException) -> None:
-            """Requeue everything the dead actor held: the oldest call is the one it was
-            running (actor calls execute in order) and is charged an attempt."""
-            nonlocal restarts
-            for i, ref in enumerate(list(slot.inflight)):
-                _, task = where.pop(ref)
-                mark(task, slot, False)
-                retry(task, exc, charge=(i == 0))
-            slot.inflight.clear()
-            try:
-                ray.kill(slot.handle, no_restart=True)
-            except Exception:  # already gone
-                pass
-            if restarts < restart_budget:
-                restarts += 1
-                spawn(slot)
-            else:
-                slot.handle = None
-
-        while queue or where:
-            for s in slots:
-                while s.handle is not None and queue and len(s.inflight) < IN_FLIGHT_PER_ACTOR:
-                    task = queue.popleft()
-                    if store.is_done(task.unit, verify=False):
-                        bar.update(1)  # committed meanwhile by another shard: never redo
-                        continue
-                    ref = s.handle.run.remote(task.unit)
-                    s.inflight.append(ref)
-                    where[ref] = (s, task)
-                    mark(task, s, True)
-            if not where:
-                # no live actor left: what is still queued fails with the last error seen
-                while queue:
-                    task = queue.popleft()
-                    task.error = task.error or "no Ray worker left"
-                    give_up(task)
-                break
-            ready, _ = ray.wait(list(where), num_returns=1, timeout=1.0)
-            for ref in ready:
-                if ref not in where:
-                    continue  # already requeued with its dead actor
-                slot, task = where[ref]
-                try:
-                    df, arrays = ray.get(ref, timeout=60)
-                except RayActorError as exc:
-                    actor_died(slot, exc)
-                    continue
-                except (RayError, GetTimeoutError) as exc:  # task raised, object lost, ...
-                    where.pop(ref)
-                    slot.inflight.remove(ref)
-                    mark(task, slot, False)
-                    retry(task, exc, charge=True)
-                    continue
-                where.pop(ref)
-                slot.inflight.remove(ref)
-                store.commit(task.unit, df, arrays)
-                mark(task, slot, False)
-                failures.pop(task.unit.index, None)
-                n_done += 1
-                n_trials += len(df)
-                el = time.time() - t_work
-                bar.set_postfix(trials_per_s=f"{n_trials / max(el, 1e-9):.2f}",
-                                failed=len(failures))
-                bar.update(1)
-                if on_unit is not None:
-                    on_unit(task.unit.index)
+        ledger = RetryLedger(deque(UnitTask(u) for u in units), max_retries,
+                             on_fail=lambda n: bar.set_postfix(failed=n))
+        dispatch = Dispatcher(pool, ledger, store, marks, bar, on_unit)
+        dispatch.run()
         bar.close()
-        for s in slots:
-            if s.handle is not None:
-                try:
-                    ray.kill(s.handle, no_restart=True)
-                except Exception:  # the actor may already be gone
-                    pass
+        pool.close()
     finally:
         if started:
             shutdown_ray()
-        for stale in marks.glob("u*"):
-            stale.unlink(missing_ok=True)
-    _write_failed(job.run_dir, store, failures, {u.index for u in units})
+        marks.clear()
+    _write_failed(job.run_dir, store, ledger.failures, {u.index for u in units})
     store.consolidate()
-    return BackendSummary(units=n_done, trials=n_trials, seconds=time.time() - t0,
-                          failed=sorted(failures), requeued=requeued, restarts=restarts,
-                          workers=infos)
+    return BackendSummary(units=dispatch.n_done, trials=dispatch.n_trials,
+                          seconds=time.time() - t0, failed=sorted(ledger.failures),
+                          requeued=ledger.requeued, restarts=pool.restarts, workers=infos)
 
 
 __all__ = ["run_ray", "start_ray", "shutdown_ray", "running_dir", "failed_path", "release_memory"]
