@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from featurepath.analysis.dose import cluster_ols_slope, dose_slopes
+from featurepath.analysis.dose import cluster_ols_slope, dose_slopes, dose_tables
 
 
 def test_cluster_slope_matches_statsmodels() -> None:
@@ -60,3 +62,40 @@ def test_feature_slope_against_its_null_slopes() -> None:
     inside = dose_slopes(_trials(0.005, nulls))
     g = inside[(inside["arm"] == "feature") & (inside["metric"] == "p_stop")].iloc[0]
     assert not bool(g["beats_null"])
+
+
+def test_curves_are_the_ladders_means_per_dose() -> None:
+    trials = _trials(0.1, [0.0, 0.02])
+    _, curves = dose_tables(trials)
+    base = trials[trials["arm"] == "baseline"]
+    for (arm, k), g in trials[trials["arm"] != "baseline"].groupby(["arm", "null_index"]):
+        hand = pd.concat([g.assign(d=g["scale"]), base.assign(d=1.0)]).groupby("d")["p_stop"]
+        got = curves[(curves["arm"] == arm) & (curves["null_index"] == k)
+                     & (curves["metric"] == "p_stop")].sort_values("dose")
+        np.testing.assert_allclose(got["dose"], [0.0, 1.0, 2.0, 3.0])
+        np.testing.assert_allclose(got["mean"], hand.mean().to_numpy())
+        assert got["n_trials"].tolist() == hand.size().tolist()
+    stop = curves[(curves["metric"] == "stop_rate") & (curves["arm"] == "feature")]
+    assert (stop["mean"] == 0.0).all()  # every decision of _trials is a bet
+
+
+def test_causal_removes_dose_tables_a_rerun_no_longer_has(tmp_path) -> None:
+    from featurepath.analysis.causal import run_causal
+    from featurepath.config import RunConfig
+    from featurepath.rundir import RunDir
+
+    rd = RunDir(tmp_path)
+    trials = _trials(0.1, [0.0, 0.01, -0.01])
+    trials.to_parquet(rd.trials)
+    cfg = RunConfig()
+    cfg.analysis.n_boot = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_causal(tmp_path, cfg)
+        assert rd.dose_slopes.exists() and rd.dose_curves.exists()
+        one = trials[(trials["arm"] == "baseline") | (trials["scale"] == 2.0)].copy()
+        one.loc[one["arm"] != "baseline", ["patch", "scale", "value"]] = ["value", np.nan, 3.0]
+        one.to_parquet(rd.trials)
+        run_causal(tmp_path, cfg)
+    for path in (rd.dose_slopes, rd.dose_curves, rd.dose_response):
+        assert not path.exists() and not path.with_suffix(".csv").exists(), path

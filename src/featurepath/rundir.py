@@ -32,6 +32,7 @@ Layout of ``RUN/`` (every path is a property of :class:`RunDir`)::
     causal_features.{parquet,csv}  one row per patched feature        CAUSAL_FEATURE_COLUMNS
     dose_response.{parquet,csv}  scale trends per feature × context   DOSE_COLUMNS
     dose_slopes.{parquet,csv}    dose slopes against the null slopes  SLOPE_COLUMNS
+    dose_curves.{parquet,csv}    mean outcome per dose of each ladder DOSE_CURVE_COLUMNS
     causal_null.{parquet,csv}    the null arms' own tests (the bands) CAUSAL_TEST_COLUMNS
     pathways/edges.{parquet,csv} one row per source × condition × target × signal  EDGE_COLUMNS
     pathways/chains.parquet      chains of edges with rising layers   CHAIN_COLUMNS
@@ -144,6 +145,10 @@ SLOPE_COLUMNS = ["arm", "feature", "layer", "feature_id", "null_index", "context
                  "beats_null"]
 """``dose_slopes``: trial-level slope of P(stop) / stop on the dose (baseline = dose 1), SE
 cluster-robust by prompt, and the slope against the null arms' slopes (``analysis.dose``)."""
+DOSE_CURVE_COLUMNS = ["arm", "feature", "layer", "feature_id", "null_index", "context", "metric",
+                      "dose", "n_trials", "mean"]
+"""``dose_curves``: the mean of P(stop) / stop at each dose of every ladder in ``dose_slopes``
+(null arms too; dose 1 = the context's baseline), the points each slope is fitted through."""
 EDGE_COLUMNS = [
     "source", "source_layer", "source_feature", "target", "target_layer", "target_feature",
     "context", "condition", "patch", "method", "signal", "n_pairs", "mean_shift", "d", "d_z",
@@ -349,6 +354,10 @@ class RunDir:
     @property
     def dose_slopes(self) -> Path:
         return self.table("dose_slopes")
+
+    @property
+    def dose_curves(self) -> Path:
+        return self.table("dose_curves")
 
     @property
     def causal_null(self) -> Path:

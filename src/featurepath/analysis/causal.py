@@ -65,7 +65,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy import stats as sps
 
-from featurepath.analysis.dose import dose_slopes, scale_trend
+from featurepath.analysis.dose import dose_tables, scale_trend
 from featurepath.analysis.null_band import ZeroSizeCheck, controlled_verdict, null_band
 from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
@@ -455,10 +455,20 @@ class CausalResult:
         return int(self.tests["degenerate"].sum())
 
 
+def _write_or_remove(table: pd.DataFrame, path: Path) -> None:
+    """``table`` at ``path`` (with its CSV twin), or neither file when it is empty."""
+    if table.empty:
+        path.unlink(missing_ok=True)
+        path.with_suffix(".csv").unlink(missing_ok=True)
+    else:
+        write_table(table, path)
+
+
 def run_causal(run_dir: str | Path, cfg: RunConfig) -> CausalResult:
     """The causal stage: test every patched condition of ``RUN/trials.parquet`` against its
-    baseline with ``cfg.analysis`` thresholds; write causal_tests, causal_features and (when
-    conditions carry a scale) dose_response, then record the config."""
+    baseline with ``cfg.analysis`` thresholds; write causal_tests, causal_features and, when
+    the run has them, causal_null (null arms) and dose_response, dose_slopes and dose_curves
+    (conditions with a scale), then record the config."""
     rd = RunDir(run_dir).require_dir()
     a = cfg.analysis
     trials = load_trials(rd.root)
@@ -467,18 +477,14 @@ def run_causal(run_dir: str | Path, cfg: RunConfig) -> CausalResult:
     tests, features = causal_table(trials, alpha=a.alpha, same_effect_tol=a.same_effect_tol,
                                    n_boot=a.n_boot, seed=cfg.seed, min_effect=floor)
     dose = scale_trend(trials)
-    slopes = dose_slopes(trials, a.alpha)
+    slopes, curves = dose_tables(trials, a.alpha)
     nulls = tests.attrs.pop("null_tests", pd.DataFrame())
     write_table(tests, rd.causal_tests)
     write_table(features, rd.causal_features)
-    if not nulls.empty:
-        write_table(nulls, rd.causal_null)
-    else:
-        rd.causal_null.unlink(missing_ok=True)
-        rd.causal_null.with_suffix(".csv").unlink(missing_ok=True)
-    if not dose.empty:
-        write_table(dose, rd.dose_response)
-    if not slopes.empty:
-        write_table(slopes, rd.dose_slopes)
+    # a table this run has nothing for is removed: a stale one from an earlier analysis of the
+    # run would otherwise be read (and reported) as this run's
+    for table, path in ((nulls, rd.causal_null), (dose, rd.dose_response),
+                        (slopes, rd.dose_slopes), (curves, rd.dose_curves)):
+        _write_or_remove(table, path)
     record_config(rd.root, cfg)
     return CausalResult(tests, features, dose, a.alpha, nulls, slopes)

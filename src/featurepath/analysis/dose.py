@@ -11,9 +11,15 @@ cluster-robust with prompts as clusters (Liang & Zeger 1986; CR1 small-sample fa
 A feature's slope is then placed in the band of its null arms' slopes (same doses, same
 prompts): ``null_z`` and the empirical ``null_p`` of :mod:`featurepath.analysis.null_band`, BH
 over the feature slopes. A feature "has a dose response" when its slope beats the band.
+
+Beside the slopes, the mean outcome at each dose of every ladder (``dose_curves``, null arms
+included): what the report draws, so the reader sees the feature's line against the lines of
+the random directions, not only a number.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -21,7 +27,7 @@ import pandas as pd
 from featurepath.analysis.null_band import null_band
 from featurepath.analysis.run_data import normalise_trials, stop_counts, valid_bets
 from featurepath.analysis.stats import bh_fdr, spearman
-from featurepath.rundir import DOSE_COLUMNS, SLOPE_COLUMNS
+from featurepath.rundir import DOSE_COLUMNS, DOSE_CURVE_COLUMNS, SLOPE_COLUMNS
 
 
 def cluster_ols_slope(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
@@ -55,39 +61,63 @@ def _outcome(df: pd.DataFrame, metric: str) -> np.ndarray:
     return np.where(parsed, (df["action"] == "stop").to_numpy(dtype=float), np.nan)
 
 
-def dose_slopes(trials: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """One row per arm × feature × null index × context × metric patched at ≥ 2 doses."""
-    from scipy.stats import norm
+LADDER_KEYS = ["arm", "feature", "layer", "feature_id", "null_index", "context"]
+OUTCOMES = ("p_stop", "stop_rate")
 
+
+def _ladders(trials: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
+    """Each arm × feature × null index × context patched at a scale, with its trials and its
+    context's baseline trials as dose 1 (column ``_dose``); skipped when it has one scale and
+    no baseline (one dose: no slope)."""
     df = normalise_trials(trials)
     scaled = df[np.isfinite(df["scale"]) & (df["arm"] != "baseline")]
     if scaled.empty:
-        return pd.DataFrame(columns=SLOPE_COLUMNS)
+        return
     base = df[(df["arm"] == "baseline") & (df["method"] == "delta")]
-    rows = []
-    keys = ["arm", "feature", "layer", "feature_id", "null_index", "context"]
-    for key, g in scaled.groupby(keys, sort=True):
-        arm, feature, layer, fid, k, ctx = key
-        b = base[base["context"] == ctx]
-        data = pd.concat([g.assign(_dose=g["scale"]), b.assign(_dose=1.0)], ignore_index=True)
-        doses = sorted(set(data["_dose"]))
+    for key, g in scaled.groupby(LADDER_KEYS, sort=True):
+        b = base[base["context"] == key[5]]
         if len(set(g["scale"])) < 2 and b.empty:
             continue
-        for metric in ("p_stop", "stop_rate"):
+        yield key, pd.concat([g.assign(_dose=g["scale"]), b.assign(_dose=1.0)],
+                             ignore_index=True)
+
+
+def dose_tables(trials: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(slopes, curves)`` in one pass over the ladders.
+
+    ``slopes`` (:data:`SLOPE_COLUMNS`): one row per arm × feature × null index × context ×
+    metric patched at ≥ 2 doses, the null arms' rows folded into each feature's band.
+    ``curves`` (:data:`DOSE_CURVE_COLUMNS`): the mean outcome at each dose of the same ladders,
+    null arms included — the points each slope is the (trial-weighted) least-squares line
+    through, so a figure of them shows the data the slope was fitted to.
+    """
+    from scipy.stats import norm
+
+    rows, points = [], []
+    for key, data in _ladders(trials):
+        arm, feature, layer, fid, k, ctx = key
+        ids = dict(arm=arm, feature=feature, layer=int(layer), feature_id=int(fid),
+                   null_index=int(k), context=ctx)
+        x = data["_dose"].to_numpy(dtype=float)
+        doses = np.unique(x)  # sorted
+        for metric in OUTCOMES:
             y = _outcome(data, metric)
-            x = data["_dose"].to_numpy(dtype=float)
             slope, se = cluster_ols_slope(x, y, data["prompt_id"].astype(str).to_numpy())
             deg = not (np.isfinite(se) and se > 0)
             z = slope / se if not deg else float("nan")
-            rows.append(dict(arm=arm, feature=feature, layer=int(layer), feature_id=int(fid),
-                             null_index=int(k), context=ctx, metric=metric,
-                             n_doses=len(doses), doses=",".join(f"{d:g}" for d in doses),
+            rows.append(dict(**ids, metric=metric, n_doses=len(doses),
+                             doses=",".join(f"{d:g}" for d in doses),
                              n_trials=int(np.isfinite(y).sum()),
                              n_prompts=int(data["prompt_id"].nunique()), slope=slope, se=se,
                              z=z, p=float(2 * norm.sf(abs(z))) if not deg else float("nan"),
                              degenerate=deg, condition="dose"))
+            for d in doses:
+                at = np.isfinite(y) & (x == d)
+                points.append(dict(**ids, metric=metric, dose=float(d), n_trials=int(at.sum()),
+                                   mean=float(y[at].mean()) if at.any() else float("nan")))
+    curves = pd.DataFrame(points, columns=DOSE_CURVE_COLUMNS)
     if not rows:
-        return pd.DataFrame(columns=SLOPE_COLUMNS)
+        return pd.DataFrame(columns=SLOPE_COLUMNS), curves
     out = pd.DataFrame(rows)
     real = (out["arm"] != "null").to_numpy()
     q = np.full(len(out), np.nan)
@@ -95,7 +125,12 @@ def dose_slopes(trials: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     out["q"] = q
     out, _ = null_band(out, alpha, keys=["feature", "context", "condition", "metric"],
                        effect="slope")
-    return out[SLOPE_COLUMNS]
+    return out[SLOPE_COLUMNS], curves
+
+
+def dose_slopes(trials: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """The slopes of :func:`dose_tables`."""
+    return dose_tables(trials, alpha)[0]
 
 
 def scale_trend(trials: pd.DataFrame) -> pd.DataFrame:
