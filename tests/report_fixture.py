@@ -27,6 +27,10 @@ MOVERS = ((3, 1), (8, 2), (13, 5))
 BAND_COLUMNS = ("vs_baseline", "null_n", "null_mean", "null_sd", "null_z", "null_p", "null_q",
                 "beats_null", "significant", "arm", "null_index", "invalid_bet_patched",
                 "invalid_bet_baseline")
+DOSES = (0.0, 2.0, 3.0)
+K_DOSE_NULL = 99
+DOSE_SLOPES = {(3, 1): 0.004, (8, 2): 0.12}  # P(stop) per unit of dose: inside / outside band
+DOSE_DIRECTION_SLOPE = 0.2
 EDGE_BAND_COLUMNS = ("arm", "null_index", "vs_baseline", "null_n", "null_mean", "null_sd",
                      "null_z", "null_p", "null_q", "beats_null", "carry_shift", "carry_share",
                      "mechanism")
@@ -81,13 +85,48 @@ def _causal_tests(feature_moves: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     return real, nulls.drop(columns=["vs_baseline"])
 
 
+def dose_trials(n_prompts: int = 6, seed: int = 5) -> pd.DataFrame:
+    """Trials of a dose ladder in the risky context, as the patch stage writes them: the
+    baseline, two features at DOSES with K_DOSE_NULL null arms each, and the behavioural
+    direction. P(stop) is linear in the dose (slopes DOSE_SLOPES, null slopes ~ N(0, 0.01))
+    plus a per-prompt offset; the decision is a draw from it."""
+    rng = np.random.default_rng(seed)
+    offset = rng.normal(0.0, 0.03, n_prompts)
+    null_slopes = rng.normal(0.0, 0.01, K_DOSE_NULL)
+    rows = []
+
+    def add(arm: str, feature: str, layer: int, fid: int, k: int, dose: float, slope: float):
+        for t in range(n_prompts):
+            p = float(np.clip(0.4 + slope * (dose - 1) + offset[t] + rng.normal(0, 0.01),
+                              0.01, 0.99))
+            base = arm == "baseline"
+            rows.append(dict(feature=feature, layer=layer, feature_id=fid, context="risky",
+                             condition="risky_baseline" if base else f"risky_dose{dose:g}",
+                             patch="none" if base else "scale", method="delta", trial=t,
+                             prompt_id=f"p{t}", action="stop" if rng.random() < p else "bet",
+                             valid=True, scale=float("nan") if base else dose, p_stop=p,
+                             arm=arm, null_index=k))
+
+    add("baseline", "", -1, -1, -1, 1.0, 0.0)
+    for (layer, fid), slope in DOSE_SLOPES.items():
+        for dose in DOSES:
+            add("feature", _name(layer, fid), layer, fid, -1, dose, slope)
+            for k, s in enumerate(null_slopes):
+                add("null", _name(layer, fid), layer, fid, k, dose, float(s))
+    for dose in DOSES:
+        add("direction", DIRECTION, 13, -1, -1, dose, DOSE_DIRECTION_SLOPE)
+    return pd.DataFrame(rows)
+
+
 def make_run_dir(root: Path, *, model: str = MODEL, feature_moves: bool = False,
-                 bands: bool = True) -> Path:
+                 bands: bool = True, doses: bool = True) -> Path:
     """Write a complete synthetic run into ``root/run`` and return that directory.
 
     ``feature_moves``: three features (L3-1, L8-2, L13-5) beat their null bands; otherwise no
     feature does while the behavioural direction moves behaviour. ``bands=False`` writes the
-    tables as runs from before the control arms did (no band columns, no causal_null)."""
+    tables as runs from before the control arms did (no band columns, no causal_null).
+    ``doses``: the dose_slopes and dose_curves of :func:`dose_trials` (a run without a ladder
+    has neither)."""
     run = Path(root) / "run"
     (run / "play").mkdir(parents=True, exist_ok=True)
     (run / "pathways").mkdir(parents=True, exist_ok=True)
@@ -138,6 +177,12 @@ def make_run_dir(root: Path, *, model: str = MODEL, feature_moves: bool = False,
     tests.to_parquet(run / "causal_tests.parquet")
     if bands:
         nulls.to_parquet(run / "causal_null.parquet")
+    if doses:
+        from featurepath.analysis.dose import dose_tables
+
+        slopes, curves = dose_tables(dose_trials())
+        slopes.to_parquet(run / "dose_slopes.parquet")
+        curves.to_parquet(run / "dose_curves.parquet")
     features = [dict(feature=_name(layer, fid), layer=layer, feature_id=fid,
                      **{"class": "risky" if i % 2 else "safe"}, same_effect=(i == 5),
                      n_significant=2 - (i == 5), best_q=0.002 * (i + 1),

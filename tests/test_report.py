@@ -66,12 +66,12 @@ def _parse(page: str) -> _Scripts:
 def test_report_and_figures_written(run, page):
     assert (run / "report.html").is_file()
     for stem in ("behaviour", "sae_quality", "pathways", "null_band_p_stop",
-                 "null_band_stop_rate"):
+                 "null_band_stop_rate", "dose_p_stop", "dose_stop_rate"):
         for ext in ("png", "svg"):
             f = run / "figures" / f"{stem}.{ext}"
             assert f.is_file() and f.stat().st_size > 1000, f
-    for sid in ("provenance", "behaviour", "sae-quality", "controls", "features", "pathways",
-                "chains", "words", "responses"):
+    for sid in ("provenance", "behaviour", "sae-quality", "controls", "dose", "features",
+                "pathways", "chains", "words", "responses"):
         assert f'<section id="{sid}">' in page
     assert "not run yet" not in page
     assert 'id="feature-table"' in page and 'id="pathway-graph"' in page
@@ -90,7 +90,7 @@ def test_self_contained(page):
         assert m.group(0).startswith("https://www.neuronpedia.org/llama3.1-8b/") or \
             m.group(0) == "http://www.w3.org/2000/svg", m.group(0)
     imgs = re.findall(r"<img[^>]*src=\"([^\"]+)\"", page)
-    assert len(imgs) == 5 and all(s.startswith("data:image/png;base64,") for s in imgs)
+    assert len(imgs) == 7 and all(s.startswith("data:image/png;base64,") for s in imgs)
 
 
 def test_injected_text_is_escaped(page):

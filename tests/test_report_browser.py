@@ -74,6 +74,14 @@ def _click(driver, css: str, index: int = 0):
     return el
 
 
+def _image_width(driver, css: str) -> int:
+    """The natural width of a loaded image, scrolled into view (0 while not loaded)."""
+    img = driver.find_element("css selector", css)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", img)
+    return driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
+                                 img)
+
+
 def _visible_rows(driver) -> list:
     return [r for r in driver.find_elements("css selector", "#feature-table tbody tr")
             if r.is_displayed()]
@@ -164,10 +172,7 @@ def test_chain_highlight_and_screenshot(driver, run):
 def test_controls_section_and_band_figure(driver, run):
     summary = driver.find_element("css selector", "#controls-summary").text
     assert "The behavioural direction moves behaviour and no feature does." in summary
-    img = driver.find_element("css selector", "#null_band_p_stop-figure img")
-    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", img)
-    assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth",
-                                 img) > 300
+    assert _image_width(driver, "#null_band_p_stop-figure img") > 300
     assert "1/(K+1)" in driver.find_element("css selector",
                                             "#null_band_p_stop-figure figcaption").text
     assert driver.save_screenshot(str(run / "controls.png"))
@@ -194,3 +199,16 @@ def test_mediated_edges_dashed_with_mechanism_in_details(driver):
     assert "mechanism" in details and "null_p" in details
     rows = driver.find_elements("css selector", "#edge-table tbody tr")
     assert len(rows) == 7
+
+
+def test_dose_section_figure_and_sortable_table(driver, run):
+    summary = driver.find_element("css selector", "#dose-summary").text
+    assert "L8-2 has a dose response outside the band of random directions." in summary
+    assert _image_width(driver, "#dose_p_stop-figure img") > 300
+    assert driver.save_screenshot(str(run / "dose.png"))
+    _click(driver, '#dose-table th[data-col="slope"]')
+    slopes = [float(r.get_attribute("data-sort")) for r in driver.find_elements(
+        "css selector", '#dose-table tbody tr td:nth-child(5)')]
+    assert slopes == sorted(slopes) and len(slopes) == 6
+    outside = driver.find_elements("css selector", "#dose-table td.verdict-outside")
+    assert [c.text for c in outside] == ["outside band"] * 2  # L8-2: P(stop), stop rate

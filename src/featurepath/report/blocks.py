@@ -5,6 +5,7 @@ Every string that reaches the page goes through :func:`featurepath.report.format
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,11 @@ def _absent(loaded: Loaded, what: str) -> str:
 
 
 def _table(df: pd.DataFrame, table_id: str | None = None, classes: str = "data",
-           headers: dict[str, str] | None = None) -> str:
-    """A plain HTML table, every cell escaped, numbers right-aligned with a sort key."""
+           headers: dict[str, str] | None = None,
+           cell_class: Callable[[str, Any], str] | None = None) -> str:
+    """A plain HTML table, every cell escaped, numbers right-aligned with a sort key.
+
+    ``cell_class(column, value)`` may add a CSS class to a cell (a verdict's colour)."""
     headers = headers or {}
     tid = f' id="{esc(table_id)}"' if table_id else ""
     head = "".join(f'<th data-col="{esc(c)}">{esc(headers.get(str(c), c))}</th>'
@@ -33,9 +37,11 @@ def _table(df: pd.DataFrame, table_id: str | None = None, classes: str = "data",
     body = []
     for row in df.itertuples(index=False, name=None):
         cells = []
-        for v in row:
+        for col, v in zip(df.columns, row, strict=True):
             num = isinstance(v, (int, float)) and not isinstance(v, bool)
-            cls = ' class="num"' if num else ""
+            names = " ".join(n for n in ("num" if num else "",
+                                         cell_class(str(col), v) if cell_class else "") if n)
+            cls = f' class="{esc(names)}"' if names else ""
             cells.append(f'<td{cls} data-sort="{esc(_sort_key(v))}">{esc(fmt(v))}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<div class="table-wrap"><table{tid} class="{esc(classes)}"><thead><tr>{head}</tr>'

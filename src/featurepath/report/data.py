@@ -12,13 +12,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from featurepath.errors import DataError
 from featurepath.report.format import _feature_name, _int, _jsonable, _records
 from featurepath.rundir import RunDir
+
+if TYPE_CHECKING:
+    from featurepath.config import RunConfig
 
 NEURONPEDIA = "https://www.neuronpedia.org/llama3.1-8b/{layer}-llamascope-res-32k/{feature_id}"
 NOT_RUN = "not run yet"
@@ -98,6 +101,8 @@ class RunData:
     words: Loaded
     trials: Loaded
     causal_null: Loaded = field(default_factory=lambda: Loaded(problem=NOT_RUN))
+    dose_slopes: Loaded = field(default_factory=lambda: Loaded(problem=NOT_RUN))
+    dose_curves: Loaded = field(default_factory=lambda: Loaded(problem=NOT_RUN))
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -119,17 +124,26 @@ class RunData:
             words=_load(rd.words, pq_),
             trials=_load(rd.trials, _read_trials),
             causal_null=_load(rd.causal_null, pq_),
+            dose_slopes=_load(rd.dose_slopes, pq_),
+            dose_curves=_load(rd.dose_curves, pq_),
         )
+
+    def run_config(self) -> RunConfig | None:
+        """The run's ``config.yaml`` as the stages read it; None when missing or unreadable."""
+        from featurepath.config import load_config
+
+        try:
+            return load_config(RunDir(self.run_dir).config)
+        except Exception:  # noqa: BLE001 - a report of a broken config still renders
+            return None
 
     @property
     def alpha(self) -> float:
         """The run's ``analysis.alpha`` (what the stages decided with), else the default."""
-        from featurepath.config import AnalysisSection, load_config
+        from featurepath.config import AnalysisSection
 
-        try:
-            return load_config(RunDir(self.run_dir).config).analysis.alpha
-        except Exception:  # noqa: BLE001 - a report of a broken config still renders
-            return AnalysisSection().alpha
+        cfg = self.run_config()
+        return cfg.analysis.alpha if cfg is not None else AnalysisSection().alpha
 
     def model_name(self) -> str | None:
         """The model's name from run.json, else from config.yaml."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from typing import Any
 
 import pandas as pd
@@ -116,6 +117,14 @@ def _feature_name(layer: Any, fid: Any, given: Any = None) -> str:
     if isinstance(given, str) and given:
         return given
     return f"L{_int(layer)}-{_int(fid)}"
+
+
+def feature_order(name: str) -> tuple[bool, int, int, str]:
+    """Sort key of a feature label: ``L{layer}-{id}`` by layer and id, anything else after
+    them, behavioural directions (``L{layer}~direction``) last."""
+    m = re.match(r"L(\d+)-(\d+)$", name)
+    return ("~direction" in name, int(m.group(1)) if m else 10**6,
+            int(m.group(2)) if m else 0, name)
 
 
 def _int(value: Any) -> int | None:

@@ -28,6 +28,7 @@ from featurepath import __version__
 from featurepath.errors import DataError
 from featurepath.report.controls import controls_section
 from featurepath.report.data import RunData, graph_payload
+from featurepath.report.dose import dose_section
 from featurepath.report.format import (
     _json_island,
     esc,
@@ -53,7 +54,8 @@ def _asset(name: str) -> str:
 
 def _nav() -> str:
     links = [("provenance", "Provenance"), ("behaviour", "Behaviour"),
-             ("sae-quality", "SAE quality"), ("controls", "Controls"), ("features", "Features"),
+             ("sae-quality", "SAE quality"), ("controls", "Controls"), ("dose", "Dose–response"),
+             ("features", "Features"),
              ("pathways", "Pathways"), ("chains", "Chains"), ("words", "Words"),
              ("responses", "Responses")]
     return "<nav>" + "".join(f'<a href="#{a}">{t}</a>' for a, t in links) + "</nav>"
@@ -72,6 +74,7 @@ def render_html(data: RunData, figs: dict[str, Any] | None = None) -> str:
         _behaviour(data, figs),
         _sae_quality(data, figs),
         controls_section(data),
+        dose_section(data, figs),
         features_html,
         _pathways(data, graph, figs),
         chains_html,

@@ -1,5 +1,6 @@
 """Static figures for papers: behaviour bars, SAE quality per layer, the layered pathway graph,
-each feature's causal effect against its null band.
+each feature's causal effect against its null band, each feature's dose-response against the
+same ladder along random directions.
 
 Each figure is written as PNG (embedded in the HTML report as a data URI) and SVG (vector, for
 papers) into ``RUN_DIR/figures/``. We use :class:`matplotlib.figure.Figure` directly rather than
@@ -11,7 +12,6 @@ uses a fixed hash salt and no date so that rebuilding a report gives the same fi
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,18 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from featurepath.report.controls import arms, has_band, verdict
 from featurepath.report.data import RunData, graph_payload
+from featurepath.report.dose import (
+    DOSE_METRICS,
+    MAX_DOSE_PANELS,
+    DosePanel,
+    dose_panels,
+    slope_rows,
+)
+from featurepath.report.format import feature_order, fmt
 
 POS = "#2563eb"  # blue: patching the source raises the target
 NEG = "#dc2626"  # red: lowers it
@@ -198,14 +207,7 @@ def _band_panels(tests: pd.DataFrame) -> tuple[list[str], list[str]]:
     conds = tests.loc[has_band(tests) | (arm == "direction"), "condition"].astype(str)
     conditions = list(dict.fromkeys(conds))
     shown = tests[tests["condition"].astype(str).isin(conditions)]
-
-    def order(name: str) -> tuple[int, int, int, str]:
-        direction = "~direction" in name
-        m = re.match(r"L(\d+)-(\d+)$", name)
-        lay = int(m.group(1)) if m else 10**6
-        return (int(direction), lay, int(m.group(2)) if m else 0, name)
-
-    labels = sorted(dict.fromkeys(shown["feature"].astype(str)), key=order)
+    labels = sorted(dict.fromkeys(shown["feature"].astype(str)), key=feature_order)
     return conditions, labels
 
 
@@ -296,6 +298,68 @@ def null_band_figure(tests: pd.DataFrame, nulls: pd.DataFrame | None, out_dir: P
     return _save(fig, out_dir, f"null_band_{metric}")
 
 
+def draw_dose(panels: list[DosePanel], metric: str = "p_stop") -> Figure:
+    """Each feature's mean ``metric`` per dose against the same ladder along its null arms.
+
+    Thin grey lines (gid ``null``): one per null arm; grey band (gid ``null-range``): from the
+    lowest to the highest null mean at each dose; the feature's line (gid ``feature``): blue
+    when its slope lies outside the band of null slopes, orange inside, dark grey without a
+    band, diamonds for the behavioural direction. A dotted line marks dose 1 (the baseline).
+    """
+    ncols = min(len(panels), 4)
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(min(11.0, 2.7 * ncols + 0.6), 2.4 * nrows + 0.7), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    label = {"p_stop": "P(stop)", "stop_rate": "stop rate"}.get(metric, metric)
+    colour = {"outside band": BEATS, "inside band": INSIDE}
+    for ax, p in zip(axes.flat, panels, strict=False):
+        for row in p.null_means:
+            ok = np.isfinite(row)
+            ax.plot(p.null_doses[ok], row[ok], color=BAND_DOT, lw=0.7, alpha=0.55, zorder=2,
+                    gid="null")
+        if p.null_means.size:
+            seen = np.isfinite(p.null_means).any(axis=0)
+            lo = np.nanmin(p.null_means[:, seen], axis=0)
+            hi = np.nanmax(p.null_means[:, seen], axis=0)
+            ax.fill_between(p.null_doses[seen], lo, hi, color=BAND_DOT, alpha=0.25, lw=0,
+                            zorder=1, gid="null-range")
+        ok = np.isfinite(p.means)
+        ax.plot(p.doses[ok], p.means[ok], color=colour.get(p.verdict, "#334155"), lw=2,
+                marker="D" if p.direction else "o", ms=5, zorder=4, gid="feature")
+        ax.axvline(1.0, color="#334155", ls=":", lw=0.8, zorder=0)
+        band = f"null p {fmt(p.null_p)}" if p.verdict in colour else p.verdict
+        ax.set_title(f"{_plain(p.feature)} · {_plain(p.context)}\nslope {fmt(p.slope)}, {band}",
+                     fontsize=8)
+        ax.set_xlabel("dose", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for r in range(nrows):
+        axes[r, 0].set_ylabel(f"mean {label}", fontsize=8)
+    handles = [Line2D([], [], color=BAND_DOT, lw=0.9), Patch(color=BAND_DOT, alpha=0.35),
+               Line2D([], [], color=BEATS, lw=2, marker="o"),
+               Line2D([], [], color=INSIDE, lw=2, marker="o"),
+               Line2D([], [], color="#334155", lw=2, marker="o")]
+    names = ["null direction", "null range", "slope outside band", "slope inside band",
+             "no band"]
+    if any(p.direction for p in panels):
+        handles.append(Line2D([], [], color="#334155", lw=2, marker="D"))
+        names.append("behavioural direction")
+    fig.legend(handles, names, loc="outside lower center", ncols=min(6, len(names)),
+               fontsize=8, frameon=False)
+    return fig
+
+
+def dose_figure(slopes: pd.DataFrame, curves: pd.DataFrame, out_dir: Path,
+                metric: str = "p_stop") -> FigureFiles | None:
+    """:func:`draw_dose` for the first :data:`MAX_DOSE_PANELS` slopes of ``metric``."""
+    panels = dose_panels(slope_rows(slopes), curves, metric)[:MAX_DOSE_PANELS]
+    if not panels:
+        return None
+    return _save(draw_dose(panels, metric), out_dir, f"dose_{metric}")
+
+
 def write_figures(data: RunData, out_dir: Path) -> dict[str, FigureFiles]:
     """Every figure whose input exists; a figure that fails is skipped, not fatal.
 
@@ -313,6 +377,10 @@ def write_figures(data: RunData, out_dir: Path) -> dict[str, FigureFiles]:
         for metric in BAND_METRICS:
             jobs.append((f"null_band_{metric}", lambda m=metric: null_band_figure(
                 data.causal_tests.value, nulls, out_dir, m, data.alpha)))
+    if data.dose_slopes.ok and data.dose_curves.ok:
+        for metric in DOSE_METRICS:
+            jobs.append((f"dose_{metric}", lambda m=metric: dose_figure(
+                data.dose_slopes.value, data.dose_curves.value, out_dir, m)))
     graph = graph_payload(data)
     if graph:
         jobs.append(("pathways", lambda: pathway_figure(graph, out_dir)))
