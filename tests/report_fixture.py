@@ -87,8 +87,8 @@ def _causal_tests(feature_moves: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def dose_trials(n_prompts: int = 6, seed: int = 5) -> pd.DataFrame:
     """Trials of a dose ladder in the risky context, as the patch stage writes them: the
-    baseline, two features at DOSES with K_DOSE_NULL null arms each, and the behavioural
-    direction. P(stop) is linear in the dose (slopes DOSE_SLOPES, null slopes ~ N(0, 0.01))
+    baseline, two features and the behavioural direction at DOSES with K_DOSE_NULL null arms
+    each. P(stop) is linear in the dose (slopes DOSE_SLOPES, null slopes ~ N(0, 0.01))
     plus a per-prompt offset; the decision is a draw from it."""
     rng = np.random.default_rng(seed)
     offset = rng.normal(0.0, 0.03, n_prompts)
@@ -115,6 +115,8 @@ def dose_trials(n_prompts: int = 6, seed: int = 5) -> pd.DataFrame:
                 add("null", _name(layer, fid), layer, fid, k, dose, float(s))
     for dose in DOSES:
         add("direction", DIRECTION, 13, -1, -1, dose, DOSE_DIRECTION_SLOPE)
+        for k, s in enumerate(null_slopes):  # the direction's null arms carry no feature
+            add("null", "", 13, -1, k, dose, float(s))
     return pd.DataFrame(rows)
 
 

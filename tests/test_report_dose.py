@@ -70,6 +70,8 @@ def _cluster_fit(df: pd.DataFrame) -> tuple[float, float]:
 def _ladder(trials: pd.DataFrame, arm: str, feature: str, k: int = -1) -> pd.DataFrame:
     """One arm's ladder as the slope is defined: its scaled trials and the context's
     baseline trials at dose 1 (read straight from the trials, no featurepath code)."""
+    if arm == "null" and "~direction" in feature:  # the direction's null arms: no feature
+        feature = ""
     own = trials[(trials["arm"] == arm) & (trials["feature"] == feature)
                  & (trials["null_index"] == k)].assign(dose=lambda d: d["scale"])
     base = trials[trials["arm"] == "baseline"].assign(dose=1.0)
@@ -98,7 +100,8 @@ def test_table_holds_the_slopes_and_their_verdicts(run, page):
     nulls = [_cluster_fit(_ladder(trials, "null", "L8-2", k))[0] for k in range(K_DOSE_NULL)]
     assert _row(rows, "L8-2")["null_mean"] == fmt(np.mean(nulls))
     assert _row(rows, "L8-2")["null_p"] == fmt(1 / (K_DOSE_NULL + 1))  # beyond every null slope
-    assert _row(rows, DIRECTION)["verdict"] == "no band"
+    assert _row(rows, DIRECTION)["verdict"] == "outside band"  # its own band of K
+    assert _row(rows, DIRECTION)["null_n"] == str(K_DOSE_NULL)
     assert 'class="verdict-outside"' in _section(page)
 
 
@@ -107,7 +110,10 @@ def test_summary_sentences(page):
     assert ("P(stop): 1 of 2 feature slopes (feature × context) lie outside their band of "
             "random directions (null q ≤ 0.05), 1 inside it.") in summary
     assert "K = 99 null slopes" in summary and "1/(K+1) = 1/100 ≈ 0.01" in summary
-    assert f"The behavioural direction ({DIRECTION}, risky) has a P(stop) slope of" in summary
+    assert f"The behavioural direction ({DIRECTION}, risky), the positive control, has a " \
+           "P(stop) slope of 0.202 per unit of dose" in summary
+    assert f"against its own band of K = {K_DOSE_NULL} random directions of its size" in summary
+    assert "null p = 0.01: outside band." in summary
     assert "L8-2 has a dose response outside the band of random directions." in summary
     assert "two doses" not in summary  # the ladder has four
 
@@ -129,7 +135,7 @@ def test_figure_lines_are_the_trials_means_per_dose(run):
     panels = dose_panels(rows, data.dose_curves.value, "p_stop")
     assert [(p.feature, p.verdict, p.direction) for p in panels] == [
         ("L3-1", "inside band", False), ("L8-2", "outside band", False),
-        (DIRECTION, "no band", True)]
+        (DIRECTION, "outside band", True)]
     fig = draw_dose(panels)
     trials = dose_trials()
     for ax, p in zip(fig.axes, panels, strict=False):
@@ -139,12 +145,10 @@ def test_figure_lines_are_the_trials_means_per_dose(run):
         np.testing.assert_allclose(line.get_xdata(), [0, 1, 2, 3])
         np.testing.assert_allclose(line.get_ydata(), hand.loc[[0.0, 1.0, 2.0, 3.0]].to_numpy())
         null_lines = [ln for ln in ax.get_lines() if ln.get_gid() == "null"]
-        assert len(null_lines) == (0 if p.direction else K_DOSE_NULL)
-        if null_lines:
-            hand7 = _ladder(trials, "null", p.feature, 7).groupby("dose")["p_stop"].mean()
-            np.testing.assert_allclose(null_lines[7].get_ydata(), hand7.to_numpy())
-            (band,) = [c for c in ax.collections if c.get_gid() == "null-range"]
-            assert band is not None
+        assert len(null_lines) == K_DOSE_NULL
+        hand7 = _ladder(trials, "null", p.feature, 7).groupby("dose")["p_stop"].mean()
+        np.testing.assert_allclose(null_lines[7].get_ydata(), hand7.to_numpy())
+        assert len([c for c in ax.collections if c.get_gid() == "null-range"]) == 1
 
 
 def test_no_ladder_is_one_line(tmp_path):

@@ -179,10 +179,16 @@ def _sentences(s: DoseSummary) -> list[str]:
                          "(patch.doses) show whether the response grows with the dose."))
     for rec in s.directions[:4]:
         lo, hi = _ci(rec)
-        items.append(esc(f"The behavioural direction ({rec['feature']}, {rec['context']}) has a "
-                         f"P(stop) slope of {fmt(rec['slope'])} per unit of dose (95% CI "
-                         f"{fmt(lo)} to {fmt(hi)}, q = {fmt(rec.get('q'))}): the positive "
-                         "control for what a ladder can show."))
+        if rec["verdict_"] in ("outside band", "inside band"):
+            band = (f"against its own band of K = {int(rec['null_n'])} random directions of "
+                    f"its size null z = {fmt(rec.get('null_z'))}, null p = "
+                    f"{fmt(rec.get('null_p'))}: {rec['verdict_']}")
+        else:
+            band = "no band of its own (patch.direction_nulls)"
+        items.append(esc(f"The behavioural direction ({rec['feature']}, {rec['context']}), the "
+                         f"positive control, has a P(stop) slope of {fmt(rec['slope'])} per unit "
+                         f"of dose (95% CI {fmt(lo)} to {fmt(hi)}, q = {fmt(rec.get('q'))}); "
+                         f"{band}."))
     items.append(f"<strong>{esc(s.headline())}</strong>")
     return items
 
