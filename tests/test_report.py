@@ -313,6 +313,30 @@ def test_small_band_cannot_beat_alpha():
                             "(patch.behavioural_direction), so there is no positive control.")
 
 
+def test_direction_inside_its_own_band_is_said_plainly():
+    """The demo's case: the direction moves P(stop) against the baseline (significant) but
+    stays inside the band of random directions of its size; no feature moves."""
+    from featurepath.report.controls import _sentences, summarise_controls
+
+    tests = pd.DataFrame({
+        "feature": ["L3-1", "L13~direction", "L13~direction"],
+        "arm": ["feature", "direction", "direction"],
+        "metric": ["p_stop", "p_stop", "stop_rate"], "q": [0.5, 2e-13, 0.5],
+        "degenerate": [False] * 3, "vs_baseline": [False, True, False],
+        "null_n": [16, 16, 16], "beats_null": [False, False, False],
+        "significant": [False, True, False]})
+    s = summarise_controls(tests, alpha=0.05)
+    assert (s.n_direction_banded, s.n_direction_beat) == (1, 0)
+    assert s.headline() == ("The behavioural direction moves behaviour against the baseline, "
+                            "but no more than random directions of its size; no feature moves "
+                            "behaviour.")
+    assert ("against random directions of its own size (patch.direction_nulls), 0 of the 1 "
+            "significant tests with a band lie outside it") in " ".join(_sentences(s))
+    tests.loc[1, "beats_null"] = True
+    assert summarise_controls(tests, alpha=0.05).headline() == (
+        "The behavioural direction moves behaviour and no feature does.")
+
+
 def test_feature_names_from_files_are_escaped_in_the_summary(tmp_path):
     run = make_run_dir(tmp_path)
     t = pd.read_parquet(run / "causal_tests.parquet")

@@ -153,11 +153,18 @@ class ControlsSummary:
     n_direction_tests: int = 0
     n_direction_significant: int = 0
     n_direction_vs_baseline: int = 0
+    n_direction_banded: int = 0  # significant direction tests that have a band of their own
+    n_direction_beat: int = 0    # ... and lie outside it
     per_metric: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def direction_moves(self) -> bool:
         return self.n_direction_significant > 0
+
+    @property
+    def direction_within_band(self) -> bool:
+        """Every significant direction test with a band of its own stays inside it."""
+        return self.n_direction_banded > 0 and self.n_direction_beat == 0
 
     def headline(self) -> str:
         """The plain sentence: what moved behaviour, the positive control and the features."""
@@ -169,6 +176,9 @@ class ControlsSummary:
                     else "No feature moves behaviour")
             return (f"{tail}. No behavioural direction was patched "
                     "(patch.behavioural_direction), so there is no positive control.")
+        if self.direction_moves and not n and self.direction_within_band:
+            return ("The behavioural direction moves behaviour against the baseline, but no "
+                    "more than random directions of its size; no feature moves behaviour.")
         if self.direction_moves and not n:
             return "The behavioural direction moves behaviour and no feature does."
         if self.direction_moves:
@@ -212,6 +222,8 @@ def summarise_controls(tests: pd.DataFrame, alpha: float) -> ControlsSummary:
     out.n_direction_tests = int((direc & behaviour).sum())
     out.n_direction_significant = int((direc & behaviour & sig).sum())
     out.n_direction_vs_baseline = int((direc & behaviour & base).sum())
+    out.n_direction_banded = int((direc & behaviour & sig & band).sum())
+    out.n_direction_beat = int((direc & behaviour & sig & band & beats).sum())
     rows = []
     for m in dict.fromkeys(metric[feat]):
         sel = feat & (metric == m)
@@ -271,6 +283,10 @@ def _sentences(s: ControlsSummary) -> list[str]:
                     "are significant")
         if s.n_direction_vs_baseline != s.n_direction_significant:
             text += f" ({s.n_direction_vs_baseline} against the baseline alone)"
+        if s.n_direction_banded:
+            text += (f"; against random directions of its own size (patch.direction_nulls), "
+                     f"{s.n_direction_beat} of the {s.n_direction_banded} significant tests "
+                     "with a band lie outside it")
         items.append(esc(text + "."))
     items.append(f"<strong>{esc(s.headline())}</strong>")
     return items
