@@ -64,6 +64,26 @@ def test_feature_slope_against_its_null_slopes() -> None:
     assert not bool(g["beats_null"])
 
 
+def test_inactive_feature_slope_is_degenerate_not_inside_the_band() -> None:
+    """A feature that never fires reproduces its baseline at every dose (P(stop) up to
+    rounding): its slope of ~0 is no dose response, so it is degenerate (no p, never beats or
+    sits inside a band); its null arms still form a band."""
+    trials = _trials(0.0, [0.02, -0.01, 0.03])
+    base = trials[trials["arm"] == "baseline"].set_index("trial")
+    feat = trials["arm"] == "feature"
+    trials.loc[feat, "p_stop"] = (base.loc[trials.loc[feat, "trial"], "p_stop"].to_numpy()
+                                  + 1e-9 * trials.loc[feat, "scale"].to_numpy())
+    out = dose_slopes(trials)
+    f = out[out["arm"] == "feature"]
+    assert f["degenerate"].all() and f["p"].isna().all() and f["null_p"].isna().all()
+    assert not f["beats_null"].any()
+    assert (f.loc[f["metric"] == "p_stop", "null_n"] == 3).all()
+    # the same ladder with a real (small) dose response is not degenerate
+    live = dose_slopes(_trials(0.005, [0.02, -0.01, 0.03]))
+    assert not live.loc[(live["arm"] == "feature") & (live["metric"] == "p_stop"),
+                        "degenerate"].any()
+
+
 def test_curves_are_the_ladders_means_per_dose() -> None:
     trials = _trials(0.1, [0.0, 0.02])
     _, curves = dose_tables(trials)

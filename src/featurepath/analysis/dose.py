@@ -25,7 +25,12 @@ import numpy as np
 import pandas as pd
 
 from featurepath.analysis.null_band import null_band
-from featurepath.analysis.run_data import normalise_trials, stop_counts, valid_bets
+from featurepath.analysis.run_data import (
+    normalise_trials,
+    reproduces_baseline,
+    stop_counts,
+    valid_bets,
+)
 from featurepath.analysis.stats import bh_fdr, spearman
 from featurepath.rundir import DOSE_COLUMNS, DOSE_CURVE_COLUMNS, SLOPE_COLUMNS
 
@@ -82,6 +87,17 @@ def _ladders(trials: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
                              ignore_index=True)
 
 
+def _zero_size(ladder: pd.DataFrame) -> bool:
+    """The arm reproduces its baseline trial for trial at every dose (a feature that never
+    fires: every scale clamp has size zero), so its slope of ~1e-17 is no dose response, only
+    rounding — degenerate, as causal's zero-size intervention tests are."""
+    base = ladder[ladder["arm"] == "baseline"]
+    patched = ladder[ladder["arm"] != "baseline"]
+    if base.empty or patched.empty:
+        return False
+    return all(reproduces_baseline(g, base) for _, g in patched.groupby("scale"))
+
+
 def dose_tables(trials: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(slopes, curves)`` in one pass over the ladders.
 
@@ -100,10 +116,11 @@ def dose_tables(trials: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame
                    null_index=int(k), context=ctx)
         x = data["_dose"].to_numpy(dtype=float)
         doses = np.unique(x)  # sorted
+        zero = arm != "null" and _zero_size(data)
         for metric in OUTCOMES:
             y = _outcome(data, metric)
             slope, se = cluster_ols_slope(x, y, data["prompt_id"].astype(str).to_numpy())
-            deg = not (np.isfinite(se) and se > 0)
+            deg = zero or not (np.isfinite(se) and se > 0)
             z = slope / se if not deg else float("nan")
             rows.append(dict(**ids, metric=metric, n_doses=len(doses),
                              doses=",".join(f"{d:g}" for d in doses),
