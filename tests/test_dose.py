@@ -23,6 +23,20 @@ def test_cluster_slope_matches_statsmodels() -> None:
     assert se == pytest.approx(fit.bse[1])
 
 
+def test_slope_p_is_statsmodels_cluster_t() -> None:
+    """dose_slopes' p: statsmodels' cluster-robust OLS with ``use_t=True`` (t on G - 1 df,
+    G = prompts), fitted to the feature's ladder with the baseline as dose 1."""
+    trials = _trials(0.01, [0.0, 0.02], n_prompts=7)
+    out = dose_slopes(trials)
+    f = out[(out["arm"] == "feature") & (out["metric"] == "p_stop")].iloc[0]
+    ladder = trials[trials["arm"].isin(["feature", "baseline"])]
+    x = ladder["scale"].fillna(1.0).to_numpy()
+    fit = sm.OLS(ladder["p_stop"].to_numpy(), sm.add_constant(x)).fit(
+        cov_type="cluster", cov_kwds={"groups": ladder["trial"].to_numpy()}, use_t=True)
+    assert f["slope"] == pytest.approx(fit.params[1])
+    assert f["p"] == pytest.approx(fit.pvalues[1], rel=1e-6)
+
+
 def test_degenerate_without_two_clusters() -> None:
     s, se = cluster_ols_slope(np.array([0.0, 1, 2]), np.array([1.0, 2, 3]), np.zeros(3))
     assert np.isnan(s) and np.isnan(se)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
-from scipy.stats import norm
+from scipy.stats import t as student_t
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixture import DIRECTION, K_DOSE_NULL, dose_trials, make_run_dir  # noqa: E402
@@ -90,7 +90,7 @@ def test_table_holds_the_slopes_and_their_verdicts(run, page):
         slope, se = _cluster_fit(_ladder(trials, "feature", feature))
         assert r["slope"] == fmt(slope) == fmt(s["slope"])
         assert r["se"] == fmt(se)
-        z = norm.ppf(0.975)
+        z = student_t.ppf(0.975, int(s["n_prompts"]) - 1)
         assert r["ci"] == f"[{fmt(slope - z * se)}, {fmt(slope + z * se)}]"
         for col in ("p", "q", "null_mean", "null_sd", "null_z", "null_p", "null_q"):
             assert r[col] == fmt(s[col]), col

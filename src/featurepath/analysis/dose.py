@@ -6,7 +6,10 @@ For every arm that was patched at two or more doses (``scale`` conditions, e.g. 
 context's baseline rows as dose 1 (a scale-1 clamp is a no-op). Trials of one prompt are not
 independent (they share the decision-token state), so the slope's standard error is
 cluster-robust with prompts as clusters (Liang & Zeger 1986; CR1 small-sample factor
-``G/(G-1) · (N-1)/(N-k)``, as statsmodels' ``cov_type="cluster"``).
+``G/(G-1) · (N-1)/(N-k)``, as statsmodels' ``cov_type="cluster"``), and its p comes from a t
+distribution with ``G - 1`` degrees of freedom, G the number of prompts (the usual few-cluster
+reference, Cameron & Miller 2015; statsmodels' ``use_t=True``): the demo's 24 prompts would
+otherwise give normal p-values like 1e-66 for a slope a paired test puts at 1e-13.
 
 A feature's slope is then placed in the band of its null arms' slopes (same doses, same
 prompts): ``null_z`` and the empirical ``null_p`` of :mod:`featurepath.analysis.null_band`, BH
@@ -107,7 +110,7 @@ def dose_tables(trials: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame
     null arms included — the points each slope is the (trial-weighted) least-squares line
     through, so a figure of them shows the data the slope was fitted to.
     """
-    from scipy.stats import norm
+    from scipy.stats import t as student_t
 
     rows, points = [], []
     for key, data in _ladders(trials):
@@ -119,14 +122,17 @@ def dose_tables(trials: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame
         zero = arm != "null" and _zero_size(data)
         for metric in OUTCOMES:
             y = _outcome(data, metric)
-            slope, se = cluster_ols_slope(x, y, data["prompt_id"].astype(str).to_numpy())
+            clusters = data["prompt_id"].astype(str).to_numpy()
+            slope, se = cluster_ols_slope(x, y, clusters)
             deg = zero or not (np.isfinite(se) and se > 0)
             z = slope / se if not deg else float("nan")
+            df_t = pd.unique(clusters[np.isfinite(y)]).size - 1
             rows.append(dict(**ids, metric=metric, n_doses=len(doses),
                              doses=",".join(f"{d:g}" for d in doses),
                              n_trials=int(np.isfinite(y).sum()),
                              n_prompts=int(data["prompt_id"].nunique()), slope=slope, se=se,
-                             z=z, p=float(2 * norm.sf(abs(z))) if not deg else float("nan"),
+                             z=z, p=float(2 * student_t.sf(abs(z), df_t)) if not deg
+                             else float("nan"),
                              degenerate=deg, condition="dose"))
             for d in doses:
                 at = np.isfinite(y) & (x == d)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -27,8 +26,6 @@ from featurepath.report.format import _is_missing, esc, feature_order, fmt
 
 DOSE_METRICS = ("p_stop", "stop_rate")
 """Readouts of ``dose_slopes``, in the order shown (P(stop) first: no parsing needed)."""
-Z975 = NormalDist().inv_cdf(0.975)
-"""The normal quantile of the 95% CI: ``dose_slopes``' p is the normal one of slope / SE."""
 MAX_DOSE_PANELS = 24
 TITLE = "Dose–response against random directions"
 
@@ -198,10 +195,14 @@ def _sentences(s: DoseSummary) -> list[str]:
 
 
 def _ci(rec: dict[str, Any]) -> tuple[float, float]:
-    slope, se = rec.get("slope"), rec.get("se")
-    if _is_missing(slope) or _is_missing(se):
+    """95% CI with the t quantile on prompts − 1 degrees of freedom (``dose_slopes``' p)."""
+    from scipy.stats import t as student_t
+
+    slope, se, g = rec.get("slope"), rec.get("se"), rec.get("n_prompts")
+    if _is_missing(slope) or _is_missing(se) or _is_missing(g) or int(g) < 2:
         return math.nan, math.nan
-    return float(slope) - Z975 * float(se), float(slope) + Z975 * float(se)
+    q = float(student_t.ppf(0.975, int(g) - 1))
+    return float(slope) - q * float(se), float(slope) + q * float(se)
 
 
 TABLE_COLUMNS = (("feature", "Feature"), ("context", "Context"), ("readout", "Readout"),
@@ -216,7 +217,7 @@ shows them."""
 
 def slope_table(rows: pd.DataFrame) -> str:
     """One row per feature × context × readout, every number as ``dose_slopes`` has it (the
-    CI is slope ± z₀.₉₇₅ · SE, the interval of the table's normal p)."""
+    CI is slope ± t₀.₉₇₅(prompts − 1) · SE, the interval of the table's p)."""
     out = []
     for rec in rows.to_dict(orient="records"):
         lo, hi = _ci(rec)
