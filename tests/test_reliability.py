@@ -356,25 +356,34 @@ def test_a_huge_batch_size_is_cut_to_the_run(tiny_dirs, reference, tmp_path):
 
 
 # ------------------------------------------------------------------ 4. memory, in a subprocess
+_MEASURE = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[2:]).returncode; "
+            "open(sys.argv[1], 'w').write(str(resource.getrusage("
+            "resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(rc)")
+
+
 def _run_measured(args: list[str], timeout: float = 120) -> tuple[int, str, int]:
-    """``(exit status, stderr, peak RSS in bytes)`` of a real subprocess, from ``wait4``."""
+    """``(exit status, stderr, peak RSS in bytes)`` of a real subprocess.
+
+    Measured through a small intermediate Python that runs ``args`` and reads its children's
+    peak RSS: Linux keeps a process's ``ru_maxrss`` across ``exec``, and a child started
+    straight from this test process (vfork) would inherit the pytest process's own peak —
+    1.5 GB late in a full run — whatever the command did."""
+    import signal
     import tempfile
 
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
-        deadline = time.time() + timeout
-        while True:  # wait4 itself, not Popen.poll(), which would reap the child's rusage
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                break
-            if time.time() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                raise AssertionError(f"still running after {timeout} s: {args[3:]}")
-            time.sleep(0.05)
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as d:
+        rss = os.path.join(d, "maxrss")
+        proc = subprocess.Popen([sys.executable, "-c", _MEASURE, rss, *args],
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError(f"still running after {timeout} s: {args[3:]}") from None
         err.seek(0)
-        return proc.returncode, err.read().decode(), usage.ru_maxrss * 1024
+        with open(rss) as f:
+            return proc.returncode, err.read().decode(), int(f.read()) * 1024
 
 
 @pytest.mark.parametrize("what", ["patch trials 1e9", "play games 1e9"])
