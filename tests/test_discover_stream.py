@@ -172,8 +172,11 @@ def test_peak_memory_is_flat_in_the_number_of_points():
     # memory: below it a smaller run also encodes smaller chunks
     small, big = _peak(300), _peak(3000)
     assert big["peak_kb"] < 4 * 2**20  # under 4 GB
-    # growth with 10x the points: a few MB of residual file pages and prompt lists, not GBs
-    assert big["peak_kb"] - small["peak_kb"] < 64 * 1024, (small, big)
+    # growth with 10x the points: the old [points, features] matrix would grow by 2,700 x
+    # 1,048,576 x 4 B = 11.3 GB. The streamed peak wanders by allocator noise: measured
+    # +85 MB alone and +358 MB late in a slow-suite run between 300 and 3,000 points, and
+    # 6,000 points back at the 300-point level; so the bound is 512 MB, 20x below the old growth
+    assert big["peak_kb"] - small["peak_kb"] < 512 * 1024, (small, big)
 
 
 def test_run_discover_streams_and_leaves_no_residual_file(tiny, tiny_saes, tmp_path):
