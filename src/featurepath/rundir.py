@@ -204,7 +204,12 @@ class PlanItem:
         """The ``feature`` column of the trials this item makes (``""`` unless a feature or
         its null arm)."""
         return feature_key(self.layer, self.feature_id) \
-            if self.kind in ("feature", "null") and self.feature_id >= 0 else ""
+            if self.kind in ("feature", "null") and not self.direction_null else ""
+
+    @property
+    def direction_null(self) -> bool:
+        """A null arm of the behavioural direction (no feature: ``feature_id = -1``)."""
+        return self.kind == "null" and self.feature_id < 0
 
     @property
     def arm(self) -> str:
@@ -219,7 +224,7 @@ class PlanItem:
             return ""
         if self.kind == "layer_baseline":
             return f"L{self.layer}"
-        if self.kind == "null" and self.feature_id < 0:
+        if self.direction_null:
             return f"L{self.layer}~direction~null{self.null_index}"
         if self.kind == "null":
             return f"{self.feature}~null{self.null_index}"

@@ -370,7 +370,7 @@ def _control_directions(job: PatchJob, unit: Unit, saes) -> dict[tuple[str, int,
     pc, out = job.cfg.patch, {}
     behavioural = None
     for it in unit.items:
-        if it.kind == "null" and it.feature_id < 0 and ("direction", it.layer, 0) not in out:
+        if it.direction_null and ("direction", it.layer, 0) not in out:
             behavioural = behavioural or load_directions(RunDir(job.run_dir).directions)
             out[("direction", it.layer, 0)] = behavioural[it.layer]
         if it.kind == "null" and ("null", it.layer, it.null_index) not in out:
@@ -397,7 +397,7 @@ def _intervention(item: PlanItem, cond: ConditionSpec, values: dict, pc,
         kw["value"] = float(cond.value)
     else:
         kw["scale"] = float(cond.scale)
-    if item.kind == "null" and item.feature_id < 0:  # the behavioural direction's null arm
+    if item.direction_null:
         return Intervention(item.layer, -1, readout="projection",
                             direction=dirs[("direction", item.layer, 0)],
                             write=dirs[("null", item.layer, item.null_index)], **kw)
@@ -483,7 +483,7 @@ def describe(job: PatchJob) -> str:
     by_kind: dict[str, int] = {}
     for u in p.units:
         for it in u.items:
-            kind = "direction_null" if it.kind == "null" and it.feature_id < 0 else it.kind
+            kind = "direction_null" if it.direction_null else it.kind
             by_kind[kind] = by_kind.get(kind, 0) + it.n
     controls = ""
     if by_kind.get("null") or by_kind.get("direction"):
