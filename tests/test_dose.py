@@ -80,15 +80,25 @@ def test_feature_slope_against_its_null_slopes() -> None:
 
 def test_inactive_feature_slope_is_degenerate_not_inside_the_band() -> None:
     """A feature that never fires reproduces its baseline at every dose (P(stop) up to
-    rounding): its slope of ~0 is no dose response, so it is degenerate (no p, never beats or
-    sits inside a band); its null arms still form a band."""
+    rounding), and so does each of its null arms (their clamps are zero too): its slope of ~0
+    is no dose response, so it is degenerate (no p, never beats or sits inside a band); its
+    null arms still form a band. Causal's rule: a feature whose own arm changes nothing while
+    its null arms move behaviour is a real null result, tested as usual."""
     trials = _trials(0.0, [0.02, -0.01, 0.03])
     base = trials[trials["arm"] == "baseline"].set_index("trial")
-    feat = trials["arm"] == "feature"
-    trials.loc[feat, "p_stop"] = (base.loc[trials.loc[feat, "trial"], "p_stop"].to_numpy()
-                                  + 1e-9 * trials.loc[feat, "scale"].to_numpy())
+    moved = trials.copy()
+    patched = trials["arm"] != "baseline"
+    rounding = np.random.default_rng(7).normal(0, 1e-8, int(patched.sum()))
+    trials.loc[patched, "p_stop"] = (base.loc[trials.loc[patched, "trial"], "p_stop"].to_numpy()
+                                     + rounding)
+    feat = moved["arm"] == "feature"
+    moved.loc[feat, "p_stop"] = trials.loc[feat, "p_stop"]
+    m = dose_slopes(moved)
+    m = m[(m["arm"] == "feature") & (m["metric"] == "p_stop")].iloc[0]
+    assert not m["degenerate"] and m["se"] > 0 and m["null_n"] == 3
     out = dose_slopes(trials)
     f = out[out["arm"] == "feature"]
+    assert (f.loc[f["metric"] == "p_stop", "se"] > 0).all()  # degenerate by the rule, not SE
     assert f["degenerate"].all() and f["p"].isna().all() and f["null_p"].isna().all()
     assert not f["beats_null"].any()
     assert (f.loc[f["metric"] == "p_stop", "null_n"] == 3).all()

@@ -27,13 +27,8 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from featurepath.analysis.null_band import null_band
-from featurepath.analysis.run_data import (
-    normalise_trials,
-    reproduces_baseline,
-    stop_counts,
-    valid_bets,
-)
+from featurepath.analysis.null_band import ZeroSizeCheck, null_band
+from featurepath.analysis.run_data import PatchedGroup, normalise_trials, stop_counts, valid_bets
 from featurepath.analysis.stats import bh_fdr, spearman
 from featurepath.rundir import DOSE_COLUMNS, DOSE_CURVE_COLUMNS, SLOPE_COLUMNS
 
@@ -90,15 +85,24 @@ def _ladders(trials: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
                              ignore_index=True)
 
 
-def _zero_size(ladder: pd.DataFrame) -> bool:
-    """The arm reproduces its baseline trial for trial at every dose (a feature that never
-    fires: every scale clamp has size zero), so its slope of ~1e-17 is no dose response, only
-    rounding — degenerate, as causal's zero-size intervention tests are."""
-    base = ladder[ladder["arm"] == "baseline"]
-    patched = ladder[ladder["arm"] != "baseline"]
-    if base.empty or patched.empty:
-        return False
-    return all(reproduces_baseline(g, base) for _, g in patched.groupby("scale"))
+def _zero_size(ladders: list[tuple[tuple, pd.DataFrame]]) -> set[tuple[str, str]]:
+    """``(feature, context)`` of the ladders whose intervention had size zero at every dose, by
+    causal's rule (:class:`~featurepath.analysis.null_band.ZeroSizeCheck`: the feature arm and
+    every one of its null arms reproduce the baseline trial for trial), applied dose by dose:
+    a feature that never fires. Its slope of ~1e-17 is rounding, not a dose response."""
+    check, doses = ZeroSizeCheck(), {}
+    for (arm, feature, layer, fid, k, ctx), data in ladders:  # feature arms before null arms
+        base = data[data["arm"] == "baseline"]
+        if base.empty:
+            continue
+        for scale, g in data[data["arm"] != "baseline"].groupby("scale"):
+            dose = f"dose{scale:g}"
+            check.add(PatchedGroup(feature, int(layer), int(fid), ctx, dose, "scale", "delta",
+                                   float("nan"), float(scale), g, base, "", arm, int(k)))
+            if arm == "feature":
+                doses.setdefault((feature, ctx), set()).add(dose)
+    zero = check.keys
+    return {fc for fc, ds in doses.items() if all((*fc, d) in zero for d in ds)}
 
 
 def dose_tables(trials: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -113,16 +117,18 @@ def dose_tables(trials: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame
     from scipy.stats import t as student_t
 
     rows, points = [], []
-    for key, data in _ladders(trials):
+    ladders = list(_ladders(trials))
+    zero_size = _zero_size(ladders)
+    for key, data in ladders:
         arm, feature, layer, fid, k, ctx = key
         ids = dict(arm=arm, feature=feature, layer=int(layer), feature_id=int(fid),
                    null_index=int(k), context=ctx)
         x = data["_dose"].to_numpy(dtype=float)
         doses = np.unique(x)  # sorted
-        zero = arm != "null" and _zero_size(data)
+        zero = arm == "feature" and (feature, ctx) in zero_size
+        clusters = data["prompt_id"].astype(str).to_numpy()
         for metric in OUTCOMES:
             y = _outcome(data, metric)
-            clusters = data["prompt_id"].astype(str).to_numpy()
             slope, se = cluster_ols_slope(x, y, clusters)
             deg = zero or not (np.isfinite(se) and se > 0)
             z = slope / se if not deg else float("nan")
