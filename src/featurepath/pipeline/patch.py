@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from featurepath.config import (
@@ -28,7 +29,9 @@ from featurepath.engine.generate import generate, replay
 from featurepath.engine.hooks import Intervention, RecordSpec
 from featurepath.errors import ConfigError, DataError
 from featurepath.pipeline.patch_checks import (
+    amplified_contexts,
     check_plan_size,
+    decision_activations_by_context,
     validate_features,
     warn_inactive_scale_clamps,
 )
@@ -208,19 +211,15 @@ def candidate_features(run_dir: Path, limit: int) -> pd.DataFrame | None:
     return df.head(limit)
 
 
-def measure_patch_values(model, tok, saes, features: list[str],
-                         prompt_sets: dict[str, list[PromptRecord]]) -> dict[str, dict[str, float]]:
-    """Fallback patch values when discover has not run: each feature's mean activation at the
-    decision token over the safe and over the risky prompt set."""
-    spec = RecordSpec([parse_feature_key(f) for f in features])
-    out: dict[str, dict[str, float]] = {f: {} for f in features}
-    for ctx in ("safe", "risky"):
-        recs = prompt_sets[ctx]
-        res = replay(model, tok, [r.text for r in recs], saes=saes, record=spec)
-        means = res.decision.float().mean(0).tolist()
-        for f, m in zip(features, means, strict=True):
-            out[f][ctx] = float(m)
-    return out
+def measure_patch_values(features: list[str], feats: list[str],
+                         acts: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Fallback patch values when discover has not run: each of ``features``' mean activation
+    at the decision token over the safe and over the risky prompt set (``acts`` from
+    :func:`~featurepath.pipeline.patch_checks.decision_activations_by_context`, columns in
+    ``feats`` order)."""
+    cols = [feats.index(f) for f in features]
+    return {f: {ctx: float(acts[ctx][:, j].mean()) for ctx in ("safe", "risky")}
+            for f, j in zip(features, cols, strict=True)}
 
 
 # ---------------------------------------------------------------- running
@@ -304,21 +303,22 @@ def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
     warn_if_l0_off(model, tok, saes, [r.text for r in first[:pc.batch_size]])
     values: dict[str, dict[str, float]] = {}
     needs_values = any(c.patch in ("safe", "risky") for c in conditions)
+    by_key = {feature_key(int(r.layer), int(r.feature_id)): r for r in cands.itertuples()} \
+        if needs_values and cands is not None and not cands.empty else {}
+    unknown = [f for f in feats if f not in by_key] if needs_values else []
+    # one replay per context serves both the measured values and the zero-clamp warning
+    acts = decision_activations_by_context(
+        model, tok, saes, feats, {k: [r.text for r in v] for k, v in prompt_sets.items()},
+        amplified_contexts(conditions) | ({"safe", "risky"} if unknown else set()), batch)
     if needs_values:
-        if cands is not None and not cands.empty:
-            by_key = {feature_key(int(r.layer), int(r.feature_id)): r for r in cands.itertuples()}
-        else:
-            by_key = {}
-        unknown = [f for f in feats if f not in by_key]
-        measured = measure_patch_values(model, tok, saes, unknown, prompt_sets) if unknown else {}
+        measured = measure_patch_values(unknown, feats, acts) if unknown else {}
         for f in feats:
             if f in by_key:
                 values[f] = {"safe": float(by_key[f].mean_safe),
                              "risky": float(by_key[f].mean_bankrupt), "source": "discover"}
             else:
                 values[f] = {**measured[f], "source": "measured on the safe/risky prompts"}
-    warn_inactive_scale_clamps(model, tok, saes, feats, conditions,
-                               {k: [r.text for r in v] for k, v in prompt_sets.items()}, batch)
+    warn_inactive_scale_clamps(feats, conditions, acts)
     if direction_layers:
         from featurepath.pipeline.controls import behavioural_directions, save_directions
 

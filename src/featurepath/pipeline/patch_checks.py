@@ -97,28 +97,40 @@ def inactive_scale_clamps(acts: Mapping[str, np.ndarray], feats: list[str],
     return out
 
 
-def warn_inactive_scale_clamps(model: Any, tok: Any, saes: Any, feats: list[str],
-                               conditions: Sequence[ConditionSpec],
-                               texts: Mapping[str, Sequence[str]], batch_size: int) -> str:
-    """Warn (one line) before planning when a scale clamp is zero at the decision token on
-    some prompts, and return the message (``""`` when none is; nothing is replayed without a
-    scale condition).
+def amplified_contexts(conditions: Sequence[ConditionSpec]) -> set[str]:
+    """Contexts with a scale clamp other than 1 (where an inactive feature's clamp is zero)."""
+    return {c.context for c in conditions if _amplifies(c)}
 
-    Why before the run: such trials cannot move P(stop), and a feature inactive on every prompt
-    of a context gets a point for a null band — its tests end up degenerate ("zero-size
-    intervention"). The features' activations come from one replay of each context's prompts
-    (``texts``), cheap beside the patch run itself."""
+
+def decision_activations_by_context(model: Any, tok: Any, saes: Any, feats: list[str],
+                                    texts: Mapping[str, Sequence[str]], contexts: set[str],
+                                    batch_size: int) -> dict[str, np.ndarray]:
+    """``{context: [prompt, feature]}``: the features' decision-token activations over each of
+    ``contexts``' prompts (columns in ``feats`` order), from one batched replay per context —
+    shared by the measured patch values and the zero-clamp warning, so planning replays once."""
     from featurepath.engine.generate import replay
     from featurepath.engine.hooks import RecordSpec
 
     spec = RecordSpec([parse_feature_key(f) for f in feats])
     acts: dict[str, np.ndarray] = {}
-    for ctx in sorted({c.context for c in conditions if _amplifies(c)}):
+    for ctx in sorted(contexts):
         prompts = list(texts.get(ctx, []))
         parts = [replay(model, tok, prompts[i:i + batch_size], saes=saes, record=spec)
                  .decision.float().cpu().numpy() for i in range(0, len(prompts), batch_size)]
         if parts:
             acts[ctx] = np.concatenate(parts)
+    return acts
+
+
+def warn_inactive_scale_clamps(feats: list[str], conditions: Sequence[ConditionSpec],
+                               acts: Mapping[str, np.ndarray]) -> str:
+    """Warn (one line) before planning when a scale clamp is zero at the decision token on
+    some prompts, and return the message (``""`` when none is).
+
+    Why before the run: such trials cannot move P(stop), and a feature inactive on every prompt
+    of a context gets a point for a null band — its tests end up degenerate ("zero-size
+    intervention"). ``acts`` holds the features' activations over the prompts of (at least)
+    the :func:`amplified_contexts` (:func:`decision_activations_by_context`)."""
     hits = sorted(inactive_scale_clamps(acts, feats, conditions),
                   key=lambda h: (-h[2] / h[3], h[0], h[1]))
     if not hits:
@@ -132,5 +144,6 @@ def warn_inactive_scale_clamps(model: Any, tok: Any, saes: Any, feats: list[str]
     return msg
 
 
-__all__ = ["BACKENDS", "check_backend", "check_plan_size", "inactive_scale_clamps",
-           "validate_features", "warn_inactive_scale_clamps"]
+__all__ = ["BACKENDS", "amplified_contexts", "check_backend", "check_plan_size",
+           "decision_activations_by_context", "inactive_scale_clamps", "validate_features",
+           "warn_inactive_scale_clamps"]
