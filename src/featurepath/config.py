@@ -223,6 +223,10 @@ class AnalysisSection(_Strict):
     alpha: float = Field(0.05, gt=0.0, lt=1.0,
                          description="FDR level (Benjamini-Hochberg) of every analysis stage")
     min_d: float = Field(0.5, ge=0.0, description="minimum |d| of a pathway edge")
+    confirm_share: float = Field(
+        0.5, ge=0.0, lt=1.0, description="share of every prompt population (states, play's "
+        "games) held out for `featurepath confirm`, by a hash of the prompt (or game); "
+        "discover, screen and patch see only the rest (0: no held-out prompts)")
     same_effect_tol: float = Field(
         0.5, ge=0.0, description="flag a feature whose safe- and risky-value effects agree in "
                                  "sign and differ by at most this share of the larger")

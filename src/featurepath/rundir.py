@@ -15,6 +15,7 @@ Layout of ``RUN/`` (every path is a property of :class:`RunDir`)::
     play/decisions.parquet       one row per decision point          DECISION_COLUMNS
     play/metrics.{parquet,csv}   behaviour per (condition, bet_type)  METRIC_COLUMNS
 
+    splits/<stage>.parquet       the prompts a stage used and their half (screen / confirm)
     discover.parquet             one row per SAE feature tested       DISCOVER_COLUMNS
     discover_top.csv             its 200 strongest rows
 
@@ -344,6 +345,10 @@ class RunDir:
         return self.root / "activations.zarr"
 
     # analysis
+    def split(self, stage: str) -> Path:
+        """``RUN/splits/<stage>.parquet``: the prompts ``stage`` used and the half of each."""
+        return self.root / "splits" / f"{stage}.parquet"
+
     def table(self, stem: str) -> Path:
         """``RUN/<stem>.parquet`` (a CSV twin sits beside it)."""
         return self.root / f"{stem}.parquet"

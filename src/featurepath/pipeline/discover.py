@@ -37,16 +37,22 @@ from featurepath.rundir import RunDir, atomic_write, parquet_bytes
 from featurepath.sae.model import SAE
 
 
-def decision_points(run_dir: Path) -> pd.DataFrame:
+def decision_points(run_dir: Path, confirm_share: float = 0.0) -> pd.DataFrame:
+    """Decision points of ended games (bankrupt or stopped) in the screen half of the games:
+    the confirm half is held out for ``featurepath confirm``."""
+    from featurepath.pipeline.prompt_sets import games_of_half
+
     path = RunDir(run_dir).decisions
     if not path.exists():
         raise DataError(f"{path} is missing; run `featurepath play {run_dir}` first")
-    df = pd.read_parquet(path)
-    df = df[df["end_reason"].isin(["bankrupt", "stop"])]
+    half = games_of_half(pd.read_parquet(path), "screen", confirm_share)
+    df = half[half["end_reason"].isin(["bankrupt", "stop"])]
     if df.empty or df["end_reason"].nunique() < 2:
-        counts = pd.read_parquet(path)["end_reason"].value_counts().to_dict()
+        counts = half.drop_duplicates("game_id")["end_reason"].value_counts().to_dict()
         raise DataError("discover needs games that went bankrupt and games that stopped "
-                        f"voluntarily; play recorded end reasons {counts} — play more games")
+                        f"voluntarily in the screen half of the games "
+                        f"(analysis.confirm_share = {confirm_share:g}); end reasons there: "
+                        f"{counts} — play more games")
     return df.reset_index(drop=True)
 
 
@@ -232,7 +238,7 @@ def run_discover(run_dir: str | Path, cfg: RunConfig, model, tok, saes: dict[int
                  progress: bool = True) -> pd.DataFrame:
     root = Path(run_dir)
     t0 = time.time()
-    points = decision_points(root)
+    points = decision_points(root, cfg.analysis.confirm_share)
     from featurepath.sae.check import warn_if_l0_off
 
     warn_if_l0_off(model, tok, saes, points["prompt"].tolist()[:cfg.discover.batch_size])

@@ -27,7 +27,7 @@ from featurepath.config import (
 )
 from featurepath.engine.generate import generate, replay
 from featurepath.engine.hooks import Intervention, RecordSpec
-from featurepath.errors import ConfigError, DataError
+from featurepath.errors import ConfigError
 from featurepath.pipeline.patch_checks import (
     amplified_contexts,
     check_plan_size,
@@ -35,68 +35,11 @@ from featurepath.pipeline.patch_checks import (
     validate_features,
     warn_inactive_scale_clamps,
 )
+from featurepath.pipeline.prompt_sets import PromptRecord, record_split
+from featurepath.pipeline.prompt_sets import prompt_sets as screen_prompt_sets
 from featurepath.pipeline.seeds import derive_seed
 from featurepath.pipeline.store import Plan, RunStore, Unit
 from featurepath.rundir import TRIAL_COLUMNS, PlanItem, RunDir
-
-
-# ---------------------------------------------------------------- prompts
-@dataclass
-class PromptRecord:
-    prompt_id: str
-    text: str
-    parse: dict[str, Any]
-
-
-def builtin_prompt_sets(tok, protocol: str) -> dict[str, list[PromptRecord]]:
-    from featurepath.tasks.slot_machine import builtin_prompt, render
-
-    out = {}
-    for name in ("safe", "risky"):
-        p = builtin_prompt(name, protocol)
-        out[name] = [PromptRecord(p.prompt_id, render(p, tok), p.parse_kwargs())]
-    return out
-
-
-def state_prompt_sets(tok, protocol: str, n: int, components: str, seed: int
-                      ) -> dict[str, list[PromptRecord]]:
-    """A population of distinct game states per context (see ``tasks.slot_machine.states``)."""
-    from featurepath.tasks.slot_machine import build_prompt, render
-    from featurepath.tasks.slot_machine.states import state_population
-
-    out = {}
-    for ctx in ("safe", "risky"):
-        recs = []
-        for st in state_population(n, ctx, seed):
-            p = build_prompt(st, components, protocol)
-            recs.append(PromptRecord(p.prompt_id, render(p, tok), p.parse_kwargs()))
-        out[ctx] = recs
-    return out
-
-
-def play_prompt_sets(run_dir: Path, max_per_set: int = 256) -> dict[str, list[PromptRecord]]:
-    """Decision points recorded by ``play``: ``safe`` = from games that ended with a voluntary
-    stop, ``risky`` = from games that went bankrupt. Deterministic order (by prompt id)."""
-    path = RunDir(run_dir).decisions
-    if not path.exists():
-        raise DataError(f"prompt_set 'play' needs {path}; run `featurepath play` first")
-    df = pd.read_parquet(path)
-    out: dict[str, list[PromptRecord]] = {}
-    for ctx, reason in (("safe", "stop"), ("risky", "bankrupt")):
-        sub = df[df["end_reason"] == reason]
-        if "retries" in sub:  # the plain prompt, not a retry carrying the format reminder
-            sub = sub[sub["retries"] == 0]
-        sub = sub.drop_duplicates("prompt_id").sort_values("prompt_id")
-        recs = []
-        for row in sub.head(max_per_set).itertuples():
-            parse = {"bet_type": row.bet_type, "protocol": getattr(row, "protocol", "completion"),
-                     "balance": float(row.balance_before)}
-            recs.append(PromptRecord(str(row.prompt_id), str(row.prompt), parse))
-        if not recs:
-            raise DataError(f"play recorded no decision points from games that ended with "
-                            f"'{reason}'; play more games or use prompt_set: builtin")
-        out[ctx] = recs
-    return out
 
 
 # ---------------------------------------------------------------- planning
@@ -191,6 +134,8 @@ def _relevant(cfg: RunConfig) -> dict[str, Any]:
     """The settings that change a patch run's results (what a resume must keep)."""
     out = {"model": cfg.model, "saes": cfg.saes, "dtype": cfg.dtype, "seed": cfg.seed,
            "patch": cfg.patch.model_dump(mode="json")}
+    if cfg.patch.prompt_set != "builtin":  # which prompts the screen half holds
+        out["confirm_share"] = cfg.analysis.confirm_share
     if cfg.llamascope != type(cfg.llamascope)():  # only when set, so older plans still resume
         out["llamascope"] = cfg.llamascope.model_dump(mode="json")
     return out
@@ -287,12 +232,8 @@ def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
     n_rows = count_rows(feats, **shape)
     batch = check_plan_size(root, cfg, n_rows, len(record))
     contexts = {c.context for c in conditions}
-    if pc.prompt_set == "builtin":
-        prompt_sets = builtin_prompt_sets(tok, pc.protocol)
-    elif pc.prompt_set == "play":
-        prompt_sets = play_prompt_sets(root)
-    else:
-        prompt_sets = state_prompt_sets(tok, pc.protocol, pc.n_prompts, pc.components, cfg.seed)
+    # the first patch round sees the screen half only; `featurepath confirm` the other
+    prompt_sets, held_out = screen_prompt_sets(cfg, root, tok, "screen")
     missing = contexts - set(prompt_sets)
     if missing:
         raise ConfigError(f"conditions use unknown contexts {sorted(missing)}; known: "
@@ -331,6 +272,7 @@ def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
         "prompts": {k: [vars(r) for r in v] for k, v in prompt_sets.items()},
     })
     rd.patch.mkdir(parents=True, exist_ok=True)
+    record_split(root, "patch", prompt_sets, "screen" if held_out else None, held_out)
     save_config(cfg, rd.patch_config)
     rec = [parse_feature_key(f) for f in record]
     store.create(plan, [a for a, _ in rec], [b for _, b in rec], pc.store_dtype,

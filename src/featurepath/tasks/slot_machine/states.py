@@ -9,7 +9,8 @@ States come from random legal play, seeded, so a population is reproducible.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -57,22 +58,28 @@ def _fits(state: GameState, context: str) -> bool:
     return state.balance < state.config.initial_balance and not state.history[-1].win
 
 
-def state_population(n: int, context: str, seed: int = 0, max_tries: int = 100_000
-                     ) -> list[GameState]:
-    """``n`` distinct states (distinct histories) of ``context``."""
+def iter_states(context: str, seed: int = 0, max_tries: int = 100_000) -> Iterator[GameState]:
+    """Distinct states (distinct histories) of ``context``, in a fixed order, lazily: the first
+    ``n`` are :func:`state_population`'s ``n``, so a consumer that keeps only some of them (the
+    held-out split) reads on until it has enough."""
     if context not in CONTEXTS:
         raise ConfigError(f"unknown context {context!r} for a state population; use "
                           f"{' or '.join(CONTEXTS)}")
     rng = np.random.default_rng([seed, CONTEXTS.index(context)])
     bet_type = "fixed" if context == "safe" else "variable"
-    out: list[GameState] = []
     seen: set[tuple] = set()
     for _ in range(max_tries):
-        if len(out) == n:
-            return out
         st = _population_play(rng, bet_type)
         key = tuple((r.bet, r.win, r.balance) for r in st.history)
         if _fits(st, context) and key not in seen:
             seen.add(key)
-            out.append(st)
-    raise ConfigError(f"could not draw {n} distinct {context} game states; ask for fewer")
+            yield st
+
+
+def state_population(n: int, context: str, seed: int = 0, max_tries: int = 100_000
+                     ) -> list[GameState]:
+    """``n`` distinct states (distinct histories) of ``context``."""
+    out = list(itertools.islice(iter_states(context, seed, max_tries), n))
+    if len(out) < n:
+        raise ConfigError(f"could not draw {n} distinct {context} game states; ask for fewer")
+    return out
