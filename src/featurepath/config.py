@@ -8,7 +8,7 @@ naming the key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -122,7 +122,10 @@ class PatchSection(_Strict):
                                           "plus discover's candidates")
     conditions: list[ConditionSpec] = Field(default_factory=lambda: list(STANDARD_CONDITIONS))
     trials: int = Field(30, ge=1, description="trials per feature × condition")
-    batch_size: int = Field(64, ge=1, description="rows per work unit (one forward batch)")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="rows per work unit (one forward batch); auto: the largest power of "
+        "two that fits the device's free memory, at most 256 rows on CPU (where the engine's "
+        "speed flattens) and 1024 on a GPU; the plan line says what was chosen")
     mode: Literal["sample", "replay"] = "sample"
     method: Literal["delta", "reconstruct"] = "delta"
     positions: Literal["last", "prompt", "all"] = "last"

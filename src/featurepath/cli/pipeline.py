@@ -228,6 +228,9 @@ def estimate_cmd(
     t0 = time.time()
     model, tok, saes = load_runtime(cfg, progress)
     load_s = time.time() - t0
+    from featurepath.pipeline.memory import with_batch_size
+
+    cfg = with_batch_size(model, cfg)[0]  # a number: the calibration runs at the plan's size
     feats, record = planned_features(run_dir, cfg, saes, n_features, n_record)
     typer.echo(f"calibrating: {units + 1} units of {cfg.patch.batch_size} rows ...")
     cal = calibrate(cfg, model, tok, saes, feats, record, units=units, load_s=load_s,
