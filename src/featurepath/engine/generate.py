@@ -103,8 +103,10 @@ def _sample(logits: torch.Tensor, gens: list[torch.Generator], cfg: SamplingConf
     u = torch.cat([torch.rand(1, generator=g) for g in gens]).to(cdf.device)
     target = (u * cdf[:, -1]).unsqueeze(1)
     idx = torch.searchsorted(cdf, target, right=True).squeeze(1)
-    # never land on a zero-probability token at the end of the vocabulary
-    last_nonzero = (probs > 0).long().cumsum(-1).argmax(-1)
+    # never land on a zero-probability token at the end of the vocabulary; the last non-zero
+    # token is the first True of the flipped mask (argmax returns the first maximum), which
+    # costs a third of an int64 cumulative sum over the vocabulary at every step
+    last_nonzero = (probs.shape[-1] - 1) - (probs > 0).flip(-1).to(torch.uint8).argmax(-1)
     return torch.minimum(idx, last_nonzero)
 
 
