@@ -2,7 +2,7 @@
 directories of any supported format.
 
 The embedded model has no public SAEs, so ``"embedded"`` means the TopK SAEs featurepath trains
-itself, cached under ``home()/saes/<model>/<preset>/L<layer>/``. Two presets trade time for
+itself, cached under ``home()/saes/<model>/<preset>-v2/L<layer>/`` (:func:`embedded_set_dir`). Two presets trade time for
 quality: ``quick`` (a few minutes on two CPU cores, the default) and ``full``.
 """
 
@@ -26,6 +26,8 @@ def get_preset(name: str) -> Preset:
 
 
 def embedded_set_dir(preset: str = "quick") -> Path:
+    """The cache folder of an embedded preset's SAE set: the one place that names it, where
+    ``sae train`` writes, ``--saes embedded`` loads and ``sae list`` looks."""
     get_preset(preset)
     # v2: every layer trained from its own seed (sae.train.layer_seed); v1 sets shared one
     return home() / "saes" / EMBEDDED_NAME / f"{preset}-v2"
@@ -190,7 +192,7 @@ def list_saes(model_spec: str = EMBEDDED) -> list[dict[str, Any]]:
         presets = [_parse_embedded(model_spec)] if model_spec != EMBEDDED else list(SAE_PRESETS)
         rows = []
         for preset in presets:
-            root = home() / "saes" / EMBEDDED_NAME / str(preset)
+            root = embedded_set_dir(str(preset))
             if not root.is_dir():
                 continue
             for sub in sorted(root.iterdir(), key=lambda d: d.name):
