@@ -44,7 +44,8 @@ def _check_embedded_model(model: Any) -> None:
         raise SAEFormatError(
             f"the embedded SAEs belong to {EMBEDDED_NAME} (30 layers, d_model 576); this model "
             f"has {n_layers(model)} layers and d_model {d_model(model)}: train SAEs for it with "
-            "`featurepath sae train --model SPEC --out DIR` and pass --saes DIR")
+            "`featurepath sae train --model SPEC --out DIR` and pass --saes DIR (or set saes: DIR "
+            "in the run's config)")
 
 
 class CorpusBuilder(Protocol):
