@@ -193,6 +193,8 @@ def _relevant(cfg: RunConfig) -> dict[str, Any]:
            "patch": cfg.patch.model_dump(mode="json")}
     if cfg.llamascope != type(cfg.llamascope)():  # only when set, so older plans still resume
         out["llamascope"] = cfg.llamascope.model_dump(mode="json")
+    if cfg.sae_dtype is not None:  # likewise
+        out["sae_dtype"] = cfg.sae_dtype
     return out
 
 
