@@ -274,6 +274,9 @@ class RunConfig(_Strict):
     saes: str = "embedded"
     llamascope: LlamaScopeSection = Field(default_factory=LlamaScopeSection)
     dtype: str | None = None
+    #: dtype the SAEs are held and computed in; None keeps each file's (an SAELens config's
+    #: dtype, float32 for the other formats), as SAELens's load_from_disk(dtype=...) does
+    sae_dtype: Literal["float32", "bfloat16", "float16", "float64"] | None = None
     device: str | None = None
     seed: int = Field(0, ge=0, le=MAX_SEED)
     play: PlaySection = Field(default_factory=PlaySection)

@@ -113,8 +113,18 @@ def _sample(logits: torch.Tensor, gens: list[torch.Generator], cfg: SamplingConf
 def _forward(model, ids, mask, pos, cache):
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                 use_cache=True, logits_to_keep=1)
-    new_cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
-    return out.logits[:, -1], new_cache
+    return out.logits[:, -1], _cache_of(out)
+
+
+def _cache_of(out):
+    """The KV cache of a model output, read from the field the output class declares: recent
+    transformers call it ``cache`` and answer the old name ``past_key_values`` with a
+    deprecation line on stderr, older ones (and remote code) declare ``past_key_values``."""
+    fields = getattr(out, "__dataclass_fields__", {})
+    for name in ("cache", "past_key_values"):
+        if name in fields:
+            return getattr(out, name)
+    return None
 
 
 @torch.no_grad()

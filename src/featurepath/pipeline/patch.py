@@ -138,6 +138,8 @@ def _relevant(cfg: RunConfig) -> dict[str, Any]:
         out["confirm_share"] = cfg.analysis.confirm_share
     if cfg.llamascope != type(cfg.llamascope)():  # only when set, so older plans still resume
         out["llamascope"] = cfg.llamascope.model_dump(mode="json")
+    if cfg.sae_dtype is not None:  # likewise
+        out["sae_dtype"] = cfg.sae_dtype
     return out
 
 
