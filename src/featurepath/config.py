@@ -270,6 +270,8 @@ MAX_SEED = 2**63 - 1
 
 
 class RunConfig(_Strict):
+    task: str = Field("slot_machine", description="the behaviour studied: a registered task "
+                                                  "(featurepath.tasks.task_names())")
     model: str = "embedded"
     saes: str = "embedded"
     llamascope: LlamaScopeSection = Field(default_factory=LlamaScopeSection)
@@ -283,6 +285,15 @@ class RunConfig(_Strict):
     discover: DiscoverSection = Field(default_factory=DiscoverSection)
     patch: PatchSection = Field(default_factory=PatchSection)
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        from featurepath.tasks import task_names
+
+        if v not in task_names():
+            raise ValueError(f"unknown task {v!r}; known tasks: {', '.join(task_names())}")
+        return v
 
     @field_validator("device")
     @classmethod

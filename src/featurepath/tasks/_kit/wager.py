@@ -17,7 +17,6 @@ import numpy as np
 
 from featurepath.errors import ConfigError
 from featurepath.tasks._kit.constrained import MenuAnswer, cached_constraints
-from featurepath.tasks._kit.corpus import assemble_corpus, task_prompts
 from featurepath.tasks._kit.parser import Menu, parse_menu
 from featurepath.tasks._kit.prompts import money
 from featurepath.tasks._kit.rules import Round, WagerRules, WagerState
@@ -211,11 +210,15 @@ class WagerTask(Task):
         return state
 
     def corpus_prompts(self, tok: Any, n_prompts: int, seed: int = 0) -> list[str]:
+        from featurepath.tasks._kit.corpus import task_prompts
+
         return task_prompts(self, tok, n_prompts, seed, self._corpus_state)
 
     def corpus(self, model: Any, tok: Any, n_prompts: int = 192, gen_tokens: int = 48,
                seed: int = 0, answered_fraction: float = 1.0,
                progress: bool = True) -> list[str]:
+        from featurepath.tasks._kit.corpus import assemble_corpus
+
         return assemble_corpus(model, tok, self.corpus_prompts(tok, n_prompts, seed),
                                gen_tokens, seed, answered_fraction, progress)
 
