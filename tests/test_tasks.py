@@ -112,7 +112,11 @@ def test_slot_readout_constraints_and_reminder(tiny) -> None:
     _, tok = tiny
     ids = option_token_ids(tok)
     logits = torch.randn(5, len(tok.get_vocab()), generator=torch.Generator().manual_seed(0))
-    assert torch.equal(SLOT.readout(tok)(logits), p_stop_from_logits(logits, ids))
+    # the formula P(stop) has always had, written out: sigmoid(lse(stop) - lse(bet))
+    before = torch.sigmoid(torch.logsumexp(logits[..., ids["stop"]], dim=-1)
+                           - torch.logsumexp(logits[..., ids["bet"]], dim=-1))
+    assert torch.equal(SLOT.readout(tok)(logits), before)
+    assert torch.equal(p_stop_from_logits(logits, ids), before)
     rows = [{"bet_type": "variable", "balance": 40.0}, {"bet_type": "fixed", "balance": 60.0}]
     for a, b in zip(SLOT.answer_constraints(tok, rows, "constrained"),
                     answer_constraints(tok, rows, "constrained"), strict=True):

@@ -235,3 +235,27 @@ def stake_words(state: WagerState) -> tuple[str, str]:
     if state.bet_type == "fixed":
         return money(hi), ""
     return f"{money(lo)}-{money(hi)}", ", $X"
+
+
+def demo_presets(quick_conditions: list[str], full_conditions: list[str],
+                 components: str, bet_cap: int = 30) -> dict[str, dict[str, Any]]:
+    """The embedded model's demo presets of a wager game, shaped like the slot machine's
+    (``featurepath.embedded``): constrained answers at temperature 1 (the 135M model seldom
+    writes a readable free answer), variable bets only in ``quick``, an ablation and an
+    amplification beside the standard patch conditions, null arms on the amplification."""
+    sampling = {"max_new_tokens": 8, "answer": "constrained", "temperature": 1.0}
+    patch = {"components": components, "null_conditions": ["risky_amplified"],
+             "extra_conditions": [
+                 {"name": "safe_ablated", "context": "safe", "patch": "scale", "scale": 0.0},
+                 {"name": "risky_amplified", "context": "risky", "patch": "scale",
+                  "scale": 3.0}]}
+    return {
+        "quick": {"play": {"conditions": quick_conditions, "bet_types": ["variable"],
+                           "games_per_condition": 16, "max_rounds": 10, "batch_size": 32,
+                           "sampling": sampling},
+                  "rules": {"bet_cap": bet_cap}, "patch": patch},
+        "full": {"play": {"conditions": full_conditions, "bet_types": ["fixed", "variable"],
+                          "games_per_condition": 32, "max_rounds": 20, "batch_size": 32,
+                          "sampling": sampling},
+                 "rules": {"bet_cap": bet_cap}, "patch": patch},
+    }

@@ -11,15 +11,16 @@ from featurepath.tasks import register_task
 from featurepath.tasks._kit.parser import Menu
 from featurepath.tasks._kit.prompts import money
 from featurepath.tasks._kit.rules import Round, WagerState
-from featurepath.tasks._kit.wager import WagerTask, stake_words, summary_columns
+from featurepath.tasks._kit.wager import (
+    WagerTask,
+    demo_presets,
+    stake_words,
+    summary_columns,
+)
 from featurepath.tasks.base import MetricSpec, Prompt
 from featurepath.tasks.mystery_wheel.rules import WheelRules
 
 _ACTIONS = ("spin", "stop")
-_SAMPLING = {"max_new_tokens": 8, "answer": "constrained", "temperature": 1.0}
-_PATCH = {"components": "GRWP", "null_conditions": ["risky_amplified"], "extra_conditions": [
-    {"name": "safe_ablated", "context": "safe", "patch": "scale", "scale": 0.0},
-    {"name": "risky_amplified", "context": "risky", "patch": "scale", "scale": 3.0}]}
 
 
 class MysteryWheel(WagerTask):
@@ -55,16 +56,8 @@ class MysteryWheel(WagerTask):
         MetricSpec("p_exit", "readout", 0.01, "P(stop)", +1),
     )
     summary_columns = summary_columns(_ACTIONS)
-    demo = {
-        "quick": {"play": {"conditions": ["BASE", "G", "M", "GMRWP"], "bet_types": ["variable"],
-                           "games_per_condition": 16, "max_rounds": 10, "batch_size": 32,
-                           "sampling": _SAMPLING},
-                  "rules": {"bet_cap": 30}, "patch": _PATCH},
-        "full": {"play": {"conditions": ["BASE", "G", "M", "R", "W", "P", "GM", "GMRWP"],
-                          "bet_types": ["fixed", "variable"], "games_per_condition": 32,
-                          "max_rounds": 20, "batch_size": 32, "sampling": _SAMPLING},
-                 "rules": {"bet_cap": 30}, "patch": _PATCH},
-    }
+    demo = demo_presets(["BASE", "G", "M", "GMRWP"],
+                        ["BASE", "G", "M", "R", "W", "P", "GM", "GMRWP"], "GRWP")
 
     @property
     def title_line(self) -> str:
