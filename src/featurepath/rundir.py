@@ -37,6 +37,8 @@ Layout of ``RUN/`` (every path is a property of :class:`RunDir`)::
     dose_slopes.{parquet,csv}    dose slopes against the null slopes  SLOPE_COLUMNS
     dose_curves.{parquet,csv}    mean outcome per dose of each ladder DOSE_CURVE_COLUMNS
     causal_null.{parquet,csv}    the null arms' own tests (the bands) CAUSAL_TEST_COLUMNS
+    screen_check.{parquet,csv}   the screen against the real patch    SCREEN_CHECK_COLUMNS
+    screen_check_points.{parquet,csv}  attribution vs patched effect  SCREEN_POINT_COLUMNS
     pathways/edges.{parquet,csv} one row per source × condition × target × signal  EDGE_COLUMNS
     pathways/chains.parquet      chains of edges with rising layers   CHAIN_COLUMNS
     pathways/layer_pairs.parquet edges per layer pair                 LAYER_PAIR_COLUMNS
@@ -92,9 +94,7 @@ why a feature was patched (:data:`SOURCES`; ``""`` on baseline and direction row
 before it existed lack the column)."""
 
 SOURCES = ("discover", "screen", "both", "random-check", "user")
-"""Why a feature is in the patch plan: discover's correlational candidates, the screen's top
-N, both, the random sample across the screen's ranking that checks the screen, or named by the
-user (``patch.features``)."""
+"""Why a feature is patched (see ``pipeline/candidates.py``)."""
 
 ARMS = ("baseline", "feature", "null", "direction")
 """``baseline``: nothing patched (a reconstruct baseline: the SAE reconstruction only);
@@ -129,6 +129,14 @@ of the first-order change in P(stop), ``(v − a_f(x)) · W_dec[f] · ∂P(stop)
 decision token, ``attribution_se`` its standard error over prompts, ``active_share`` the share
 of prompts where the feature is active, ``clamp_mean`` the mean clamp size ``v − a_f(x)``,
 ``rank`` 1 = the largest |attribution| within context × intervention."""
+
+SCREEN_POINT_COLUMNS = ["feature", "layer", "context", "intervention", "source", "attribution",
+                        "attribution_se", "rank", "in_top", "effect", "n_trials"]
+"""One row per patched feature × intervention the screen scored (``analysis/screen_check``)."""
+
+SCREEN_CHECK_COLUMNS = ["context", "intervention", "n_features", "n_random", "spearman",
+                        "spearman_p", "top_n", "k", "recall", "recall_chance"]
+"""Per context × intervention: Spearman's ρ (attribution vs patched effect), top-N recall."""
 
 CAUSAL_TEST_COLUMNS = [
     "feature", "layer", "feature_id", "context", "condition", "patch", "method", "value",
@@ -391,6 +399,14 @@ class RunDir:
     @property
     def dose_curves(self) -> Path:
         return self.table("dose_curves")
+
+    @property
+    def screen_check(self) -> Path:
+        return self.table("screen_check")
+
+    @property
+    def screen_points(self) -> Path:
+        return self.table("screen_check_points")
 
     @property
     def causal_null(self) -> Path:

@@ -384,6 +384,11 @@ def write_figures(data: RunData, out_dir: Path) -> dict[str, FigureFiles]:
     graph = graph_payload(data)
     if graph:
         jobs.append(("pathways", lambda: pathway_figure(graph, out_dir)))
+    check, pts = data.screen_check, data.screen_points
+    if check.ok and pts.ok:
+        from featurepath.report.screen import screen_figure
+
+        jobs.append(("screen_check", lambda: screen_figure(pts.value, check.value, out_dir)))
     for name, job in jobs:
         try:
             fig = job()
