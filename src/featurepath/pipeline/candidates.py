@@ -95,10 +95,14 @@ def random_check(screen: pd.DataFrame, n: int, seed: int, exclude: set[str]) -> 
     return out
 
 
-def choose_candidates(run_dir: Path, cfg: RunConfig, features: list[str] | None = None
-                      ) -> Candidates:
+def choose_candidates(run_dir: Path, cfg: RunConfig, features: list[str] | None = None,
+                      discover: list[str] | None = None) -> Candidates:
     """The plan's features: the user's (``features`` or ``patch.features``), else by
-    ``patch.candidates``; plus the random check when ``screen.parquet`` exists."""
+    ``patch.candidates``; plus the random check when ``screen.parquet`` exists.
+
+    ``discover`` replaces discover's top ``discover.max_candidates`` as the correlational
+    candidates (the demo picks its own among them); they are still labelled ``discover`` and
+    still dropped where the screen saw them inactive under a scale clamp."""
     root = Path(run_dir)
     pc, sc = cfg.patch, cfg.screen
     screen = read_screen(root)
@@ -110,8 +114,8 @@ def choose_candidates(run_dir: Path, cfg: RunConfig, features: list[str] | None 
     else:
         route = pc.candidates
         cands = discover_candidates(root, cfg.discover.max_candidates) \
-            if route in ("discover", "union") else None
-        if route == "discover" and cands is None:
+            if route in ("discover", "union") and discover is None else None
+        if route == "discover" and cands is None and discover is None:
             raise ConfigError("patch.candidates is 'discover' but there is no discover.parquet; "
                               "run `featurepath discover` first, or give --features")
         if route == "screen" and screen is None:
@@ -120,6 +124,8 @@ def choose_candidates(run_dir: Path, cfg: RunConfig, features: list[str] | None 
         inactive = inactive_where_scaled(screen, cfg) if screen is not None else set()
         disc = [] if cands is None else [feature_key(int(r.layer), int(r.feature_id))
                                          for r in cands.itertuples()]
+        if discover is not None and route in ("discover", "union"):
+            disc = list(discover)
         dropped = [f for f in disc if f in inactive]
         disc = [f for f in disc if f not in inactive]
         scr = screen_top(screen, sc.top_n, inactive) \

@@ -179,8 +179,12 @@ class PatchJob:
 
 
 def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool = False,
-            features: list[str] | None = None) -> PatchJob:
+            features: list[str] | None = None,
+            discover_features: list[str] | None = None) -> PatchJob:
     """Plan the run (or check the stored plan on resume) and create the store.
+
+    ``features`` are the user's; ``discover_features`` replace discover's top candidates in
+    ``patch.candidates`` (see :func:`featurepath.pipeline.candidates.choose_candidates`).
 
     Everything that can be refused is checked before the first write, under the planning lock
     (see :meth:`RunStore.planning_lock`): a process that had to wait for another planner joins
@@ -192,7 +196,7 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
     with store.planning_lock() as waited:
         if store.exists():
             return _resume_job(root, store, cfg, resume or waited)
-        return _plan(root, store, cfg, model, tok, saes, features)
+        return _plan(root, store, cfg, model, tok, saes, features, discover_features)
 
 
 def _resume_job(root: Path, store: RunStore, cfg: RunConfig, resume: bool) -> PatchJob:
@@ -211,7 +215,7 @@ def _resume_job(root: Path, store: RunStore, cfg: RunConfig, resume: bool) -> Pa
 
 
 def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
-          features: list[str] | None) -> PatchJob:
+          features: list[str] | None, discover_features: list[str] | None = None) -> PatchJob:
     from featurepath.faults import pause_point
 
     pause_point("patch-planning")  # tests kill here: lock held, nothing written yet
@@ -219,7 +223,7 @@ def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
     pc = cfg.patch
     from featurepath.pipeline.candidates import choose_candidates
 
-    chosen = choose_candidates(root, cfg, features)
+    chosen = choose_candidates(root, cfg, features, discover_features)
     feats = chosen.features
     cands = candidate_features(root, cfg.discover.max_candidates)
     record = list(pc.record) or sorted(
