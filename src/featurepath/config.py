@@ -95,7 +95,9 @@ class ScreenSection(_Strict):
     check_random: int = Field(8, ge=0, description="features drawn at random across the "
                                                    "screen's whole ranking and patched too, to "
                                                    "check the screen against real patching")
-    batch_size: int = Field(16, ge=1, description="prompts per forward + backward pass")
+    batch_size: int = Field(8, ge=1, description="prompts per forward + backward pass (memory "
+                                                 "grows with it: ~2 GB at 8 on the embedded "
+                                                 "model; speed barely does on a CPU)")
 
 
 class ConditionSpec(_Strict):

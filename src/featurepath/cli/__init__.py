@@ -34,7 +34,8 @@ app = typer.Typer(
     help=(
         "Find which SAE features cause a model's behaviour, how they drive each other across "
         "layers, and which words they put into its output.\n\n"
-        "Pipeline (one run directory holds every stage): play -> discover -> patch -> causal / "
+        "Pipeline (one run directory holds every stage): play -> discover -> screen -> patch -> "
+        "causal / "
         "pathways / words -> report. `featurepath demo` runs it all on the embedded default "
         "(SmolLM2-135M-Instruct with SAEs featurepath trains itself)."
     ),
