@@ -116,3 +116,33 @@ def test_trials_carry_the_source(tiny, tiny_saes, tmp_path):
     got = trials.drop_duplicates("feature").set_index("feature")["source"].to_dict()
     assert got[""] == "" and got["L2-0"] == "screen"
     assert sorted(got.values()) == ["", "random-check", "screen"]
+
+
+def test_screen_then_patch_then_causal_check_on_the_tiny_model(tiny, tiny_saes, tmp_path):
+    """The route the demo takes: screen, union candidates (no discover here: the screen's top
+    and the random check), patch, and causal's screen check over what was patched."""
+    from featurepath.analysis.causal import run_causal
+    from featurepath.analysis.screen_check import check_line
+    from featurepath.pipeline.backends.local import run_local
+    from featurepath.pipeline.patch import prepare
+    from featurepath.pipeline.screen import run_screen
+
+    model, tok = tiny
+    cfg = _cfg(top_n=2, check_random=3)
+    cfg.patch.trials, cfg.patch.mode, cfg.patch.batch_size = 2, "replay", 32
+    cfg.analysis.n_boot = 0
+    res = run_screen(tmp_path, cfg, model, tok, tiny_saes, progress=False)
+    assert res.n_features == 512 and set(res.table["intervention"]) == {"safe_ablated",
+                                                                        "risky_v"}
+    job = prepare(tmp_path, cfg, model, tok, tiny_saes)
+    srcs = job.plan.extra["sources"]
+    assert sorted(set(srcs.values())) == ["random-check", "screen"] and len(srcs) <= 7
+    inactive = res.table[(res.table["context"] == "safe") & (res.table["active_share"] == 0)]
+    assert not set(srcs) & set(inactive["feature"])  # never a zero-size ablation
+    run_local(job, runtime=(model, tok, tiny_saes), progress=False)
+    causal = run_causal(tmp_path, cfg)
+    check = causal.screen_check
+    assert set(check["intervention"]) == {"safe_ablated", "risky_v"}
+    assert (check["n_features"] == len(srcs)).all() and (check["n_random"] == 3).all()
+    assert "recall@2" in check_line(check)
+    assert (tmp_path / "screen_check_points.parquet").exists()
