@@ -8,7 +8,7 @@ naming the key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -141,7 +141,10 @@ class PatchSection(_Strict):
                                           "plus discover's candidates")
     conditions: list[ConditionSpec] = Field(default_factory=lambda: list(STANDARD_CONDITIONS))
     trials: int = Field(30, ge=1, description="trials per feature × condition")
-    batch_size: int = Field(64, ge=1, description="rows per work unit (one forward batch)")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="rows per work unit (one forward batch); auto: the largest power of "
+        "two that fits the device's free memory, at most 256 rows on CPU (where the engine's "
+        "speed flattens) and 1024 on a GPU; the plan line says what was chosen")
     mode: Literal["sample", "replay"] = "sample"
     method: Literal["delta", "reconstruct"] = "delta"
     positions: Literal["last", "prompt", "all"] = "last"
@@ -295,6 +298,9 @@ class RunConfig(_Strict):
     saes: str = "embedded"
     llamascope: LlamaScopeSection = Field(default_factory=LlamaScopeSection)
     dtype: str | None = None
+    #: dtype the SAEs are held and computed in; None keeps each file's (an SAELens config's
+    #: dtype, float32 for the other formats), as SAELens's load_from_disk(dtype=...) does
+    sae_dtype: Literal["float32", "bfloat16", "float16", "float64"] | None = None
     device: str | None = None
     seed: int = Field(0, ge=0, le=MAX_SEED)
     play: PlaySection = Field(default_factory=PlaySection)

@@ -47,7 +47,8 @@ Layout of ``RUN/`` (every path is a property of :class:`RunDir`)::
     report.html, figures/        the report and its static figures
 
 Features are named ``L{layer}-{id}`` everywhere (:func:`feature_key`, :func:`parse_feature_key`).
-Layer L means the output of decoder block L, i.e. ``output_hidden_states[L + 1]``.
+Layer L is the output of decoder block L, which is ``output_hidden_states[L + 1]`` for every
+block but the last, where transformers applies the final norm.
 """
 
 from __future__ import annotations

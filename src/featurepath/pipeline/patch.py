@@ -139,6 +139,8 @@ def _relevant(cfg: RunConfig) -> dict[str, Any]:
     out["patch"].pop("candidates", None)  # chooses the features, which the plan stores
     if cfg.llamascope != type(cfg.llamascope)():  # only when set, so older plans still resume
         out["llamascope"] = cfg.llamascope.model_dump(mode="json")
+    if cfg.sae_dtype is not None:  # likewise
+        out["sae_dtype"] = cfg.sae_dtype
     return out
 
 
@@ -193,6 +195,12 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
     root = Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     store = RunStore(root)
+    if cfg.patch.batch_size == "auto":  # the planned size on resume, else the stage's rule
+        from featurepath.pipeline.memory import with_batch_size
+
+        cfg = cfg.model_copy(deep=True)
+        cfg.patch.batch_size = load_config(RunDir(root).patch_config).patch.batch_size \
+            if store.exists() else with_batch_size(model, cfg)[0].patch.batch_size
     with store.planning_lock() as waited:
         if store.exists():
             return _resume_job(root, store, cfg, resume or waited)
