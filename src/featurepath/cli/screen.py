@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from featurepath.cli import app
-from featurepath.cli.options import CONFIG, PROGRESS, RUN_DIR, config_for
+from featurepath.cli.options import CONFIG, MODEL, PROGRESS, RUN_DIR, SAES, config_for
 
 
 @app.command("screen", short_help="First-order effect of clamping every feature on P(stop): "
@@ -15,9 +15,8 @@ from featurepath.cli.options import CONFIG, PROGRESS, RUN_DIR, config_for
 def screen_cmd(
     run_dir: Path = RUN_DIR,
     config: Path = CONFIG,
-    model: str = typer.Option(None, help="'embedded', a local HF directory or a HF id."),
-    saes: str = typer.Option(None, help="'embedded', a directory of SAE directories, or a "
-                                        "comma-separated list of SAE directories."),
+    model: str = MODEL,
+    saes: str = SAES,
     batch_size: int = typer.Option(None, "--batch-size", help="Prompts per forward + backward "
                                                               "pass (screen.batch_size)."),
     progress: bool = PROGRESS,
