@@ -78,7 +78,7 @@ def test_the_check_sees_a_library_line_behind_a_bar() -> None:
     assert _foreign(f"{line}\nwarning: x\n", [re.compile("warning: .*")]) == [line]
 
 
-@pytest.mark.parametrize("command", ["discover", "patch", "estimate"])
+@pytest.mark.parametrize("command", ["discover", "screen", "patch", "estimate"])
 def test_stages_that_load_saes_take_the_same_model_and_saes_options(command, capsys) -> None:
     assert main([command, "--help"]) == 0
     text = re.sub(r"\s+", " ", capsys.readouterr().out)

@@ -81,6 +81,25 @@ class DiscoverSection(_Strict):
     batch_size: int = Field(32, ge=1)
 
 
+class ScreenSection(_Strict):
+    """The attribution screen (``featurepath screen``) and how the patch stage uses it.
+
+    Why these settings live together: the screen ranks every feature by its first-order effect,
+    the patch stage patches its top ``top_n`` per context and intervention, and it also patches
+    ``check_random`` features drawn across the whole ranking so that every run measures how
+    well the screen predicts real patching (rank correlation, top-N recall in causal)."""
+
+    top_n: int = Field(8, ge=0, description="features taken from the top of the screen per "
+                                            "context x intervention (patch.candidates: screen "
+                                            "or union)")
+    check_random: int = Field(8, ge=0, description="features drawn at random across the "
+                                                   "screen's whole ranking and patched too, to "
+                                                   "check the screen against real patching")
+    batch_size: int = Field(8, ge=1, description="prompts per forward + backward pass (memory "
+                                                 "grows with it: ~2 GB at 8 on the embedded "
+                                                 "model; speed barely does on a CPU)")
+
+
 class ConditionSpec(_Strict):
     """A named patch condition: a prompt context and what the patch sets the feature to.
 
@@ -129,6 +148,11 @@ class PatchSection(_Strict):
     mode: Literal["sample", "replay"] = "sample"
     method: Literal["delta", "reconstruct"] = "delta"
     positions: Literal["last", "prompt", "all"] = "last"
+    candidates: Literal["discover", "screen", "union"] = Field(
+        "union", description="where the patched features come from when patch.features is "
+        "empty: discover (correlational candidates), screen (the top screen.top_n of "
+        "screen.parquet per context x intervention) or union (both, each labelled with its "
+        "source in trials.parquet; whichever exists when only one does)")
     prompt_set: Literal["builtin", "play", "states"] = Field(
         "builtin", description="builtin: the study's safe/risky prompts; play: decision points "
                                "recorded by play (safe = games that stopped, risky = bankrupt); "
@@ -283,6 +307,7 @@ class RunConfig(_Strict):
     seed: int = Field(0, ge=0, le=MAX_SEED)
     play: PlaySection = Field(default_factory=PlaySection)
     discover: DiscoverSection = Field(default_factory=DiscoverSection)
+    screen: ScreenSection = Field(default_factory=ScreenSection)
     patch: PatchSection = Field(default_factory=PatchSection)
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
 

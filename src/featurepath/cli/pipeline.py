@@ -242,7 +242,24 @@ def estimate_cmd(
                     source_run=run_dir if run_dir.exists() else None)
     est = estimate(cfg, feats, cal, workers=workers, disk_path=run_dir)
     typer.echo(format_estimate(est))
+    _estimate_screen(run_dir, cfg, model, tok, saes, cal.seconds_per_trial)
     typer.echo(f"calibration kept in {save_calibration(run_dir, cal)}")
+
+
+def _estimate_screen(run_dir: Path, cfg, model, tok, saes, seconds_per_trial: float) -> None:
+    """The screen's line of ``estimate``: its passes timed on this machine (or why not)."""
+    from featurepath.errors import FeaturepathError
+    from featurepath.pipeline.estimate_screen import calibrate_screen, format_screen_estimate
+    from featurepath.pipeline.prompt_sets import prompt_sets
+
+    try:
+        sets, _ = prompt_sets(cfg, run_dir, tok, "screen")
+    except FeaturepathError as exc:
+        typer.echo(f"screen   not timed: {exc}")
+        return
+    texts = [r.text for recs in sets.values() for r in recs]
+    est = calibrate_screen(cfg, model, tok, saes, texts, len(texts))
+    typer.echo(format_screen_estimate(est, seconds_per_trial))
 
 
 @app.command("status", short_help="Units done / running / failed / left, trials/s, ETA, disk.")
