@@ -106,7 +106,8 @@ def _hand_decision(model, sae_by_layer, prompt: str, tok, clamp) -> dict[int, to
 @pytest.mark.parametrize("arch", ARCHS)
 def test_play_then_patch_on_two_layers_matches_a_hand_computation(arch, tmp_path) -> None:
     from featurepath.pipeline.backends.local import run_local
-    from featurepath.pipeline.patch import builtin_prompt_sets, prepare
+    from featurepath.pipeline.patch import prepare
+    from featurepath.pipeline.prompt_sets import builtin_prompt_sets
     from featurepath.pipeline.play import run_play
     from featurepath.pipeline.store import RunStore
 
