@@ -24,6 +24,7 @@ from featurepath.pipeline.discover import (
     decision_activations,
     decision_moments,
 )
+from featurepath.pipeline.runtime import Runtime
 
 PROMPTS = ["Balance $20. Choice: ", "You won! Balance $140 now. Choice: ", "Stop or bet? ",
            "Round 3: Bet $10, Loss. Choice: ", "Balance $90. ", "Bet $5? ", "Loss. Go on? ",
@@ -192,7 +193,8 @@ def test_run_discover_streams_and_leaves_no_residual_file(tiny, tiny_saes, tmp_p
     pd.DataFrame({"prompt": PROMPTS + ["Round 1. "], "end_reason": ends + ["round_limit"],
                   "game_id": [f"g{i}" for i in range(len(PROMPTS) + 1)]}
                  ).to_parquet(tmp_path / "play" / "decisions.parquet")
-    table = run_discover(tmp_path, RunConfig(), model, tok, tiny_saes, progress=False)
+    table = run_discover(tmp_path, RunConfig(), runtime=Runtime(model, tok, tiny_saes),
+                         progress=False)
     X, lay, ids = decision_activations(model, tok, tiny_saes, PROMPTS, progress=False)
     want = discover_features(X, np.array(ends) == "bankrupt", lay, ids)
     assert table.attrs["n_points"] == len(PROMPTS)
