@@ -24,6 +24,7 @@ from featurepath.pipeline.discover import (
     decision_activations,
     decision_moments,
 )
+from featurepath.pipeline.runtime import Runtime
 
 PROMPTS = ["Balance $20. Choice: ", "You won! Balance $140 now. Choice: ", "Stop or bet? ",
            "Round 3: Bet $10, Loss. Choice: ", "Balance $90. ", "Bet $5? ", "Loss. Go on? ",
@@ -194,7 +195,7 @@ def test_run_discover_streams_and_leaves_no_residual_file(tiny, tiny_saes, tmp_p
                  ).to_parquet(tmp_path / "play" / "decisions.parquet")
     cfg = RunConfig()
     cfg.analysis.confirm_share = 0.0  # every game in the screen half: compare with all points
-    table = run_discover(tmp_path, cfg, model, tok, tiny_saes, progress=False)
+    table = run_discover(tmp_path, cfg, runtime=Runtime(model, tok, tiny_saes), progress=False)
     X, lay, ids = decision_activations(model, tok, tiny_saes, PROMPTS, progress=False)
     want = discover_features(X, np.array(ends) == "bankrupt", lay, ids)
     assert table.attrs["n_points"] == len(PROMPTS)
@@ -219,5 +220,6 @@ def test_discover_sees_only_the_screen_half_of_the_games(tiny, tiny_saes, tmp_pa
                   "game_id": games}).to_parquet(tmp_path / "play" / "decisions.parquet")
     screen = [g for g in games if half_of(g, 0.5) == "screen"]
     assert 0 < len(screen) < len(games)  # the fixture's games fall in both halves
-    table = run_discover(tmp_path, RunConfig(), model, tok, tiny_saes, progress=False)
+    table = run_discover(tmp_path, RunConfig(), runtime=Runtime(model, tok, tiny_saes),
+                         progress=False)
     assert table.attrs["n_points"] == len(screen)
