@@ -90,7 +90,14 @@ def test_discover_takes_saes_from_the_command_line(tiny_dirs: Path, tmp_path: Pa
                                                    capsys) -> None:
     """``discover --saes DIR`` loads the SAEs it names (the advice "pass --saes DIR" holds for
     discover too): a missing directory is named in discover's one error line."""
+    import pandas as pd
+
     missing = tmp_path / "no-saes"
+    # discover checks its input before loading anything: give it played games to read
+    (tmp_path / "run" / "play").mkdir(parents=True)
+    pd.DataFrame({"prompt": ["a", "b"], "end_reason": ["bankrupt", "stop"],
+                  "game_id": ["g0", "g1"]}).to_parquet(tmp_path / "run" / "play" /
+                                                       "decisions.parquet")
     rc = main(["discover", str(tmp_path / "run"), "--model", str(tiny_dirs / "model"), "--saes",
                str(missing), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
