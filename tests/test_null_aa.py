@@ -32,6 +32,10 @@ def _aa_config(mode: str) -> RunConfig:
     ]
     cfg.patch.prompt_set = "states"
     cfg.patch.n_prompts = 4
+    # the population this test was built on (no held-out half): on it, float32 rounding between
+    # differently composed units moves P(stop) by more than the zero-size tolerance in replay
+    # mode, which is what makes the A/A test non-vacuous there
+    cfg.analysis.confirm_share = 0.0
     cfg.patch.trials = 12  # three repeats of each prompt
     cfg.patch.batch_size = 11  # prime: the same prompt lands in differently composed batches
     cfg.patch.store_dtype = "float32"
