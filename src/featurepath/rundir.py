@@ -40,6 +40,11 @@ Layout of ``RUN/`` (every path is a property of :class:`RunDir`)::
     pathways/layer_pairs.parquet edges per layer pair                 LAYER_PAIR_COLUMNS
     pathways/graph*.{graphml,json}  the edge graph (decision signal first)
     words.{parquet,csv}, words_summary.md   words per patched group    WORD_COLUMNS
+    confirm/preregistration.json the confirmation's pre-registration, written before its first
+                                 trial, with the SHA-256 of its canonical JSON
+    confirm/arms.parquet         baseline and feature-arm readouts per confirm prompt
+    confirm/rounds/L13-r0002.parquet  one round of null draws of a layer    CONFIRM_DRAW_COLUMNS
+    confirm/verdicts.{parquet,csv}  one row per pre-registered test         CONFIRM_COLUMNS
     report.html, figures/        the report and its static figures
 
 Features are named ``L{layer}-{id}`` everywhere (:func:`feature_key`, :func:`parse_feature_key`).
@@ -169,6 +174,22 @@ LAYER_PAIR_COLUMNS = [
     "signal", "source_layer", "target_layer", "n_tested", "n_edges", "n_positive", "n_negative",
     "mean_abs_d",
 ]
+CONFIRM_COLUMNS = [
+    "feature", "layer", "feature_id", "context", "condition", "metric", "patch", "value",
+    "scale", "predicted_sign", "sign_source", "n_prompts", "baseline", "patched", "effect", "t",
+    "p_baseline", "null_draws", "null_exceed", "p_null", "p", "q", "degenerate", "test",
+    "significant", "prereg_sha256",
+]
+"""``confirm/verdicts``: one row per pre-registered test (feature × condition, primary metric).
+``effect`` = mean over confirm prompts of readout(patched) − readout(baseline); ``p_baseline``:
+paired t over prompts (one-sided when a sign was pre-registered); ``p_null``: the sequential
+Monte Carlo p against random directions (``null_draws`` drawn, ``null_exceed`` at least as
+extreme); ``p = max(p_baseline, p_null)`` (intersection–union), ``q`` its BH over the tests;
+``significant``: not degenerate, q <= alpha, |effect| >= ``analysis.min_effect_p_stop`` and in
+the pre-registered direction. The parquet metadata also holds ``prereg_sha256``."""
+CONFIRM_DRAW_COLUMNS = ["feature", "condition", "draw", "null_effect"]
+"""``confirm/rounds/L<layer>-r<round>.parquet``: the mean null effect of each draw for each
+test still undecided in that round (draw index = round × round_size + i)."""
 WORD_COLUMNS: tuple[str, ...] = (
     "layer", "feature_id", "context", "condition", "scale", "word",
     "count_patched", "count_baseline", "tokens_patched", "tokens_baseline",
@@ -396,6 +417,26 @@ class RunDir:
     @property
     def words(self) -> Path:
         return self.table("words")
+
+    # confirm
+    @property
+    def confirm(self) -> Path:
+        return self.root / "confirm"
+
+    @property
+    def preregistration(self) -> Path:
+        return self.confirm / "preregistration.json"
+
+    @property
+    def confirm_arms(self) -> Path:
+        return self.confirm / "arms.parquet"
+
+    def confirm_round(self, layer: int, index: int) -> Path:
+        return self.confirm / "rounds" / f"L{layer}-r{index:04d}.parquet"
+
+    @property
+    def verdicts(self) -> Path:
+        return self.confirm / "verdicts.parquet"
 
     # report
     @property
