@@ -60,7 +60,7 @@ def _root(
 
 #: Command modules in pipeline order (``--help`` lists the commands in this order). Each
 #: registers its commands on :data:`app` when imported.
-COMMAND_MODULES = ("pipeline", "analysis", "report", "sae")
+COMMAND_MODULES = ("pipeline", "analysis", "confirm", "report", "sae")
 
 
 def _register() -> None:
