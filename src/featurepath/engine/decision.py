@@ -29,11 +29,14 @@ from featurepath.sae.model import SAE
 def decision_readouts(model, tok, prompts: Sequence[str],
                       arms: Sequence[Intervention | None], saes: dict[int, SAE],
                       readout: Readout, max_rows: int = 256, prompt_batch: int = 32,
-                      on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+                      on_batch: Callable[[int], None] | None = None,
+                      max_cache_bytes: int = 1 << 30) -> torch.Tensor:
     """``[len(arms), len(prompts)]``: ``readout`` of the decision token's logits with arm ``a``
     applied at the decision token of prompt ``i``. Interventions must write at the decision
     token only (``positions`` ``prompt`` or ``last``; ``all`` would change the prefix).
-    ``on_batch(rows)`` is called after every forward batch (progress)."""
+    ``on_batch(rows)`` is called after every forward batch (progress). A batch also holds at
+    most ``max_cache_bytes`` of repeated prefix cache (SmolLM2-135M: ~18 MB per 400-token row
+    in float32, so 256 rows would be 4.7 GB)."""
     for iv in arms:
         if iv is not None and iv.positions == "all":
             raise ValueError("decision_readouts needs interventions at the decision token "
@@ -47,7 +50,8 @@ def decision_readouts(model, tok, prompts: Sequence[str],
         cache = None
         if ids.shape[1] > 1:
             _, cache = _forward(model, ids[:, :-1], mask[:, :-1], _positions(mask[:, :-1]), None)
-        per = max(1, max_rows // g)
+        per_row = _cache_bytes(cache) // g
+        per = max(1, min(max_rows, max_cache_bytes // max(per_row, 1)) // g)
         for a0 in range(0, len(arms), per):
             chunk = list(arms[a0:a0 + per])
             n = len(chunk) * g
@@ -70,6 +74,13 @@ def decision_readouts(model, tok, prompts: Sequence[str],
             if on_batch is not None:
                 on_batch(n)
     return out
+
+
+def _cache_bytes(cache) -> int:
+    layers = getattr(cache, "layers", None) or []
+    return sum(t.numel() * t.element_size() for la in layers
+               for t in (getattr(la, "keys", None), getattr(la, "values", None))
+               if isinstance(t, torch.Tensor))
 
 
 def _select(cache, index: torch.Tensor):
