@@ -51,6 +51,15 @@ def test_confirm_runs_with_features_and_no_earlier_stage(tiny_dirs, tmp_path) ->
     v = pd.read_parquet(run / "confirm" / "verdicts.parquet")
     assert list(v["feature"]) == ["L1-3", "L2-5"] and (v["null_draws"] <= 8).all()
     assert yaml.safe_load((run / "config.yaml").read_text())["confirm"]["cap"] == 8
+    # the report opens with the summary, then the Confirmation section and its figure
+    from featurepath.report import build_report
+
+    page = build_report(run).read_text()
+    assert page.index('<section id="summary">') < page.index('<section id="confirmation">') \
+        < page.index('<section id="provenance">')
+    conf = page.split('<section id="confirmation">')[1].split("</section>")[0]
+    assert "L1-3" in conf and "L2-5" in conf and 'id="confirm-figure"' in conf
+    assert (run / "figures" / "confirm.svg").exists()
 
 
 def test_unknown_feature_is_one_error_line(tiny_dirs, tmp_path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from featurepath.engine.decision import decision_readouts
+from featurepath.engine.decision import DecisionPrefix, decision_readouts
 from featurepath.engine.generate import replay
 from featurepath.engine.hooks import Intervention
 from featurepath.pipeline.controls import null_direction
@@ -31,7 +31,8 @@ def test_prefix_readouts_match_full_replay(tiny, tiny_saes) -> None:
         torch.testing.assert_close(got[a], ref, atol=1e-5, rtol=0)
     # the clamps move P(stop): the comparison above is not between identical numbers
     assert (got[1] - got[0]).abs().max() > 1e-4
-    # the prefix cache is put back after every batch: a second call reads the same
-    again = decision_readouts(model, tok, PROMPTS, arms[::-1], tiny_saes, readout,
-                              max_rows=64)
-    torch.testing.assert_close(again.flip(0), got, atol=1e-5, rtol=0)
+    # one prefill serves many calls: the prefix cache is put back after every batch
+    prefix = DecisionPrefix(model, tok, PROMPTS, prompt_batch=2)
+    for rows in (64, 3):
+        again = prefix.readouts(arms[::-1], tiny_saes, readout, max_rows=rows)
+        torch.testing.assert_close(again.flip(0), got, atol=1e-5, rtol=0)

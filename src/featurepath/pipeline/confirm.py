@@ -104,16 +104,18 @@ def _interventions(t: cp.ConfirmTest, positions: str, direction=None) -> Interve
 def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=None,
                 features: Sequence[str] | None = None, top: int | None = None,
                 progress: bool = True, say: Say | None = None,
-                readout=None) -> ConfirmResult:
+                readout=None, source: str | None = None) -> ConfirmResult:
     """Pre-register, run and judge a confirmation; see the module docstring. ``runtime`` is
     ``(model, tokenizer, saes)`` when already loaded; ``readout`` overrides the task's P(stop)
-    readout (tests)."""
+    readout (tests); ``source`` names where explicit ``features`` came from (the demo: its
+    discover-chosen candidates)."""
     t0 = time.time()
     root = Path(run_dir)
     cfg = cfg or resolve_config(root)
     say = say or (lambda s: None)
     cp.check_design(cfg)
-    feats, source = choose_features(root, cfg, features, top)
+    feats, chosen_by = choose_features(root, cfg, features, top)
+    source = source if source and chosen_by == "explicit" else chosen_by
     conditions = cp.confirm_conditions(cfg)
     if runtime is None:
         from featurepath.pipeline.runtime import load_runtime
@@ -192,24 +194,29 @@ class _Engine:
         self.positions = "prompt"  # the decision token: what P(stop) reads under last or prompt
         self.rows = 0
         self.base: dict[str, np.ndarray] = {}
+        self._prefix: dict[str, object] = {}
         self._bar = None
         if progress:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(desc="confirm", unit="row", leave=False)
 
-    def _read(self, prompts: list[str], arms: list[Intervention | None]) -> np.ndarray:
-        from featurepath.engine.decision import decision_readouts
+    def _read(self, ctx: str, arms: list[Intervention | None]) -> np.ndarray:
+        """Readouts of ``arms`` on the confirm prompts of ``ctx``; the prefixes are prefilled
+        once per context for the whole confirmation."""
+        from featurepath.engine.decision import DecisionPrefix
 
         def tick(n: int) -> None:
             self.rows += n
             if self._bar is not None:
                 self._bar.update(n)
 
-        return decision_readouts(self.model, self.tok, prompts, arms, self.saes, self.readout,
-                                 max_rows=self.cfg.confirm.max_rows,
-                                 prompt_batch=self.cfg.patch.batch_size,
-                                 on_batch=tick).numpy().astype(np.float64)
+        if ctx not in self._prefix:
+            self._prefix[ctx] = DecisionPrefix(self.model, self.tok, self.texts[ctx],
+                                               self.cfg.patch.batch_size)
+        return self._prefix[ctx].readouts(arms, self.saes, self.readout,
+                                          self.cfg.confirm.max_rows,
+                                          tick).numpy().astype(np.float64)
 
     def arms(self) -> dict[tuple[str, str], Paired]:
         """Baseline and feature arms on every confirm prompt of the tested contexts."""
@@ -221,7 +228,7 @@ class _Engine:
             for ctx in sorted({t.context for t in self.tests.values()}):
                 keys = [k for k, t in self.tests.items() if t.context == ctx]
                 arms = [None] + [_interventions(self.tests[k], self.positions) for k in keys]
-                vals = self._read(self.texts[ctx], arms)
+                vals = self._read(ctx, arms)
                 for a, key in enumerate([("", "")] + keys):
                     for i, pid in enumerate(self.ids[ctx]):
                         recs.append(dict(context=ctx, feature=key[0], condition=key[1],
@@ -262,7 +269,7 @@ class _Engine:
                 ks = [k for k in keys if self.tests[k].context == ctx]
                 arms = [_interventions(self.tests[k], self.positions, u) for k in ks
                         for u in dirs]
-                vals = self._read(self.texts[ctx], arms) - self.base[ctx][None, :]
+                vals = self._read(ctx, arms) - self.base[ctx][None, :]
                 eff = vals.mean(1).reshape(len(ks), n)
                 for j, k in enumerate(ks):
                     for d in range(n):

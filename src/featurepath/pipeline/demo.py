@@ -1,7 +1,8 @@
 """The whole pipeline on the embedded default, in one run directory (``featurepath demo``).
 
-SAEs (trained once, cached) -> play -> discover -> patch with caching -> causal -> pathways ->
-words -> report, each through the stage's own ``run_<stage>`` function (the demo holds no copy
+SAEs (trained once, cached) -> play -> discover -> patch with caching -> causal -> confirm
+(pre-registered, on the held-out prompts, with a planted check when nothing is confirmed) ->
+pathways -> words -> report, each through the stage's own ``run_<stage>`` function (the demo holds no copy
 of a stage). Presets (``featurepath.embedded``) size every stage: ``quick`` fits a 2-core CPU in
 minutes, ``full`` is a larger run for a workstation or GPU. Each stage is skipped when its output
 already exists (resume a killed demo by running it again).
@@ -78,6 +79,36 @@ def choose_features(table: pd.DataFrame, preset: str) -> tuple[list[str], list[s
     return feats, sorted(record | set(feats), key=parse_feature_key)
 
 
+def confirm_stage(out: Path, cfg, runtime, progress: bool, echo: Echo) -> None:
+    """Confirm the top candidates on the held-out prompts (the screen's ranking when the run
+    has one, else the candidates discover chose for patching) and print every verdict; when
+    nothing is confirmed, run the planted check and say whether the same code would have
+    found a feature that writes the readout direction."""
+    from featurepath.pipeline.confirm import run_confirm
+    from featurepath.pipeline.confirm_check import planted_check
+    from featurepath.pipeline.confirm_plan import screen_path
+
+    if screen_path(out).exists():
+        res = run_confirm(out, cfg, runtime=runtime, top=cfg.confirm.top_n, progress=progress)
+    else:
+        res = run_confirm(out, cfg, runtime=runtime, features=cfg.patch.features,
+                          progress=progress, source="discover (the patched candidates)")
+    for line in res.lines():
+        echo(f"   {line}")
+    echo(f"   {res.rows} decision-token rows, {res.draws_per_s:.2f} null draws/s")
+    v = res.verdicts
+    if v["significant"].any():
+        return
+    tested = v[~v["degenerate"]] if (~v["degenerate"]).any() else v
+    feature = str(tested.loc[tested["effect"].abs().idxmax(), "feature"])
+    pc = planted_check(out, cfg, runtime, feature, progress=progress).verdicts.iloc[0]
+    found = "CONFIRMED: the same code finds a feature that writes P(stop)" \
+        if pc["significant"] else "not confirmed either: this setup could not have found it"
+    echo(f"   planted check: {feature} with its decoder row along the readout direction "
+         f"(in-memory SAE copy): effect {pc['effect']:+.4f}, p_null {pc['p_null']:.3g} after "
+         f"{pc['null_draws']} null directions, q {pc['q']:.3g}: {found}")
+
+
 def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = True,
              echo: Echo = print) -> Path:
     """Run every stage into ``out`` and return the report's path; ``echo`` prints progress."""
@@ -142,6 +173,9 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
         for line in causal.features["summary"].head(6):
             echo(f"   {line}")
         echo("   " + causal.controls_line())
+
+    with _Stage("confirm (pre-registered, held-out prompts)", timings, echo):
+        confirm_stage(out, cfg, (model, tok, saes), progress, echo)
 
     with _Stage("pathways", timings, echo):
         pw = run_pathways(out, cfg)
