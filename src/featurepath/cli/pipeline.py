@@ -201,12 +201,16 @@ def estimate_cmd(
     units: int = typer.Option(3, help="Units timed after one warm-up unit."),
     workers: int = typer.Option(4, help="N in 'N GPUs' and 'N Ray workers'."),
     progress: bool = typer.Option(True, help="Show a progress bar while loading."),
+    compare_exp1: bool = typer.Option(False, "--compare-exp1", help="Print the seed's Exp1 "
+                                      "planned today and as screen -> patch top N -> confirm "
+                                      "(null arms, trials, GPU-hours), and stop."),
 ) -> None:
     """Counts come from the config (the same plan the patch stage makes); rates from a short
     calibration of real units of that plan on this machine, in a scratch directory. Prints
     trials, generated tokens, units, bytes per trial and in all, free disk, and the wall time
     on 1 device, N devices and N Ray workers; keeps the calibration in RUN/patch/ for
     `featurepath status`."""
+    from featurepath.pipeline.confirm_cost import compare_designs, cost_of_config
     from featurepath.pipeline.estimate import (
         calibrate,
         estimate,
@@ -217,6 +221,9 @@ def estimate_cmd(
     from featurepath.pipeline.runtime import load_runtime
     from featurepath.rundir import RunDir
 
+    if compare_exp1:
+        typer.echo("\n".join(compare_designs().lines()))
+        return
     if units < 1:
         raise ConfigError("--units must be at least 1")
     planned = RunDir(run_dir).patch_config
@@ -235,6 +242,7 @@ def estimate_cmd(
                     source_run=run_dir if run_dir.exists() else None)
     est = estimate(cfg, feats, cal, workers=workers, disk_path=run_dir)
     typer.echo(format_estimate(est))
+    typer.echo("\n".join(cost_of_config(cfg).lines()))
     typer.echo(f"calibration kept in {save_calibration(run_dir, cal)}")
 
 
