@@ -136,3 +136,18 @@ def test_aa_confirmation_confirms_nothing(planted, tmp_path) -> None:
     assert v["degenerate"].all() and set(v["test"]) == {"zero-size intervention"}
     assert (v["null_draws"] == 10).all() and (v["p_null"] == 1.0).all()
     assert np.all(np.abs(v["effect"]) <= 1e-6)
+
+
+def test_planted_check_confirms_the_readout_direction_at_the_top_layer(planted, tmp_path) -> None:
+    from featurepath.pipeline.confirm_check import planted_check, planted_feature
+
+    cfg = _cfg(patch="scale", scale=3.0)
+    feature = planted_feature(cfg, tmp_path, planted, "risky")
+    assert feature.startswith("L3-")  # the tiny model's top SAE layer
+    row = planted[2][3].W_dec[int(feature.split("-")[1])].clone()
+    res = planted_check(tmp_path, cfg, planted, feature)
+    v = res.verdicts.iloc[0]
+    assert v["significant"] and v["null_draws"] == 99, v
+    assert (tmp_path / "planted_check" / "confirm" / "verdicts.parquet").exists()
+    assert not (tmp_path / "confirm").exists()  # the real confirmation's files are untouched
+    assert torch.equal(planted[2][3].W_dec[int(feature.split("-")[1])], row)  # originals kept

@@ -50,6 +50,27 @@ def planted_saes(saes: dict, feature: str, direction: torch.Tensor, weight: floa
     return {**saes, layer: sae}
 
 
+def planted_feature(cfg: RunConfig, run_dir: str | Path, runtime, context: str,
+                    n_prompts: int = 8) -> str:
+    """The feature to plant: at the top SAE layer (the readout direction is what the output
+    reads there; written far below, the layers in between transform it), the one whose
+    smallest activation over the first confirm prompts of ``context`` is largest, so a scale
+    clamp has a size on every prompt."""
+    import numpy as np
+
+    from featurepath.pipeline.patch_checks import decision_activations_by_context
+    from featurepath.pipeline.prompt_sets import prompt_sets
+    from featurepath.rundir import feature_key
+
+    model, tok, saes = runtime
+    layer = max(saes)
+    sets, _ = prompt_sets(cfg, Path(run_dir), tok, "confirm")
+    feats = [feature_key(layer, i) for i in range(saes[layer].d_sae)]
+    texts = {context: [r.text for r in sets[context][:n_prompts]]}
+    acts = decision_activations_by_context(model, tok, saes, feats, texts, {context}, n_prompts)
+    return feats[int(np.argmax(np.nanmin(acts[context], axis=0)))]
+
+
 def planted_check(run_dir: str | Path, cfg: RunConfig, runtime, feature: str,
                   weight: float = 1.0, progress: bool = False) -> ConfirmResult:
     """Confirm ``feature`` with its decoder row along the readout direction, in
@@ -65,4 +86,4 @@ def planted_check(run_dir: str | Path, cfg: RunConfig, runtime, feature: str,
                        progress=progress)
 
 
-__all__ = ["readout_direction", "planted_saes", "planted_check"]
+__all__ = ["readout_direction", "planted_saes", "planted_feature", "planted_check"]

@@ -82,10 +82,11 @@ def choose_features(table: pd.DataFrame, preset: str) -> tuple[list[str], list[s
 def confirm_stage(out: Path, cfg, runtime, progress: bool, echo: Echo) -> None:
     """Confirm the top candidates on the held-out prompts (the screen's ranking when the run
     has one, else the candidates discover chose for patching) and print every verdict; when
-    nothing is confirmed, run the planted check and say whether the same code would have
-    found a feature that writes the readout direction."""
+    nothing is confirmed, run the planted check (:mod:`featurepath.pipeline.confirm_check`)
+    and say whether the same code would have found a feature that writes the readout
+    direction."""
     from featurepath.pipeline.confirm import run_confirm
-    from featurepath.pipeline.confirm_check import planted_check
+    from featurepath.pipeline.confirm_check import planted_check, planted_feature
     from featurepath.pipeline.confirm_plan import screen_path
 
     if screen_path(out).exists():
@@ -99,13 +100,12 @@ def confirm_stage(out: Path, cfg, runtime, progress: bool, echo: Echo) -> None:
     v = res.verdicts
     if v["significant"].any():
         return
-    tested = v[~v["degenerate"]] if (~v["degenerate"]).any() else v
-    feature = str(tested.loc[tested["effect"].abs().idxmax(), "feature"])
+    feature = planted_feature(cfg, out, runtime, str(v["context"].iloc[0]))
     pc = planted_check(out, cfg, runtime, feature, progress=progress).verdicts.iloc[0]
     found = "CONFIRMED: the same code finds a feature that writes P(stop)" \
         if pc["significant"] else "not confirmed either: this setup could not have found it"
-    echo(f"   planted check: {feature} with its decoder row along the readout direction "
-         f"(in-memory SAE copy): effect {pc['effect']:+.4f}, p_null {pc['p_null']:.3g} after "
+    echo(f"   planted check: {feature} (the top SAE layer's most active feature) with its "
+         f"decoder row along the readout direction (in-memory SAE copy): effect {pc['effect']:+.4f}, p_null {pc['p_null']:.3g} after "
          f"{pc['null_draws']} null directions, q {pc['q']:.3g}: {found}")
 
 

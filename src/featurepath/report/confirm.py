@@ -114,8 +114,8 @@ def summary_section(data: RunData) -> str:
         planted = RunDir(data.run_dir / "planted_check").verdicts
         if planted.exists():
             p = pd.read_parquet(planted).iloc[0]
-            items.append(esc(f"Planted check: {p['feature']} with its decoder row along the "
-                             f"readout direction: effect {p['effect']:+.3f}, p_null "
+            items.append(esc(f"Planted check: {p['feature']} (its decoder row along the "
+                             f"readout direction): effect {p['effect']:+.3f}, p_null "
                              f"{p['p_null']:.3g} after {p['null_draws']} draws — "
                              + ("confirmed by the same code." if p["significant"] else
                                 "not confirmed either.")))
