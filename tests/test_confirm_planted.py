@@ -151,3 +151,17 @@ def test_planted_check_confirms_the_readout_direction_at_the_top_layer(planted, 
     assert (tmp_path / "planted_check" / "confirm" / "verdicts.parquet").exists()
     assert not (tmp_path / "confirm").exists()  # the real confirmation's files are untouched
     assert torch.equal(planted[2][3].W_dec[int(feature.split("-")[1])], row)  # originals kept
+
+
+def test_demo_confirm_stage_prints_verdicts_and_the_planted_check(planted, tmp_path) -> None:
+    from featurepath.pipeline.demo import confirm_stage
+
+    cfg = _cfg(patch="value", value=2.0)
+    cfg.patch.features = _keys(RANDOM[:2])
+    lines: list[str] = []
+    confirm_stage(tmp_path, cfg, planted, False, lines.append)
+    text = "\n".join(lines)
+    assert "none of 2 pre-registered tests confirmed" in text, text
+    assert "planted check: L3-" in text and "CONFIRMED" in text.split("planted check")[1]
+    pre = json.loads(RunDir(tmp_path).preregistration.read_text())
+    assert pre["candidates_from"] == "discover (the patched candidates)"
