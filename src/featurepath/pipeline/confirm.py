@@ -93,7 +93,8 @@ def choose_features(run_dir: Path, cfg: RunConfig, features: Sequence[str] | Non
         for f in explicit:
             parse_feature_key(f)
         return list(dict.fromkeys(explicit)), "explicit"
-    return cp.top_features(run_dir, top or cfg.confirm.top_n)
+    names = [c.name for c in cp.confirm_conditions(cfg)]
+    return cp.top_features(run_dir, top or cfg.confirm.top_n, names)
 
 
 def _interventions(t: cp.ConfirmTest, positions: str, direction=None) -> Intervention:

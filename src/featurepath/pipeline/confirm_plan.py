@@ -59,14 +59,20 @@ def screen_path(run_dir: Path) -> Path:
     return Path(run_dir) / "screen.parquet"
 
 
-def top_features(run_dir: Path, n: int) -> tuple[list[str], str]:
-    """``(the n best-ranked features, source)``: the screen's ``rank`` (by |attribution|), else
-    discover's candidates in its order, else the first patch round's largest |P(stop) effect|."""
+def top_features(run_dir: Path, n: int, conditions: list[str] | None = None
+                 ) -> tuple[list[str], str]:
+    """``(the n best-ranked features, source)``: the screen's ``rank`` (1 = largest
+    |attribution| within a context × intervention; only the interventions to be confirmed when
+    the screen scored them), else discover's candidates in its order, else the first patch
+    round's largest |P(stop) effect|."""
     rd = RunDir(run_dir)
     if screen_path(run_dir).exists():
         df = pd.read_parquet(screen_path(run_dir))
-        df = df.sort_values("rank", kind="mergesort") if "rank" in df else \
-            df.assign(_a=-df["attribution"].abs()).sort_values("_a", kind="mergesort")
+        if conditions and "intervention" in df and \
+                df["intervention"].astype(str).isin(conditions).any():
+            df = df[df["intervention"].astype(str).isin(conditions)]
+        df = df.assign(_a=-df["attribution"].abs())
+        df = df.sort_values(["rank", "_a"] if "rank" in df else ["_a"], kind="mergesort")
         return list(dict.fromkeys(df["feature"].astype(str)))[:n], "screen"
     if rd.discover.exists():
         df = pd.read_parquet(rd.discover)
@@ -122,12 +128,11 @@ def predicted_sign(run_dir: Path, feature: str, cond: ConditionSpec) -> tuple[in
         df = df[df["feature"].astype(str) == feature]
         if "intervention" in df and (df["intervention"].astype(str) == cond.name).any():
             df = df[df["intervention"].astype(str) == cond.name]
-        elif "context" in df:
+        elif "context" in df:  # other interventions of the context: only when they all agree
             df = df[df["context"].astype(str) == cond.context]
-        if not df.empty:
-            a = float(df.loc[df["attribution"].abs().idxmax(), "attribution"])
-            if abs(a) > 0 and np.isfinite(a):
-                return int(np.sign(a)), "screen"
+        signs = set(np.sign(df["attribution"].to_numpy(float))) - {0.0}
+        if len(signs) == 1 and all(np.isfinite(list(signs))):
+            return int(signs.pop()), "screen"
     ct = RunDir(run_dir).causal_tests
     if ct.exists():
         df = pd.read_parquet(ct)
