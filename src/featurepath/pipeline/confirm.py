@@ -166,7 +166,10 @@ def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=No
     nd = prereg["null_design"]
     seq = {t.key: SequentialTest(float(np.mean(pairs[t.key].patched - pairs[t.key].baseline)),
                                  t.sign, nd["h"], nd["cap"]) for t in tests}
-    run_rounds(seq, {t.key: t.layer for t in tests}, nd["round_size"], engine.draw_round)
+    try:
+        run_rounds(seq, {t.key: t.layer for t in tests}, nd["round_size"], engine.draw_round)
+    finally:
+        engine.close()
     rows = verdict_rows([t.key for t in tests], pairs, seq, cfg.analysis.alpha,
                         cfg.analysis.min_effect_p_stop)
     table = pd.DataFrame([{
@@ -201,6 +204,10 @@ class _Engine:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(desc="confirm", unit="row", leave=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
     def _read(self, ctx: str, arms: list[Intervention | None]) -> np.ndarray:
         """Readouts of ``arms`` on the confirm prompts of ``ctx``; the prefixes are prefilled
