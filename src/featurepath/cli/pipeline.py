@@ -232,6 +232,7 @@ def estimate_cmd(
     cfg = config_for(run_dir, config, **{
         "patch.trials": trials, "patch.batch_size": batch_size,
         "patch.sampling.max_new_tokens": max_new_tokens})
+    confirm_lines = cost_of_config(cfg).lines()  # a bad confirm section fails before calibrating
     t0 = time.time()
     model, tok, saes = load_runtime(cfg, progress)
     load_s = time.time() - t0
@@ -242,7 +243,7 @@ def estimate_cmd(
                     source_run=run_dir if run_dir.exists() else None)
     est = estimate(cfg, feats, cal, workers=workers, disk_path=run_dir)
     typer.echo(format_estimate(est))
-    typer.echo("\n".join(cost_of_config(cfg).lines()))
+    typer.echo("\n".join(confirm_lines))
     typer.echo(f"calibration kept in {save_calibration(run_dir, cal)}")
 
 
