@@ -88,3 +88,32 @@ def test_importing_an_analysis_stage_loads_neither_task_nor_cli() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+#: Task packages other modules may still import until every stage goes through the Task
+#: interface (issue 23, step B removes this exception).
+_LEGACY_TASK_IMPORTS = ("featurepath.tasks.slot_machine",)
+
+
+def test_no_module_outside_tasks_imports_a_task_package() -> None:
+    """Stages reach a task through ``featurepath.tasks.get_task`` and ``tasks.base`` only, so a
+    new task is one folder and nothing outside ``tasks/`` knows it."""
+    packages = sorted(p.name for p in (SRC / "tasks").iterdir()
+                      if p.is_dir() and (p / "__init__.py").exists())
+    bad = []
+    for name, path in MODULES.items():
+        if name == "featurepath.tasks" or name.startswith("featurepath.tasks."):
+            continue
+        for imp in _imports(path):
+            for pkg in packages:
+                full = f"featurepath.tasks.{pkg}"
+                if (imp == full or imp.startswith(full + ".")) and full not in \
+                        _LEGACY_TASK_IMPORTS:
+                    bad.append(f"{name} imports {imp}")
+    assert not bad, bad
+
+
+def test_registry_lists_the_built_in_tasks() -> None:
+    from featurepath.tasks import task_names
+
+    assert task_names() == ["investment_choice", "mystery_wheel", "slot_machine"]

@@ -24,7 +24,7 @@ def test_quick_demo_end_to_end(tmp_path):
     import pandas as pd
 
     v = pd.read_parquet(tmp_path / "demo" / "confirm" / "verdicts.parquet")
-    assert len(v) == 4 and (v["context"] == "risky").all()
+    assert 1 <= len(v) <= 8 and (v["context"] == "risky").all()  # the screen's top 8
     if not v["significant"].any():
         assert (tmp_path / "demo" / "planted_check" / "confirm" / "verdicts.parquet").exists()
     assert '<section id="confirmation">' in report.read_text()

@@ -110,6 +110,9 @@ def test_estimate_command_prints_the_plan_and_status_uses_it(tiny_cfg, tmp_path,
     # 4 trials x (2 baselines + 3 features x 4 patched conditions) = 56 trials, 14 units of 4
     assert "3 features x 6 conditions -> 56 trials in 14 units of <= 4" in out
     assert "recording 10 features" in out and "Ray workers" in out and "free" in out
+    # the screen beside it: every feature of the 4 tiny SAEs, one builtin prompt per context,
+    # 4 patched conditions, one pass of both prompts (screen.batch_size 16)
+    assert "screen   512 features x 4 interventions over 2 prompts -> 1 forward+backward" in out
     cal = load_calibration(run)
     assert cal is not None and cal.batch_size == 4 and cal.n_record == 10
     assert not list(run.glob(".estimate-*"))  # the scratch run is gone

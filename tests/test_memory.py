@@ -39,20 +39,52 @@ def test_plan_and_auto_batch_size_by_hand():
     assert auto_batch_size(memory_plan(LLAMA8B, 2, 1, 1, 1, 400, free_bytes=None)) == 64
 
 
-def test_cpu_keeps_the_configured_batch_size(tiny):
+def test_cpu_keeps_a_configured_batch_size(tiny):
     model, _ = tiny
     cfg = RunConfig()
-    assert choose_batch_size(model, cfg, None) == (cfg.patch.batch_size, None)
+    cfg.patch.batch_size = 64
+    assert choose_batch_size(model, cfg, None) == (64, None)
+    assert choose_batch_size(model, RunConfig(), 32) == (32, None)
 
 
-def test_cuda_default_is_chosen_from_free_memory(tiny, monkeypatch):
+def test_cpu_auto_takes_256_rows_where_memory_allows(tiny, monkeypatch):
+    from featurepath.pipeline import memory
+
+    model, _ = tiny
+    cfg = RunConfig()
+    assert cfg.patch.batch_size == "auto"
+    monkeypatch.setattr(memory, "cpu_available_bytes", lambda: 8 * 2**30)
+    b, why = choose_batch_size(model, cfg, None)
+    assert b == 256 and "auto" in why and "system memory" in why
+    # little memory: the largest power of two that fits, never zero
+    plan = memory.plan_for(model, cfg)
+    monkeypatch.setattr(memory, "cpu_available_bytes",
+                        lambda: int((plan.slice_bytes + 20 * plan.per_row) / (1 - memory.MARGIN)))
+    assert choose_batch_size(model, cfg, None)[0] == 16
+
+
+def test_auto_resolves_in_prepare_and_a_resume_keeps_the_planned_size(tiny, tiny_saes,
+                                                                      tmp_path):
+    from featurepath.pipeline.patch import prepare
+
+    model, tok = tiny
+    cfg = RunConfig()
+    cfg.patch.features = ["L1-3"]
+    cfg.patch.trials = 2
+    job = prepare(tmp_path, cfg, model, tok, tiny_saes)
+    assert isinstance(job.plan.batch_size, int) and job.plan.batch_size >= 1
+    again = prepare(tmp_path, cfg, model, tok, tiny_saes, resume=True)
+    assert again.plan.batch_size == job.plan.batch_size
+
+
+def test_auto_is_chosen_from_free_memory(tiny, monkeypatch):
     from featurepath.pipeline import memory
 
     model, _ = tiny
     monkeypatch.setattr(memory, "device_free_bytes", lambda device: 2 * 2**20)
     cfg = RunConfig()
     b, why = choose_batch_size(model, cfg, None)
-    assert why and "free device memory" in why
+    assert why and "free system memory" in why
     assert b == auto_batch_size(memory.plan_for(model, cfg))
     cfg.patch.batch_size = 100_000  # chosen by the user, far too large: kept, warned
     b, why = choose_batch_size(model, cfg, 100_000)

@@ -290,3 +290,23 @@ def test_edges_do_not_depend_on_row_order(rnd) -> None:
     key = ["source", "target", "condition"]
     a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_sample_sd_is_numpys_nanstd_without_its_warning():
+    import warnings
+
+    from featurepath.analysis.pathways import _sample_sd
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(6, 5))
+    keep = rng.random((6, 5)) > 0.3
+    keep[:, 0] = False
+    keep[:, 1] = [True] + [False] * 5  # one value: degenerate
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = _sample_sd(X, keep)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = np.nanstd(np.where(keep, X, np.nan), axis=0, ddof=1)
+    np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+    assert np.isnan(got[:2]).all()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -112,9 +111,9 @@ def test_one_line_error_in_process(tmp_path: Path, capsys, case: str) -> None:
 
 
 def _run_cli(path: Path) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("featurepath")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "featurepath"]
-    return subprocess.run([*cmd, "sae", "info", str(path)], capture_output=True, text=True,
+    from featurepath.testing import installed_cli
+
+    return subprocess.run([*installed_cli(), "sae", "info", str(path)], capture_output=True, text=True,
                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}, timeout=300)
 
 

@@ -108,3 +108,41 @@ def test_help_texts(capsys) -> None:
         assert main(args) == 0
     out = capsys.readouterr().out
     assert "TopK" in out and "--preset" in out and "--json" in out
+
+
+def test_installed_sae_list_shows_what_training_wrote(tiny_dir: str, tmp_path: Path,
+                                                     monkeypatch) -> None:
+    """Train a tiny set into the embedded preset's cache folder of a temporary
+    ``FEATUREPATH_HOME`` (the folder ``sae train`` writes) and list it with the installed
+    ``featurepath sae list``, as a user would after ``make demo``."""
+    import os
+    import re
+    import subprocess
+
+    from featurepath.models import load_model
+    from featurepath.sae.registry import embedded_set_dir
+    from featurepath.sae.train import TrainConfig, train_saes
+    from featurepath.testing import installed_cli
+
+    monkeypatch.setenv("FEATUREPATH_HOME", str(tmp_path / "home"))
+    root = embedded_set_dir("quick")
+    assert root.is_relative_to(tmp_path / "home") and root.name == "quick-v2"
+    model, tok = load_model(tiny_dir, device="cpu")
+    texts = [f"Round {i}: Bet ${i % 9 + 1}0, Loss, Balance ${200 - i}" for i in range(20)]
+    train_saes(model, tok, texts, [1, 2], TrainConfig(expansion=2, k=8, steps=5, batch_size=64),
+               root, loss_texts=0, progress=False)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    r = subprocess.run([*installed_cli(), "sae", "list"], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2, r.stdout
+    for layer, line in zip((1, 2), lines, strict=True):
+        path = re.escape(str(root / f"L{layer}"))
+        assert re.fullmatch(rf"\[quick\] L{layer}: featurepath topk d_sae=128 k=8"
+                            rf"( FVU [0-9.]+)?  {path}", line), line
+    r = subprocess.run([*installed_cli(), "sae", "list", "--json"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    rows = json.loads(r.stdout)
+    assert [(x["preset"], x["layer"], x["d_sae"], x["k"]) for x in rows] == [
+        ("quick", 1, 128, 8), ("quick", 2, 128, 8)]

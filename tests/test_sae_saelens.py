@@ -170,6 +170,55 @@ def test_bfloat16_config_computes_in_bfloat16(tmp_path: Path) -> None:
     assert back.W_enc.dtype == torch.float32 and "dtype" not in back.meta
 
 
+def test_bfloat16_file_loaded_at_float32_computes_in_float32(tmp_path: Path) -> None:
+    """``load_sae(path, dtype="float32")`` is SAELens's ``load_from_disk(path,
+    dtype="float32")``: the config's bfloat16 is replaced, the stored bf16 weights are upcast
+    (exactly) and the SAE computes in float32 — the arithmetic below in float32 on the same
+    weights, not the bfloat16 result of the file's own dtype."""
+    w = {k: v.to(torch.bfloat16) for k, v in weights().items()}
+    thr = torch.full((D_SAE,), 0.2, dtype=torch.bfloat16)
+    write(tmp_path / "s", cfg6("jumprelu", dtype="bfloat16"), {**w, "threshold": thr})
+    x = x_batch()
+    w32 = {k: v.float() for k, v in w.items()}
+    pre = (x - w32["b_dec"]) @ w32["W_enc"] + w32["b_enc"]
+    f = pre.relu() * (pre > thr.float())
+    recon = f @ w32["W_dec"] + w32["b_dec"]
+    for dtype in ("float32", torch.float32, "torch.float32"):
+        sae = load_sae(tmp_path / "s", dtype=dtype)
+        assert sae.W_enc.dtype == sae.threshold.dtype == torch.float32
+        assert sae.meta["dtype"] == "float32"
+        assert torch.equal(sae.encode(x), f)
+        assert torch.equal(sae.decode(sae.encode(x)), recon)
+    native = load_sae(tmp_path / "s")  # the file's dtype: bfloat16, a different result
+    assert native.W_enc.dtype == torch.bfloat16
+    assert not torch.equal(native.encode(x).float(), f)
+
+
+def test_dtype_option_for_every_format_and_the_config_key(tmp_path: Path) -> None:
+    """Formats stored in float32 (featurepath's, Llama Scope) are cast to the dtype asked for;
+    ``sae_dtype`` in a run's config reaches every SAE of the set; a bad name is one line."""
+    from featurepath.config import RunConfig, config_from_dict
+    from featurepath.errors import ConfigError
+    from featurepath.pipeline.runtime import load_runtime
+    from featurepath.sae import save_sae
+    from featurepath.testing import random_sae, write_tiny_inputs
+
+    fp = save_sae(random_sae(D_IN, D_SAE, layer=2), tmp_path / "fp")
+    assert load_sae(fp).W_enc.dtype == torch.float32
+    half = load_sae(fp, dtype="bfloat16")
+    assert half.W_dec.dtype == torch.bfloat16 and half.meta["dtype"] == "bfloat16"
+    with pytest.raises(SAEFormatError, match="unsupported dtype"):
+        load_sae(fp, dtype="int8")
+    model_dir, sae_dir = write_tiny_inputs(tmp_path / "tiny")
+    cfg = RunConfig.model_validate({"model": model_dir, "saes": sae_dir, "device": "cpu",
+                                    "sae_dtype": "bfloat16"})
+    _, _, saes = load_runtime(cfg, progress=False)
+    assert {s.W_enc.dtype for s in saes.values()} == {torch.bfloat16}
+    assert RunConfig().sae_dtype is None
+    with pytest.raises(ConfigError, match="sae_dtype"):
+        config_from_dict({"sae_dtype": "int8"})
+
+
 def test_float32_config_casts_bfloat16_weights(tmp_path: Path) -> None:
     w = {k: v.to(torch.bfloat16) for k, v in weights().items()}
     write(tmp_path / "s", cfg6("standard"), w)

@@ -205,7 +205,8 @@ def test_inactive_feature_on_the_tiny_model(tmp_path, tiny, tiny_saes) -> None:
         job = prepare(tmp_path, cfg, model, tok, saes)
     msg = next(str(w.message) for w in rec if "decision token" in str(w.message))
     assert msg.startswith("1 scale clamp(s) are zero at the decision token on some prompts")
-    assert msg.endswith("L2-5 under risky_amp on 4 of 4 prompts")
+    assert msg.endswith("L2-5 under risky_amp on 4 of 4 prompts; a value clamp (patch: value) "
+                        "moves an inactive feature")
     run_local(job, runtime=(model, tok, saes), progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -8,7 +8,7 @@ naming the key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -81,6 +81,25 @@ class DiscoverSection(_Strict):
     batch_size: int = Field(32, ge=1)
 
 
+class ScreenSection(_Strict):
+    """The attribution screen (``featurepath screen``) and how the patch stage uses it.
+
+    Why these settings live together: the screen ranks every feature by its first-order effect,
+    the patch stage patches its top ``top_n`` per context and intervention, and it also patches
+    ``check_random`` features drawn across the whole ranking so that every run measures how
+    well the screen predicts real patching (rank correlation, top-N recall in causal)."""
+
+    top_n: int = Field(8, ge=0, description="features taken from the top of the screen per "
+                                            "context x intervention (patch.candidates: screen "
+                                            "or union)")
+    check_random: int = Field(8, ge=0, description="features drawn at random across the "
+                                                   "screen's whole ranking and patched too, to "
+                                                   "check the screen against real patching")
+    batch_size: int = Field(8, ge=1, description="prompts per forward + backward pass (memory "
+                                                 "grows with it: ~2 GB at 8 on the embedded "
+                                                 "model; speed barely does on a CPU)")
+
+
 class ConditionSpec(_Strict):
     """A named patch condition: a prompt context and what the patch sets the feature to.
 
@@ -122,10 +141,18 @@ class PatchSection(_Strict):
                                           "plus discover's candidates")
     conditions: list[ConditionSpec] = Field(default_factory=lambda: list(STANDARD_CONDITIONS))
     trials: int = Field(30, ge=1, description="trials per feature × condition")
-    batch_size: int = Field(64, ge=1, description="rows per work unit (one forward batch)")
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="rows per work unit (one forward batch); auto: the largest power of "
+        "two that fits the device's free memory, at most 256 rows on CPU (where the engine's "
+        "speed flattens) and 1024 on a GPU; the plan line says what was chosen")
     mode: Literal["sample", "replay"] = "sample"
     method: Literal["delta", "reconstruct"] = "delta"
     positions: Literal["last", "prompt", "all"] = "last"
+    candidates: Literal["discover", "screen", "union"] = Field(
+        "union", description="where the patched features come from when patch.features is "
+        "empty: discover (correlational candidates), screen (the top screen.top_n of "
+        "screen.parquet per context x intervention) or union (both, each labelled with its "
+        "source in trials.parquet; whichever exists when only one does)")
     prompt_set: Literal["builtin", "play", "states"] = Field(
         "builtin", description="builtin: the study's safe/risky prompts; play: decision points "
                                "recorded by play (safe = games that stopped, risky = bankrupt); "
@@ -296,17 +323,32 @@ MAX_SEED = 2**63 - 1
 
 
 class RunConfig(_Strict):
+    task: str = Field("slot_machine", description="the behaviour studied: a registered task "
+                                                  "(featurepath.tasks.task_names())")
     model: str = "embedded"
     saes: str = "embedded"
     llamascope: LlamaScopeSection = Field(default_factory=LlamaScopeSection)
     dtype: str | None = None
+    #: dtype the SAEs are held and computed in; None keeps each file's (an SAELens config's
+    #: dtype, float32 for the other formats), as SAELens's load_from_disk(dtype=...) does
+    sae_dtype: Literal["float32", "bfloat16", "float16", "float64"] | None = None
     device: str | None = None
     seed: int = Field(0, ge=0, le=MAX_SEED)
     play: PlaySection = Field(default_factory=PlaySection)
     discover: DiscoverSection = Field(default_factory=DiscoverSection)
+    screen: ScreenSection = Field(default_factory=ScreenSection)
     patch: PatchSection = Field(default_factory=PatchSection)
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     confirm: ConfirmSection = Field(default_factory=ConfirmSection)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        from featurepath.tasks import task_names
+
+        if v not in task_names():
+            raise ValueError(f"unknown task {v!r}; known tasks: {', '.join(task_names())}")
+        return v
 
     @field_validator("device")
     @classmethod

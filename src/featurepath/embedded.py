@@ -63,7 +63,7 @@ DEMO_PRESETS: dict[str, dict[str, Any]] = {
                  "games_per_condition": 16, "max_rounds": 10, "batch_size": 32,
                  "sampling": {"max_new_tokens": 8, "answer": "constrained",
                               "temperature": 1.0}},
-        "patch_tokens": 16, "null_directions": 16,
+        "patch_tokens": 16, "null_directions": 16, "screen_top_n": 1, "check_random": 4,
     },
     "full": {
         "sae_preset": "full", "n_features": 16, "trials": 30, "max_candidates": 32,
@@ -73,7 +73,7 @@ DEMO_PRESETS: dict[str, dict[str, Any]] = {
                  "max_rounds": 20, "batch_size": 32,
                  "sampling": {"max_new_tokens": 8, "answer": "constrained",
                               "temperature": 1.0}},
-        "patch_tokens": 24, "null_directions": 32,
+        "patch_tokens": 24, "null_directions": 32, "screen_top_n": 2, "check_random": 8,
     },
 }
 
@@ -107,4 +107,8 @@ def demo_config(preset: str, seed: int = 0) -> RunConfig:
     cfg.patch.null_directions = p["null_directions"]
     cfg.patch.null_conditions = ["risky_amplified"]
     cfg.patch.behavioural_direction = True
+    # Candidates (issue 21): discover's picks plus the screen's top N per context x
+    # intervention, and a random sample across the screen's ranking that checks it
+    cfg.patch.candidates = "union"
+    cfg.screen.top_n, cfg.screen.check_random = p["screen_top_n"], p["check_random"]
     return cfg

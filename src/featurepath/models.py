@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -191,24 +192,101 @@ def load_model(spec: str = EMBEDDED, device: str | None = None,
     return model, tok
 
 
+#: Where known architectures keep their decoder blocks, as attribute paths from the
+#: ``*ForCausalLM`` model, tried in order (the first that exists wins). ``docs/models.md`` lists
+#: which architectures are tested end to end.
+KNOWN_BLOCK_PATHS: tuple[tuple[str, str], ...] = (
+    ("model.layers", "LLaMA family (LLaMA, Mistral, Qwen, Gemma, SmolLM, OLMo, Phi-1/2/3)"),
+    ("model.decoder.layers", "OPT"),
+    ("transformer.h", "GPT-2, GPT-J, GPT-Neo, Falcon, Bloom, CodeGen"),
+    ("transformer.blocks", "MPT"),
+    ("gpt_neox.layers", "GPT-NeoX, Pythia"),
+)
+
+#: ``locator(model)`` -> the block list, or None when the model is not its kind.
+BlockLocator = Callable[[Any], Any]
+_USER_LOCATORS: list[BlockLocator] = []
+
+#: Config attributes that may hold the number of decoder blocks (transformers maps most of them
+#: to ``num_hidden_layers``; remote code does not always).
+_N_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+
+
+def _at_path(model: Any, path: str) -> Any:
+    node = model
+    for name in path.split("."):
+        node = getattr(node, name, None)
+        if node is None:
+            return None
+    return node
+
+
+def _path_locator(path: str) -> BlockLocator:
+    def locate(model: Any) -> Any:
+        return _at_path(model, path)
+
+    locate.__name__ = f"at {path}"
+    return locate
+
+
+def register_block_locator(locator: str | BlockLocator) -> None:
+    """Teach :func:`decoder_blocks` a layout: an attribute path from the causal-LM model
+    (``"backbone.layers"``) or a function ``model -> block list or None``. Registered locators
+    are tried before the built-in table, the most recent first."""
+    if isinstance(locator, str):
+        if not all(part.isidentifier() or part.isdigit() for part in locator.split(".")):
+            raise ValueError(f"not an attribute path: {locator!r}")
+        locator = _path_locator(locator)
+    if not callable(locator):
+        raise TypeError("register_block_locator takes an attribute path or a function")
+    _USER_LOCATORS.insert(0, locator)
+
+
+def _n_config_layers(model: Any) -> int | None:
+    cfg = getattr(model, "config", None)
+    for key in _N_LAYER_KEYS:
+        n = getattr(cfg, key, None)
+        if isinstance(n, int) and not isinstance(n, bool):
+            return n
+    return None
+
+
+def _blocks_by_count(model: Any) -> Any:
+    """The one ``nn.ModuleList`` whose length is the config's layer count, or None when there is
+    none or more than one (a guess between two lists would hook the wrong one silently)."""
+    import torch
+
+    n = _n_config_layers(model)
+    if n is None or not isinstance(model, torch.nn.Module):
+        return None
+    found = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n]
+    return found[0] if len(found) == 1 else None
+
+
 def decoder_blocks(model: Any):
     """The list of decoder blocks, whose outputs are the residual stream that SAEs read.
 
-    LLaMA-family models (LLaMA, Mistral, Qwen, Gemma, SmolLM) keep them at ``model.model.layers``;
-    GPT-2 at ``model.transformer.h``; GPT-NeoX at ``model.gpt_neox.layers``.
+    Tried in order: locators registered with :func:`register_block_locator`, the layouts of
+    :data:`KNOWN_BLOCK_PATHS`, and last the one ``nn.ModuleList`` whose length equals the
+    config's ``num_hidden_layers`` (or ``n_layer`` / ``num_layers`` / ``n_layers``), if there is
+    exactly one. Otherwise one :class:`ModelLoadError` line.
     """
-    inner = getattr(model, "model", None)
-    if inner is not None and hasattr(inner, "layers"):
-        return inner.layers
-    transformer = getattr(model, "transformer", None)
-    if transformer is not None and hasattr(transformer, "h"):
-        return transformer.h
-    neox = getattr(model, "gpt_neox", None)
-    if neox is not None and hasattr(neox, "layers"):
-        return neox.layers
+    for locate in _USER_LOCATORS:
+        blocks = locate(model)
+        if blocks is not None:
+            return blocks
+    for path, _ in KNOWN_BLOCK_PATHS:
+        blocks = _at_path(model, path)
+        if blocks is not None:
+            return blocks
+    blocks = _blocks_by_count(model)
+    if blocks is not None:
+        return blocks
     raise ModelLoadError(
         f"featurepath does not know where the decoder blocks of {type(model).__name__} are; "
-        "supported: LLaMA-family (model.model.layers), GPT-2 (transformer.h), GPT-NeoX"
+        f"supported: {', '.join(p for p, _ in KNOWN_BLOCK_PATHS)}, or the one module list as "
+        "long as config.num_hidden_layers; add yours with "
+        "featurepath.models.register_block_locator"
     )
 
 

@@ -18,6 +18,8 @@ Layout of ``RUN/`` (every path is a property of :class:`RunDir`)::
     splits/<stage>.parquet       the prompts a stage used and their half (screen / confirm)
     discover.parquet             one row per SAE feature tested       DISCOVER_COLUMNS
     discover_top.csv             its 200 strongest rows
+    screen.parquet               first-order effect of every feature × context × intervention
+                                 on P(stop) (attribution patching)    SCREEN_COLUMNS
 
     patch/config.yaml            the config the patch plan was made with
     patch/plan.json              the work units, fixed before any work starts (see PlanItem)
@@ -35,20 +37,20 @@ Layout of ``RUN/`` (every path is a property of :class:`RunDir`)::
     dose_slopes.{parquet,csv}    dose slopes against the null slopes  SLOPE_COLUMNS
     dose_curves.{parquet,csv}    mean outcome per dose of each ladder DOSE_CURVE_COLUMNS
     causal_null.{parquet,csv}    the null arms' own tests (the bands) CAUSAL_TEST_COLUMNS
+    screen_check.{parquet,csv}   the screen against the real patch    SCREEN_CHECK_COLUMNS
+    screen_check_points.{parquet,csv}  attribution vs patched effect  SCREEN_POINT_COLUMNS
     pathways/edges.{parquet,csv} one row per source × condition × target × signal  EDGE_COLUMNS
     pathways/chains.parquet      chains of edges with rising layers   CHAIN_COLUMNS
     pathways/layer_pairs.parquet edges per layer pair                 LAYER_PAIR_COLUMNS
     pathways/graph*.{graphml,json}  the edge graph (decision signal first)
     words.{parquet,csv}, words_summary.md   words per patched group    WORD_COLUMNS
-    confirm/preregistration.json the confirmation's pre-registration, written before its first
-                                 trial, with the SHA-256 of its canonical JSON
-    confirm/arms.parquet         baseline and feature-arm readouts per confirm prompt
-    confirm/rounds/L13-r0002.parquet  one round of null draws of a layer    CONFIRM_DRAW_COLUMNS
-    confirm/verdicts.{parquet,csv}  one row per pre-registered test         CONFIRM_COLUMNS
+    confirm/                     preregistration.json (first, hashed), arms.parquet, rounds/,
+                                 verdicts.* (analysis.confirm.CONFIRM_COLUMNS; docs/confirm.md)
     report.html, figures/        the report and its static figures
 
 Features are named ``L{layer}-{id}`` everywhere (:func:`feature_key`, :func:`parse_feature_key`).
-Layer L means the output of decoder block L, i.e. ``output_hidden_states[L + 1]``.
+Layer L is the output of decoder block L, which is ``output_hidden_states[L + 1]`` for every
+block but the last, where transformers applies the final norm.
 """
 
 from __future__ import annotations
@@ -86,11 +88,16 @@ max over generated tokens."""
 
 TRIAL_COLUMNS = ["unit", "row", "feature", "layer", "feature_id", "condition", "context", "patch",
                  "value", "scale", "method", "trial", "seed", "prompt_id", "response", "action",
-                 "bet", "valid", "p_stop", "n_new_tokens", "arm", "null_index"]
+                 "bet", "valid", "p_stop", "n_new_tokens", "arm", "null_index", "source"]
 """``trials.parquet``: ``feature`` is ``""`` (layer/feature_id -1) for a baseline; a reconstruct
 baseline carries its layer. ``row`` indexes the Zarr arrays. ``arm`` says what was patched
 (:data:`ARMS`); a ``null`` row carries the feature whose magnitude it borrowed and its
-``null_index`` (-1 on every other arm); a ``direction`` row carries its layer."""
+``null_index`` (-1 on every other arm); a ``direction`` row carries its layer. ``source`` says
+why a feature was patched (:data:`SOURCES`; ``""`` on baseline and direction rows; runs made
+before it existed lack the column)."""
+
+SOURCES = ("discover", "screen", "both", "random-check", "user")
+"""Why a feature is patched (see ``pipeline/candidates.py``)."""
 
 ARMS = ("baseline", "feature", "null", "direction")
 """``baseline``: nothing patched (a reconstruct baseline: the SAE reconstruction only);
@@ -115,6 +122,24 @@ METRIC_COLUMNS = ["condition", "bet_type", "n_games", "bankruptcy_rate", "stop_r
 
 DISCOVER_COLUMNS = ["feature", "layer", "feature_id", "mean_safe", "mean_bankrupt", "t", "p", "q",
                     "d", "degenerate", "candidate", "direction"]
+
+SCREEN_COLUMNS = ["feature", "layer", "feature_id", "context", "intervention", "patch",
+                  "attribution", "attribution_se", "active_share", "clamp_mean", "rank",
+                  "n_prompts"]
+"""``screen.parquet``: one row per feature × context × intervention (a patched condition of
+``patch.all_conditions()``, by name); ``attribution`` is the mean over the context's prompts
+of the first-order change in P(stop), ``(v − a_f(x)) · W_dec[f] · ∂P(stop)/∂h_L`` at the
+decision token, ``attribution_se`` its standard error over prompts, ``active_share`` the share
+of prompts where the feature is active, ``clamp_mean`` the mean clamp size ``v − a_f(x)``,
+``rank`` 1 = the largest |attribution| within context × intervention."""
+
+SCREEN_POINT_COLUMNS = ["feature", "layer", "context", "intervention", "source", "attribution",
+                        "attribution_se", "rank", "in_top", "effect", "n_trials"]
+"""One row per patched feature × intervention the screen scored (``analysis/screen_check``)."""
+
+SCREEN_CHECK_COLUMNS = ["context", "intervention", "n_features", "n_random", "spearman",
+                        "spearman_p", "top_n", "k", "recall", "recall_chance"]
+"""Per context × intervention: Spearman's ρ (attribution vs patched effect), top-N recall."""
 
 CAUSAL_TEST_COLUMNS = [
     "feature", "layer", "feature_id", "context", "condition", "patch", "method", "value",
@@ -174,22 +199,6 @@ LAYER_PAIR_COLUMNS = [
     "signal", "source_layer", "target_layer", "n_tested", "n_edges", "n_positive", "n_negative",
     "mean_abs_d",
 ]
-CONFIRM_COLUMNS = [
-    "feature", "layer", "feature_id", "context", "condition", "metric", "patch", "value",
-    "scale", "predicted_sign", "sign_source", "n_prompts", "baseline", "patched", "effect", "t",
-    "p_baseline", "null_draws", "null_exceed", "p_null", "p", "q", "degenerate", "test",
-    "significant", "prereg_sha256",
-]
-"""``confirm/verdicts``: one row per pre-registered test (feature × condition, primary metric).
-``effect`` = mean over confirm prompts of readout(patched) − readout(baseline); ``p_baseline``:
-paired t over prompts (one-sided when a sign was pre-registered); ``p_null``: the sequential
-Monte Carlo p against random directions (``null_draws`` drawn, ``null_exceed`` at least as
-extreme); ``p = max(p_baseline, p_null)`` (intersection–union), ``q`` its BH over the tests;
-``significant``: not degenerate, q <= alpha, |effect| >= ``analysis.min_effect_p_stop`` and in
-the pre-registered direction. The parquet metadata also holds ``prereg_sha256``."""
-CONFIRM_DRAW_COLUMNS = ["feature", "condition", "draw", "null_effect"]
-"""``confirm/rounds/L<layer>-r<round>.parquet``: the mean null effect of each draw for each
-test still undecided in that round (draw index = round × round_size + i)."""
 WORD_COLUMNS: tuple[str, ...] = (
     "layer", "feature_id", "context", "condition", "scale", "word",
     "count_patched", "count_baseline", "tokens_patched", "tokens_baseline",
@@ -308,6 +317,10 @@ class RunDir:
     def discover_top(self) -> Path:
         return self.root / "discover_top.csv"
 
+    @property
+    def screen(self) -> Path:
+        return self.root / "screen.parquet"
+
     # patch
     @property
     def patch(self) -> Path:
@@ -391,6 +404,14 @@ class RunDir:
         return self.table("dose_curves")
 
     @property
+    def screen_check(self) -> Path:
+        return self.table("screen_check")
+
+    @property
+    def screen_points(self) -> Path:
+        return self.table("screen_check_points")
+
+    @property
     def causal_null(self) -> Path:
         return self.table("causal_null")
 
@@ -418,25 +439,11 @@ class RunDir:
     def words(self) -> Path:
         return self.table("words")
 
-    # confirm
-    @property
-    def confirm(self) -> Path:
-        return self.root / "confirm"
-
-    @property
-    def preregistration(self) -> Path:
-        return self.confirm / "preregistration.json"
-
-    @property
-    def confirm_arms(self) -> Path:
-        return self.confirm / "arms.parquet"
-
-    def confirm_round(self, layer: int, index: int) -> Path:
-        return self.confirm / "rounds" / f"L{layer}-r{index:04d}.parquet"
-
-    @property
-    def verdicts(self) -> Path:
-        return self.confirm / "verdicts.parquet"
+    # confirm (docs/confirm.md; rounds/L<layer>-r<k>.parquet hold the null draws)
+    confirm = property(lambda self: self.root / "confirm")
+    preregistration = property(lambda self: self.root / "confirm" / "preregistration.json")
+    confirm_arms = property(lambda self: self.root / "confirm" / "arms.parquet")
+    verdicts = property(lambda self: self.root / "confirm" / "verdicts.parquet")
 
     # report
     @property

@@ -117,6 +117,19 @@ def write_play_decisions(run, n: int = 6):
     return path
 
 
+def installed_cli() -> list[str]:
+    """The command line of the installed ``featurepath`` executable beside this Python (what a
+    user runs), or ``python -m featurepath`` where it is not installed: for subprocess tests."""
+    import os
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("featurepath")
+    if exe.is_file() and os.access(exe, os.X_OK):
+        return [str(exe)]
+    return [sys.executable, "-m", "featurepath"]
+
+
 def assert_same_store(a, b) -> None:
     """Assert that two run directories hold identical patch stores: the trials table and every
     activation array, NaN for NaN (how tests prove that a killed, resumed, sharded or

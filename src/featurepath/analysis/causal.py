@@ -412,6 +412,7 @@ class CausalResult:
     alpha: float
     null_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
     slopes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    screen_check: pd.DataFrame | None = None  # the screen against the patch (screen_check.py)
 
     def controls_line(self) -> str:
         """One line for a terminal: features against their null band, the tests not run because
@@ -486,5 +487,9 @@ def run_causal(run_dir: str | Path, cfg: RunConfig) -> CausalResult:
     for table, path in ((nulls, rd.causal_null), (dose, rd.dose_response),
                         (slopes, rd.dose_slopes), (curves, rd.dose_curves)):
         _write_or_remove(table, path)
+    from featurepath.analysis.screen_check import run_screen_check
+
+    check = run_screen_check(rd.root, trials, cfg.screen.top_n)  # None: the run has no screen
     record_config(rd.root, cfg)
-    return CausalResult(tests, features, dose, a.alpha, nulls, slopes)
+    return CausalResult(tests, features, dose, a.alpha, nulls, slopes,
+                        None if check is None else check[1])

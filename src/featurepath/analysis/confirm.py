@@ -32,6 +32,25 @@ from featurepath.analysis.stats import bh_fdr
 TIE_TOL = 1e-6
 ZERO_SIZE = "zero-size intervention"
 
+#: The run-directory contract of ``RUN/confirm/`` (paths: :class:`featurepath.rundir.RunDir`'s
+#: ``confirm``, ``preregistration``, ``confirm_arms``, ``verdicts``).
+CONFIRM_COLUMNS = [
+    "feature", "layer", "feature_id", "context", "condition", "metric", "patch", "value",
+    "scale", "predicted_sign", "sign_source", "n_prompts", "baseline", "patched", "effect", "t",
+    "p_baseline", "null_draws", "null_exceed", "p_null", "p", "q", "degenerate", "test",
+    "significant", "prereg_sha256",
+]
+"""``confirm/verdicts``: one row per pre-registered test (feature × condition, primary metric).
+``effect`` = mean over confirm prompts of readout(patched) − readout(baseline); ``p_baseline``:
+paired t over prompts (one-sided when a sign was pre-registered); ``p_null``: the sequential
+Monte Carlo p against random directions (``null_draws`` drawn, ``null_exceed`` at least as
+extreme); ``p = max(p_baseline, p_null)`` (intersection–union), ``q`` its BH over the tests;
+``significant``: not degenerate, q <= alpha, |effect| >= ``analysis.min_effect_p_stop`` and in
+the pre-registered direction. The parquet metadata also holds ``prereg_sha256``."""
+CONFIRM_DRAW_COLUMNS = ["feature", "condition", "draw", "null_effect"]
+"""``confirm/rounds/L<layer>-r<round>.parquet``: the mean null effect of each draw for each
+test still undecided in that round (draw index = round × round_size + i)."""
+
 
 def default_cap(n_tests: int, alpha: float) -> int:
     """The smallest cap that lets one true cause pass BH among ``n_tests`` with room to spare:
@@ -172,5 +191,5 @@ def verdict_rows(keys: Sequence[Hashable], pairs: dict[Hashable, Paired],
     return rows
 
 
-__all__ = ["SequentialTest", "run_rounds", "Paired", "baseline_test", "verdict_rows",
+__all__ = ["CONFIRM_COLUMNS", "CONFIRM_DRAW_COLUMNS", "SequentialTest", "run_rounds", "Paired", "baseline_test", "verdict_rows",
            "default_cap", "TIE_TOL", "ZERO_SIZE"]

@@ -78,6 +78,17 @@ __all__ = [
 CARRY_DIRECT = 0.5
 
 
+def _sample_sd(X: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Per-column sample SD (ddof=1) over the ``keep`` entries, NaN where fewer than two: what
+    ``np.nanstd(ddof=1)`` gives, without its 'Degrees of freedom <= 0' warning line for the
+    degenerate columns (they are reported as degenerate, not warned about)."""
+    n = keep.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(keep, X, 0.0).sum(axis=0) / n
+        var = (np.where(keep, X - mean, 0.0) ** 2).sum(axis=0) / (n - 1)
+    return np.sqrt(np.where(n > 1, var, np.nan))
+
+
 def _carry_shift(g, A: np.ndarray, lay: np.ndarray, fid: np.ndarray, cols: np.ndarray,
                  carry: dict[str, np.ndarray] | None, signal: str) -> np.ndarray:
     """Per target column: the decision-token shift the patch would cause if its delta
@@ -165,8 +176,7 @@ def pathway_edges(
         diff = np.where(keep, P - B, 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             shift = diff.sum(axis=0) / n_pairs
-            Pm, Bm = np.where(keep, P, np.nan), np.where(keep, B, np.nan)
-            sd_avg = (np.nanstd(Pm, axis=0, ddof=1) + np.nanstd(Bm, axis=0, ddof=1)) / 2
+            sd_avg = (_sample_sd(P, keep) + _sample_sd(B, keep)) / 2
             d = np.where(sd_avg > 0, shift / sd_avg, np.nan)
         parts.append(pd.DataFrame({
             "source": g.feature, "source_layer": g.layer, "source_feature": g.feature_id,

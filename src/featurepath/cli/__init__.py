@@ -34,7 +34,8 @@ app = typer.Typer(
     help=(
         "Find which SAE features cause a model's behaviour, how they drive each other across "
         "layers, and which words they put into its output.\n\n"
-        "Pipeline (one run directory holds every stage): play -> discover -> patch -> causal / "
+        "Pipeline (one run directory holds every stage): play -> discover -> screen -> patch -> "
+        "causal / "
         "pathways / words -> report. `featurepath demo` runs it all on the embedded default "
         "(SmolLM2-135M-Instruct with SAEs featurepath trains itself)."
     ),
@@ -60,7 +61,7 @@ def _root(
 
 #: Command modules in pipeline order (``--help`` lists the commands in this order). Each
 #: registers its commands on :data:`app` when imported.
-COMMAND_MODULES = ("pipeline", "analysis", "confirm", "report", "sae")
+COMMAND_MODULES = ("pipeline", "screen", "analysis", "confirm", "report", "sae")
 
 
 def _register() -> None:

@@ -61,6 +61,13 @@ EXISTING_RUN = typer.Argument(..., help="Run directory of an earlier stage.")
 CONFIG = typer.Option(None, "--config", "-c", help="YAML config (default: RUN_DIR/config.yaml, "
                                                    "else built-in defaults).")
 PROGRESS = typer.Option(True, help="Show progress bars.")
+# Every stage that runs the model takes --model, and every stage that loads SAEs --saes: the
+# same option objects, so the flags read the same everywhere (config keys model and saes).
+MODEL = typer.Option(None, "--model", help="'embedded' (SmolLM2-135M-Instruct), a local HF "
+                                           "model directory or a cached HF id (config: model).")
+SAES = typer.Option(None, "--saes", help="'embedded', an SAE directory, a directory of SAE "
+                                         "directories, or a comma-separated list of SAE "
+                                         "directories (config: saes).")
 ALPHA = typer.Option(None, "--alpha", help="FDR level, Benjamini-Hochberg (overrides "
                                            "analysis.alpha of the run's config; default 0.05).")
 

@@ -10,8 +10,10 @@ import typer
 from featurepath.cli import app
 from featurepath.cli.options import (
     CONFIG,
+    MODEL,
     PROGRESS,
     RUN_DIR,
+    SAES,
     Backend,
     Method,
     Mode,
@@ -45,9 +47,7 @@ _PLAY_HELP = (
 def play_command(
     run_dir: Path = RUN_DIR,
     config: Path | None = CONFIG,
-    model: str | None = typer.Option(None, "--model",
-                                     help="'embedded' (SmolLM2-135M-Instruct), a local HF model "
-                                          "directory or a cached HF id."),
+    model: str | None = MODEL,
     games: int | None = typer.Option(None, "--games", "-n",
                                      help="Games per condition x bet type."),
     conditions: str | None = typer.Option(None, "--conditions",
@@ -97,6 +97,8 @@ def play_command(
 def discover_cmd(
     run_dir: Path = RUN_DIR,
     config: Path = CONFIG,
+    model: str = MODEL,
+    saes: str = SAES,
     alpha: float = typer.Option(None, help="FDR level for candidates (discover.alpha; "
                                            "default 0.05)."),
     min_d: float = typer.Option(None, "--min-d", help="Minimum |Cohen's d| of a candidate "
@@ -111,7 +113,8 @@ def discover_cmd(
     from featurepath.pipeline.runtime import load_runtime
     from featurepath.rundir import RunDir
 
-    cfg = config_for(run_dir, config, **{"discover.alpha": alpha, "discover.min_d": min_d})
+    cfg = config_for(run_dir, config, model=model, saes=saes,
+                     **{"discover.alpha": alpha, "discover.min_d": min_d})
     model, tok, saes = load_runtime(cfg, progress)
     table = run_discover(run_dir, cfg, model, tok, saes, progress)
     cands = table[table["candidate"]]
@@ -132,9 +135,8 @@ def patch_cmd(
     features: str = typer.Option(None, help="Features to patch, e.g. L12-345,L20-7 (default: "
                                             "the candidates from `discover`)."),
     trials: int = typer.Option(None, help="Trials per feature x condition (default 30)."),
-    model: str = typer.Option(None, help="'embedded', a local HF directory or a HF id."),
-    saes: str = typer.Option(None, help="'embedded', a directory of SAE directories, or a "
-                                        "comma-separated list of SAE directories."),
+    model: str = MODEL,
+    saes: str = SAES,
     mode: Mode = typer.Option(None, help="sample (generate answers) or replay (teacher-forced, "
                                          "no sampling; exact and cheap, for pathways)."),
     method: Method = typer.Option(None, help="delta (default: keep the SAE error) or "
@@ -190,6 +192,8 @@ def estimate_cmd(
     run_dir: Path = typer.Argument(..., help="Run directory (its patch/config.yaml or "
                                              "config.yaml is the plan; need not exist)."),
     config: Path = typer.Option(None, "--config", "-c", help="YAML config to plan instead."),
+    model: str = MODEL,
+    saes: str = SAES,
     n_features: int = typer.Option(None, "--n-features", help="Plan this many features "
                                    "(stand-ins spread over the SAE layers) instead of the "
                                    "config's or discover's."),
@@ -229,13 +233,16 @@ def estimate_cmd(
     planned = RunDir(run_dir).patch_config
     if config is None and planned.exists():
         config = planned
-    cfg = config_for(run_dir, config, **{
+    cfg = config_for(run_dir, config, model=model, saes=saes, **{
         "patch.trials": trials, "patch.batch_size": batch_size,
         "patch.sampling.max_new_tokens": max_new_tokens})
     confirm_lines = cost_of_config(cfg).lines()  # a bad confirm section fails before calibrating
     t0 = time.time()
     model, tok, saes = load_runtime(cfg, progress)
     load_s = time.time() - t0
+    from featurepath.pipeline.memory import with_batch_size
+
+    cfg = with_batch_size(model, cfg)[0]  # a number: the calibration runs at the plan's size
     feats, record = planned_features(run_dir, cfg, saes, n_features, n_record)
     typer.echo(f"calibrating: {units + 1} units of {cfg.patch.batch_size} rows ...")
     cal = calibrate(cfg, model, tok, saes, feats, record, units=units, load_s=load_s,
@@ -243,8 +250,25 @@ def estimate_cmd(
                     source_run=run_dir if run_dir.exists() else None)
     est = estimate(cfg, feats, cal, workers=workers, disk_path=run_dir)
     typer.echo(format_estimate(est))
+    _estimate_screen(run_dir, cfg, model, tok, saes, cal.seconds_per_trial)
     typer.echo("\n".join(confirm_lines))
     typer.echo(f"calibration kept in {save_calibration(run_dir, cal)}")
+
+
+def _estimate_screen(run_dir: Path, cfg, model, tok, saes, seconds_per_trial: float) -> None:
+    """The screen's line of ``estimate``: its passes timed on this machine (or why not)."""
+    from featurepath.errors import FeaturepathError
+    from featurepath.pipeline.estimate_screen import calibrate_screen, format_screen_estimate
+    from featurepath.pipeline.prompt_sets import prompt_sets
+
+    try:
+        sets, _ = prompt_sets(cfg, run_dir, tok, "screen")
+    except FeaturepathError as exc:
+        typer.echo(f"screen   not timed: {exc}")
+        return
+    texts = [r.text for recs in sets.values() for r in recs]
+    est = calibrate_screen(cfg, model, tok, saes, texts, len(texts))
+    typer.echo(format_screen_estimate(est, seconds_per_trial))
 
 
 @app.command("status", short_help="Units done / running / failed / left, trials/s, ETA, disk.")

@@ -286,7 +286,8 @@ def list_cmd(
                               "directory of SAE directories or a comma-separated list."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
-    """List the SAEs of a set: layer, size, format and path (reads JSON files only)."""
+    """List the SAEs of a set: preset (for the embedded cache), layer, format, d_sae, k and path
+    (reads JSON files only)."""
     from featurepath.sae.registry import list_saes
 
     rows = list_saes(model)
@@ -301,5 +302,6 @@ def list_cmd(
         q = r.get("quality") or {}
         extra = f" FVU {q['fvu']:.3f}" if isinstance(q.get("fvu"), float) else ""
         tag = f"[{r['preset']}] " if r.get("preset") else ""
+        k = f" k={r['k']}" if r.get("k") is not None else ""
         typer.echo(f"{tag}L{r['layer']}: {r['format']} {r['activation']} d_sae={r['d_sae']}"
-                   f"{extra}  {r['path']}")
+                   f"{k}{extra}  {r['path']}")

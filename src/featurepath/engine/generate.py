@@ -103,16 +103,28 @@ def _sample(logits: torch.Tensor, gens: list[torch.Generator], cfg: SamplingConf
     u = torch.cat([torch.rand(1, generator=g) for g in gens]).to(cdf.device)
     target = (u * cdf[:, -1]).unsqueeze(1)
     idx = torch.searchsorted(cdf, target, right=True).squeeze(1)
-    # never land on a zero-probability token at the end of the vocabulary
-    last_nonzero = (probs > 0).long().cumsum(-1).argmax(-1)
+    # never land on a zero-probability token at the end of the vocabulary; the last non-zero
+    # token is the first True of the flipped mask (argmax returns the first maximum), which
+    # costs a third of an int64 cumulative sum over the vocabulary at every step
+    last_nonzero = (probs.shape[-1] - 1) - (probs > 0).flip(-1).to(torch.uint8).argmax(-1)
     return torch.minimum(idx, last_nonzero)
 
 
 def _forward(model, ids, mask, pos, cache):
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache,
                 use_cache=True, logits_to_keep=1)
-    new_cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
-    return out.logits[:, -1], new_cache
+    return out.logits[:, -1], _cache_of(out)
+
+
+def _cache_of(out):
+    """The KV cache of a model output, read from the field the output class declares: recent
+    transformers call it ``cache`` and answer the old name ``past_key_values`` with a
+    deprecation line on stderr, older ones (and remote code) declare ``past_key_values``."""
+    fields = getattr(out, "__dataclass_fields__", {})
+    for name in ("cache", "past_key_values"):
+        if name in fields:
+            return getattr(out, name)
+    return None
 
 
 @torch.no_grad()

@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from featurepath.analysis.confirm import Paired, SequentialTest, run_rounds, verdict_rows
+from featurepath.analysis.confirm import (
+    CONFIRM_COLUMNS,
+    CONFIRM_DRAW_COLUMNS,
+    Paired,
+    SequentialTest,
+    run_rounds,
+    verdict_rows,
+)
 from featurepath.config import RunConfig, record_config, resolve_config
 from featurepath.engine.hooks import Intervention
 from featurepath.errors import ConfigError, DataError
@@ -28,8 +35,6 @@ from featurepath.pipeline import confirm_plan as cp
 from featurepath.pipeline.prompt_sets import prompt_sets, record_split
 from featurepath.pipeline.seeds import derive_seed
 from featurepath.rundir import (
-    CONFIRM_COLUMNS,
-    CONFIRM_DRAW_COLUMNS,
     RunDir,
     atomic_write,
     parquet_bytes,
@@ -75,6 +80,17 @@ class ConfirmResult:
                    f"none of {len(self.verdicts)} pre-registered tests confirmed "
                    f"(pre-registration {self.sha256[:12]})")
         return out
+
+
+def prompt_batch(cfg: RunConfig) -> int:
+    """Prompts per prefill batch: ``patch.batch_size``, or 32 when it is ``auto`` (a
+    confirmation's prefill is once per context; its arm batches are ``confirm.max_rows``)."""
+    return cfg.patch.batch_size if isinstance(cfg.patch.batch_size, int) else 32
+
+
+def round_path(run_dir: Path, layer: int, index: int) -> Path:
+    """``RUN/confirm/rounds/L<layer>-r<index>.parquet``: one round of a layer's null draws."""
+    return RunDir(run_dir).confirm / "rounds" / f"L{layer}-r{index:04d}.parquet"
 
 
 def null_seed(cfg: RunConfig) -> int:
@@ -149,7 +165,7 @@ def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=No
         screen, _ = prompt_sets(cfg, root, tok, "screen")
         acts = decision_activations_by_context(
             model, tok, saes, fs, {k: [r.text for r in v] for k, v in screen.items()},
-            {"safe", "risky"}, cfg.patch.batch_size)
+            {"safe", "risky"}, prompt_batch(cfg))
         return measure_patch_values(fs, fs, acts)
 
     values = cp.clamp_values(root, cfg, feats, conditions, measure)
@@ -221,7 +237,7 @@ class _Engine:
 
         if ctx not in self._prefix:
             self._prefix[ctx] = DecisionPrefix(self.model, self.tok, self.texts[ctx],
-                                               self.cfg.patch.batch_size)
+                                               prompt_batch(self.cfg))
         return self._prefix[ctx].readouts(arms, self.saes, self.readout,
                                           self.cfg.confirm.max_rows,
                                           tick).numpy().astype(np.float64)
@@ -266,7 +282,7 @@ class _Engine:
 
     def draw_round(self, layer: int, index: int, n: int, keys: list) -> dict:
         """Null effects of draws ``index * round_size ...`` for ``keys`` (one layer)."""
-        path = RunDir(self.root).confirm_round(layer, index)
+        path = round_path(self.root, layer, index)
         start = index * self.cfg.confirm.round_size
         if path.exists():
             df = pd.read_parquet(path)

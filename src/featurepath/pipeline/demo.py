@@ -1,8 +1,8 @@
 """The whole pipeline on the embedded default, in one run directory (``featurepath demo``).
 
-SAEs (trained once, cached) -> play -> discover -> patch with caching -> causal -> confirm
-(pre-registered, on the held-out prompts, with a planted check when nothing is confirmed) ->
-pathways -> words -> report, each through the stage's own ``run_<stage>`` function (the demo holds no copy
+SAEs (trained once, cached) -> play -> discover -> screen -> patch with caching -> causal ->
+confirm (pre-registered, on the held-out prompts, with a planted check when nothing is
+confirmed) -> pathways -> words -> report, each through the stage's own ``run_<stage>`` function (the demo holds no copy
 of a stage). Presets (``featurepath.embedded``) size every stage: ``quick`` fits a 2-core CPU in
 minutes, ``full`` is a larger run for a workstation or GPU. Each stage is skipped when its output
 already exists (resume a killed demo by running it again).
@@ -155,12 +155,24 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
             run_discover(out, cfg, model, tok, saes, progress)
         table = pd.read_parquet(rd.discover)
         echo(f"   {len(table)} features tested, {int(table['candidate'].sum())} candidates")
-        cfg.patch.features, cfg.patch.record = choose_features(table, preset)
-        echo("   patching " + ", ".join(cfg.patch.features))
+        picked, cfg.patch.record = choose_features(table, preset)
+        echo("   discover's picks: " + ", ".join(picked))
+
+    with _Stage("screen", timings, echo):
+        from featurepath.pipeline.screen import run_screen
+
+        if not rd.screen.exists():
+            scr = run_screen(out, cfg, model, tok, saes, progress)
+            echo(f"   {scr.n_features} features x {scr.table['intervention'].nunique()} "
+                 f"interventions in {scr.seconds:.1f}s")
+        top = pd.read_parquet(rd.screen).query("rank == 1")
+        for r in top.itertuples():
+            echo(f"   top of {r.intervention}: {r.feature} ({r.attribution:+.4f})")
 
     with _Stage("patch + cache", timings, echo):
         store = RunStore(out)
-        job = prepare(out, cfg, model, tok, saes, resume=store.exists())
+        job = prepare(out, cfg, model, tok, saes, resume=store.exists(),
+                      discover_features=picked)
         echo("   " + describe(job))
         summary = run_local(job, runtime=(model, tok, saes), progress=progress)
         record_config(out, cfg)
@@ -173,6 +185,10 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
         for line in causal.features["summary"].head(6):
             echo(f"   {line}")
         echo("   " + causal.controls_line())
+        if causal.screen_check is not None:
+            from featurepath.analysis.screen_check import check_line
+
+            echo("   " + check_line(causal.screen_check))
 
     with _Stage("confirm (pre-registered, held-out prompts)", timings, echo):
         confirm_stage(out, cfg, (model, tok, saes), progress, echo)

@@ -21,7 +21,10 @@ __all__ = ["MemoryPlan", "memory_plan", "auto_batch_size"]
 
 # leave this share of the free memory unplanned (allocator fragmentation, prefill peaks)
 MARGIN = 0.2
+#: ``batch_size: auto`` caps: on CPU tokens/s flattens near 256 rows (benchmarks/bench_patch.py:
+#: 13.2x the sequential reference at 64 rows, 15.3x at 256); a GPU keeps gaining past that.
 MAX_BATCH = 256
+MAX_BATCH_GPU = 1024
 
 
 @dataclass
@@ -83,15 +86,30 @@ def auto_batch_size(plan: MemoryPlan, cap: int = MAX_BATCH) -> int:
 
 
 def device_free_bytes(device) -> int | None:
-    """Free memory of a CUDA device (after what this process already holds); None elsewhere
-    (on CPU, batch size is set by speed, not memory)."""
+    """Free memory of a CUDA device (after what this process already holds), or the memory
+    the operating system says is available to a CPU run (``MemAvailable``); None where neither
+    can be read (then the batch size is not bounded by memory)."""
     import torch
 
     dev = torch.device(device)
-    if dev.type != "cuda":
+    if dev.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(dev)
+        return int(free)
+    if dev.type == "cpu":
+        return cpu_available_bytes()
+    return None
+
+
+def cpu_available_bytes() -> int | None:
+    """``MemAvailable`` from ``/proc/meminfo`` (Linux), else None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
         return None
-    free, _total = torch.cuda.mem_get_info(dev)
-    return int(free)
+    return None
 
 
 def plan_for(model, cfg, prompt_tokens: int = 512) -> MemoryPlan:
@@ -108,24 +126,36 @@ def plan_for(model, cfg, prompt_tokens: int = 512) -> MemoryPlan:
 
 
 def choose_batch_size(model, cfg, given: int | None) -> tuple[int, str | None]:
-    """The batch size a fresh patch run should use, and a line saying why when it is not the
-    configured one. On a CUDA device, when neither the command line nor the config chose one
-    (the config holds the schema's default), the largest safe size from free memory; a chosen
-    size that will not fit is kept but warned about. On CPU, the configured size."""
-    from featurepath.config import PatchSection
+    """The batch size a fresh patch run uses, and a line saying why.
 
+    ``batch_size: auto`` (the default, unless ``--batch-size`` gives one): the largest power of
+    two whose rows fit the free memory of the model's device with a margin, at most
+    :data:`MAX_BATCH` rows on CPU and :data:`MAX_BATCH_GPU` on a GPU. A chosen size is kept,
+    with a warning when it will not fit."""
     plan = plan_for(model, cfg)
-    current = cfg.patch.batch_size
-    if plan.free_bytes is None:
-        return current, None
-    auto = auto_batch_size(plan)
-    default = PatchSection.model_fields["batch_size"].default
-    if given is None and current == default:
-        return auto, (f"batch size {auto} from free device memory "
-                      f"({plan.free_bytes / 2**30:.1f} GiB free, ~{plan.per_row / 2**20:.0f} MiB "
-                      "per row; --batch-size to choose)")
-    if plan.slice_bytes + current * plan.per_row > plan.free_bytes * (1 - MARGIN):
+    current = given if given is not None else cfg.patch.batch_size
+    gpu = next(model.parameters()).device.type == "cuda"
+    where = "device" if gpu else "system"
+    if current == "auto":
+        auto = auto_batch_size(plan, MAX_BATCH_GPU if gpu else MAX_BATCH)
+        room = (f" ({plan.free_bytes / 2**30:.1f} GiB free {where} memory, "
+                f"~{plan.per_row / 2**20:.0f} MiB per row)" if plan.free_bytes is not None
+                else "")
+        return auto, f"batch size {auto}, auto{room}; --batch-size to choose"
+    if plan.free_bytes is not None and \
+            plan.slice_bytes + current * plan.per_row > plan.free_bytes * (1 - MARGIN):
+        auto = auto_batch_size(plan, MAX_BATCH_GPU if gpu else MAX_BATCH)
         return current, (f"warning: batch size {current} may not fit in "
-                         f"{plan.free_bytes / 2**30:.1f} GiB free (~{plan.per_row / 2**20:.0f} "
-                         f"MiB per row); {auto} would")
+                         f"{plan.free_bytes / 2**30:.1f} GiB free {where} memory "
+                         f"(~{plan.per_row / 2**20:.0f} MiB per row); {auto} would")
     return current, None
+
+
+def with_batch_size(model, cfg, given: int | None = None):
+    """``cfg`` with ``patch.batch_size`` a number (``auto`` resolved), and the reason line."""
+    size, why = choose_batch_size(model, cfg, given)
+    if size == cfg.patch.batch_size:
+        return cfg, why
+    cfg = cfg.model_copy(deep=True)
+    cfg.patch.batch_size = size
+    return cfg, why

@@ -136,8 +136,11 @@ def _relevant(cfg: RunConfig) -> dict[str, Any]:
            "patch": cfg.patch.model_dump(mode="json")}
     if cfg.patch.prompt_set != "builtin":  # which prompts the screen half holds
         out["confirm_share"] = cfg.analysis.confirm_share
+    out["patch"].pop("candidates", None)  # chooses the features, which the plan stores
     if cfg.llamascope != type(cfg.llamascope)():  # only when set, so older plans still resume
         out["llamascope"] = cfg.llamascope.model_dump(mode="json")
+    if cfg.sae_dtype is not None:  # likewise
+        out["sae_dtype"] = cfg.sae_dtype
     return out
 
 
@@ -178,8 +181,12 @@ class PatchJob:
 
 
 def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool = False,
-            features: list[str] | None = None) -> PatchJob:
+            features: list[str] | None = None,
+            discover_features: list[str] | None = None) -> PatchJob:
     """Plan the run (or check the stored plan on resume) and create the store.
+
+    ``features`` are the user's; ``discover_features`` replace discover's top candidates in
+    ``patch.candidates`` (see :func:`featurepath.pipeline.candidates.choose_candidates`).
 
     Everything that can be refused is checked before the first write, under the planning lock
     (see :meth:`RunStore.planning_lock`): a process that had to wait for another planner joins
@@ -188,10 +195,16 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
     root = Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     store = RunStore(root)
+    if cfg.patch.batch_size == "auto":  # the planned size on resume, else the stage's rule
+        from featurepath.pipeline.memory import with_batch_size
+
+        cfg = cfg.model_copy(deep=True)
+        cfg.patch.batch_size = load_config(RunDir(root).patch_config).patch.batch_size \
+            if store.exists() else with_batch_size(model, cfg)[0].patch.batch_size
     with store.planning_lock() as waited:
         if store.exists():
             return _resume_job(root, store, cfg, resume or waited)
-        return _plan(root, store, cfg, model, tok, saes, features)
+        return _plan(root, store, cfg, model, tok, saes, features, discover_features)
 
 
 def _resume_job(root: Path, store: RunStore, cfg: RunConfig, resume: bool) -> PatchJob:
@@ -210,19 +223,17 @@ def _resume_job(root: Path, store: RunStore, cfg: RunConfig, resume: bool) -> Pa
 
 
 def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
-          features: list[str] | None) -> PatchJob:
+          features: list[str] | None, discover_features: list[str] | None = None) -> PatchJob:
     from featurepath.faults import pause_point
 
     pause_point("patch-planning")  # tests kill here: lock held, nothing written yet
     rd = RunDir(root)
     pc = cfg.patch
-    feats = list(features or pc.features)
+    from featurepath.pipeline.candidates import choose_candidates
+
+    chosen = choose_candidates(root, cfg, features, discover_features)
+    feats = chosen.features
     cands = candidate_features(root, cfg.discover.max_candidates)
-    if not feats:
-        if cands is None or cands.empty:
-            raise ConfigError("no features to patch: give --features L12-345,... or run "
-                              "`featurepath discover` first")
-        feats = [feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()]
     record = list(pc.record) or sorted(
         set(feats) | ({feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()}
                       if cands is not None else set()), key=lambda k: parse_feature_key(k))
@@ -268,7 +279,7 @@ def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
         save_directions(rd.directions, directions)
     units = plan_units(feats, batch_size=batch, **shape)
     plan = Plan(units, batch, record, _digest(cfg), {
-        "features": feats, "values": values,
+        "features": feats, "values": values, "sources": chosen.sources,
         "prompts": {k: [vars(r) for r in v] for k, v in prompt_sets.items()},
     })
     rd.patch.mkdir(parents=True, exist_ok=True)
@@ -358,6 +369,7 @@ def _unit_rows(job: PatchJob, unit: Unit, saes) -> list[dict[str, Any]]:
     dirs = _control_directions(job, unit, saes)
     prompts = {k: [PromptRecord(**r) for r in v] for k, v in job.plan.extra["prompts"].items()}
     values = job.plan.extra["values"]
+    sources = job.plan.extra.get("sources", {})
     rows = []
     r = unit.row_start
     for it in unit.items:
@@ -373,7 +385,8 @@ def _unit_rows(job: PatchJob, unit: Unit, saes) -> list[dict[str, Any]]:
                 feature_id=it.feature_id, condition=cond.name, context=cond.context,
                 patch=cond.patch, value=value, scale=scale, method=pc.method, trial=t,
                 seed=_trial_seed(job.cfg, it, cond, t), arm=it.arm, null_index=it.null_index,
-                prompt_id=pr.prompt_id, _text=pr.text, _parse=pr.parse, _iv=iv))
+                prompt_id=pr.prompt_id, source=sources.get(it.feature, ""), _text=pr.text,
+                _parse=pr.parse, _iv=iv))
             r += 1
     return rows
 
@@ -433,7 +446,14 @@ def describe(job: PatchJob) -> str:
                     f"directions, {by_kind.get('direction', 0)} along the behavioural "
                     f"direction" + (f" and {by_kind['direction_null']} in its null directions"
                                     if by_kind.get("direction_null") else "") + ")")
-    return (f"{len(p.extra['features'])} features x {len(job.cfg.patch.all_conditions())} "
+    src: dict[str, int] = {}
+    for f in p.extra["features"]:
+        key = p.extra.get("sources", {}).get(f, "")
+        src[key] = src.get(key, 0) + 1
+    from_ = " (" + ", ".join(f"{n} {k or 'other'}" for k, n in src.items()) + ")" \
+        if set(src) - {"", "user"} else ""
+    return (f"{len(p.extra['features'])} features{from_} x "
+            f"{len(job.cfg.patch.all_conditions())} "
             f"conditions -> {n_rows} trials{controls} in {len(p.units)} units of <= "
             f"{p.batch_size}; recording {len(p.record)} features")
 

@@ -53,12 +53,9 @@ def run_patch(run_dir: str | Path, cfg: RunConfig, *, resume: bool = False,
     check_backend(backend)  # before a model load, and before anything is planned
     model, tok, saes = load_runtime(cfg, progress)
     if not RunStore(run_dir).exists():  # a fresh plan: a batch size that fits the device
-        from featurepath.pipeline.memory import choose_batch_size
+        from featurepath.pipeline.memory import with_batch_size
 
-        size, why = choose_batch_size(model, cfg, batch_size_given)
-        if size != cfg.patch.batch_size:
-            cfg = cfg.model_copy(deep=True)
-            cfg.patch.batch_size = size
+        cfg, why = with_batch_size(model, cfg, batch_size_given)
         if why and say is not None:
             say(why)
     job = prepare(run_dir, cfg, model, tok, saes, resume=resume or shard is not None)

@@ -19,5 +19,6 @@ def load_runtime(cfg: RunConfig, progress: bool = True):
     model, tok = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
     saes = load_sae_set(cfg.saes, model, tok, progress=progress, corpus=default_corpus,
                         llamascope_threshold=cfg.llamascope.threshold,
-                        llamascope_decoder_norm=cfg.llamascope.decoder_norm)
+                        llamascope_decoder_norm=cfg.llamascope.decoder_norm,
+                        dtype=cfg.sae_dtype)
     return model, tok, saes

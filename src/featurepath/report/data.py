@@ -103,6 +103,8 @@ class RunData:
     causal_null: Loaded = field(default_factory=lambda: Loaded(problem=NOT_RUN))
     dose_slopes: Loaded = field(default_factory=lambda: Loaded(problem=NOT_RUN))
     dose_curves: Loaded = field(default_factory=lambda: Loaded(problem=NOT_RUN))
+    screen_check: Loaded = field(default_factory=lambda: Loaded(problem=NOT_RUN))
+    screen_points: Loaded = field(default_factory=lambda: Loaded(problem=NOT_RUN))
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -126,6 +128,8 @@ class RunData:
             causal_null=_load(rd.causal_null, pq_),
             dose_slopes=_load(rd.dose_slopes, pq_),
             dose_curves=_load(rd.dose_curves, pq_),
+            screen_check=_load(rd.screen_check, pq_),
+            screen_points=_load(rd.screen_points, pq_),
         )
 
     def run_config(self) -> RunConfig | None:

@@ -34,6 +34,7 @@ from featurepath.report.format import (
     _json_island,
     esc,
 )
+from featurepath.report.screen import screen_section
 from featurepath.report.sections import (
     _behaviour,
     _chains,
@@ -57,7 +58,7 @@ def _nav() -> str:
     links = [("summary", "Summary"), ("confirmation", "Confirmation"),
              ("provenance", "Provenance"), ("behaviour", "Behaviour"),
              ("sae-quality", "SAE quality"), ("controls", "Controls"), ("dose", "Dose–response"),
-             ("features", "Features"),
+             ("screen", "Screen check"), ("features", "Features"),
              ("pathways", "Pathways"), ("chains", "Chains"), ("words", "Words"),
              ("responses", "Responses")]
     return "<nav>" + "".join(f'<a href="#{a}">{t}</a>' for a, t in links) + "</nav>"
@@ -79,6 +80,7 @@ def render_html(data: RunData, figs: dict[str, Any] | None = None) -> str:
         _sae_quality(data, figs),
         controls_section(data),
         dose_section(data, figs),
+        screen_section(data, figs),
         features_html,
         _pathways(data, graph, figs),
         chains_html,

@@ -360,6 +360,48 @@ def dose_figure(slopes: pd.DataFrame, curves: pd.DataFrame, out_dir: Path,
     return _save(draw_dose(panels, metric), out_dir, f"dose_{metric}")
 
 
+#: colours by source (rundir.SOURCES)
+SOURCE_COLOURS = {"screen": "#2563eb", "both": "#7c3aed", "discover": "#f97316",
+                  "random-check": "#6b7280", "user": "#059669", "": "#9ca3af"}
+MAX_SCREEN_PANELS = 8
+
+
+def screen_figure(points: pd.DataFrame, summary: pd.DataFrame, out_dir: Path):
+    """One panel per context × intervention: attribution (x) vs patched effect on P(stop) (y),
+    coloured by source, ρ and recall in the title; None without points."""
+    if points.empty:
+        return None
+    groups = list(points.groupby(["context", "intervention"], sort=True))[:MAX_SCREEN_PANELS]
+    cols = min(len(groups), 3)
+    rows = -(-len(groups) // cols)
+    fig = Figure(figsize=(4.0 * cols, 3.4 * rows))
+    summ = summary.set_index(["context", "intervention"]) if not summary.empty else None
+    for i, ((ctx, name), g) in enumerate(groups):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for src, sub in g.groupby("source"):
+            ax.scatter(sub["attribution"], sub["effect"], s=18, label=src or "other",
+                       color=SOURCE_COLOURS.get(str(src), "#9ca3af"), alpha=0.85)
+        ax.axhline(0, color="#d1d5db", lw=0.8)
+        ax.axvline(0, color="#d1d5db", lw=0.8)
+        title = str(name)
+        if summ is not None and (ctx, name) in summ.index:
+            s = summ.loc[(ctx, name)]
+            title += (f"\nρ {_na(s['spearman'], '+.2f')}, recall@{int(s['top_n'])} "
+                      f"{_na(s['recall'], '.2f')} (chance {_na(s['recall_chance'], '.2f')})")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("attribution (first-order ΔP(stop))", fontsize=8)
+        ax.set_ylabel("patched ΔP(stop)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if i == 0:
+            ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return _save(fig, out_dir, "screen_check")
+
+
+def _na(x: Any, spec: str) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
 def write_figures(data: RunData, out_dir: Path) -> dict[str, FigureFiles]:
     """Every figure whose input exists; a figure that fails is skipped, not fatal.
 
@@ -384,6 +426,9 @@ def write_figures(data: RunData, out_dir: Path) -> dict[str, FigureFiles]:
     graph = graph_payload(data)
     if graph:
         jobs.append(("pathways", lambda: pathway_figure(graph, out_dir)))
+    check, pts = data.screen_check, data.screen_points
+    if check.ok and pts.ok:
+        jobs.append(("screen_check", lambda: screen_figure(pts.value, check.value, out_dir)))
     for name, job in jobs:
         try:
             fig = job()

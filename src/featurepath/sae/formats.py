@@ -19,6 +19,7 @@ from featurepath.errors import SAEFormatError
 from featurepath.sae.files import (
     MAX_LAYER,
     as_dict,
+    as_dtype,
     as_int,
     as_number,
     hook_site,
@@ -240,23 +241,31 @@ def save_sae(sae: SAE, path: str | Path, extra: dict[str, Any] | None = None) ->
 
 def load_sae(path: str | Path, activation: str | None = None, layer: int | None = None,
              d_model: int | None = None, llamascope_threshold: str = "scaled",
-             llamascope_decoder_norm: bool = False) -> SAE:
+             llamascope_decoder_norm: bool = False,
+             dtype: str | torch.dtype | None = None) -> SAE:
     """Load an SAE directory of any supported format.
 
     ``activation`` overrides the format's activation (e.g. ``relu`` to reproduce a loader that
     ignored JumpReLU thresholds); ``layer`` overrides the layer read from the file; ``d_model``,
     when given, is checked against the SAE (the model's hidden size). The ``llamascope_*``
     options choose how a Llama Scope threshold is read (see :func:`llamascope_thresholds`; other
-    formats ignore them).
+    formats ignore them). ``dtype`` (``"float32"``, ``"bfloat16"``, ...; default: the file's:
+    an SAELens config's ``dtype``, float32 for the other formats) is the dtype the SAE's weights
+    are held and computed in, as SAELens's ``SAE.load_from_disk(path, dtype=...)`` takes it: a
+    bfloat16 SAELens file loaded at ``"float32"`` computes in float32.
     """
     p = Path(path).expanduser()
     fmt = detect_format(p)
+    want = as_dtype(str(dtype).removeprefix("torch."), p) if dtype is not None else None
     if fmt == "llamascope":
         sae = load_llamascope(p, llamascope_threshold, llamascope_decoder_norm)
     elif fmt == "saelens":
-        sae = load_saelens(p)
+        sae = load_saelens(p, want)
     else:
         sae = load_featurepath(p)
+    if want is not None and sae.W_enc.dtype != want:
+        sae = sae.to(want)
+        sae.meta["dtype"] = str(want).removeprefix("torch.")
     if activation is not None:
         if activation not in ACTIVATIONS:
             raise SAEFormatError(f"unknown activation override {activation!r}")

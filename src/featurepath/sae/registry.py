@@ -2,7 +2,7 @@
 directories of any supported format.
 
 The embedded model has no public SAEs, so ``"embedded"`` means the TopK SAEs featurepath trains
-itself, cached under ``home()/saes/<model>/<preset>/L<layer>/``. Two presets trade time for
+itself, cached under ``home()/saes/<model>/<preset>-v2/L<layer>/`` (:func:`embedded_set_dir`). Two presets trade time for
 quality: ``quick`` (a few minutes on two CPU cores, the default) and ``full``.
 """
 
@@ -26,6 +26,8 @@ def get_preset(name: str) -> Preset:
 
 
 def embedded_set_dir(preset: str = "quick") -> Path:
+    """The cache folder of an embedded preset's SAE set: the one place that names it, where
+    ``sae train`` writes, ``--saes embedded`` loads and ``sae list`` looks."""
     get_preset(preset)
     # v2: every layer trained from its own seed (sae.train.layer_seed); v1 sets shared one
     return home() / "saes" / EMBEDDED_NAME / f"{preset}-v2"
@@ -42,7 +44,8 @@ def _check_embedded_model(model: Any) -> None:
         raise SAEFormatError(
             f"the embedded SAEs belong to {EMBEDDED_NAME} (30 layers, d_model 576); this model "
             f"has {n_layers(model)} layers and d_model {d_model(model)}: train SAEs for it with "
-            "`featurepath sae train --model SPEC --out DIR` and pass --saes DIR")
+            "`featurepath sae train --model SPEC --out DIR` and pass --saes DIR (or set saes: DIR "
+            "in the run's config)")
 
 
 class CorpusBuilder(Protocol):
@@ -56,9 +59,9 @@ class CorpusBuilder(Protocol):
 
 def ensure_embedded_saes(model: Any, tok: Any, corpus: CorpusBuilder, preset: str = "quick",
                          layers: list[int] | tuple[int, ...] | None = None,
-                         progress: bool = True) -> dict[int, SAE]:
+                         progress: bool = True, dtype: str | None = None) -> dict[int, SAE]:
     """The embedded SAE set of ``preset``, training (with progress bars) only missing layers on
-    the text ``corpus`` builds."""
+    the text ``corpus`` builds; loaded in ``dtype`` (default float32, as trained)."""
     from featurepath.sae.train import train_saes
 
     p = get_preset(preset)
@@ -72,7 +75,7 @@ def ensure_embedded_saes(model: Any, tok: Any, corpus: CorpusBuilder, preset: st
         train_saes(model, tok, texts, missing, p.train, root,
                    heldout_fraction=p.heldout_fraction, loss_texts=p.loss_texts,
                    model_name=EMBEDDED_NAME, progress=progress)
-    return {layer: load_sae(root / f"L{layer}", d_model=576) for layer in layers}
+    return {layer: load_sae(root / f"L{layer}", d_model=576, dtype=dtype) for layer in layers}
 
 
 def _sae_dirs(spec: str) -> list[Path]:
@@ -123,7 +126,7 @@ def load_sae_set(spec: str, model: Any = None, tok: Any = None,
     - a comma-separated list of SAE directories.
 
     With a model, each SAE's d_model is checked against the model's hidden size.
-    ``load_options`` (``llamascope_threshold``, ``llamascope_decoder_norm``) go to
+    ``load_options`` (``llamascope_threshold``, ``llamascope_decoder_norm``, ``dtype``) go to
     :func:`~featurepath.sae.formats.load_sae` for every directory.
     """
     preset = _parse_embedded(spec)
@@ -133,7 +136,8 @@ def load_sae_set(spec: str, model: Any = None, tok: Any = None,
         if all(_is_trained(root / f"L{layer}") for layer in EMBEDDED_LAYERS):
             if model is not None:
                 _check_embedded_model(model)
-            return {layer: load_sae(root / f"L{layer}", d_model=d) for layer in EMBEDDED_LAYERS}
+            return {layer: load_sae(root / f"L{layer}", d_model=d, dtype=load_options.get("dtype"))
+                    for layer in EMBEDDED_LAYERS}
         if model is None or corpus is None:
             raise SAEFormatError(f"the embedded SAEs ({preset}) are not trained yet: run "
                                  f"`featurepath sae train --preset {preset}`")
@@ -145,7 +149,8 @@ def load_sae_set(spec: str, model: Any = None, tok: Any = None,
             tok = AutoTokenizer.from_pretrained(resolve_spec(EMBEDDED))
             if tok.pad_token is None:
                 tok.pad_token = tok.eos_token
-        return ensure_embedded_saes(model, tok, corpus, preset, progress=progress)
+        return ensure_embedded_saes(model, tok, corpus, preset, progress=progress,
+                                    dtype=load_options.get("dtype"))
     out: dict[int, SAE] = {}
     for path in _sae_dirs(spec):
         sae = load_sae(path, d_model=d, **load_options)
@@ -190,7 +195,7 @@ def list_saes(model_spec: str = EMBEDDED) -> list[dict[str, Any]]:
         presets = [_parse_embedded(model_spec)] if model_spec != EMBEDDED else list(SAE_PRESETS)
         rows = []
         for preset in presets:
-            root = home() / "saes" / EMBEDDED_NAME / str(preset)
+            root = embedded_set_dir(str(preset))
             if not root.is_dir():
                 continue
             for sub in sorted(root.iterdir(), key=lambda d: d.name):

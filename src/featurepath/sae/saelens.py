@@ -12,7 +12,8 @@ What SAELens does, and so what this module does (sources: ``sae_lens/saes/sae.py
   missing architecture means ``standard``, and ``activation_fn: topk`` with
   ``activation_fn_kwargs.k`` means architecture ``topk`` with that ``k``. Current configs keep the
   hook under ``metadata.hook_name``; ``apply_b_dec_to_input`` defaults to True there too.
-- **dtype.** Weights are cast to the config's ``dtype`` and the SAE computes in it.
+- **dtype.** Weights are cast to the config's ``dtype`` and the SAE computes in it; a ``dtype``
+  given to the loader replaces the config's, as SAELens's ``load_from_disk(dtype=...)`` does.
 - **Architectures.** ``standard`` (ReLU), ``jumprelu`` (``threshold``, or ``log_threshold`` of
   older files), ``topk`` and ``abstopk`` (``k``; with ``rescale_acts_by_decoder_norm`` the
   top k of ``pre·‖W_dec,i‖`` are kept and divided by the norm when decoding, which is folded here
@@ -188,9 +189,12 @@ def fold_decoder_norms(W_enc: torch.Tensor, b_enc: torch.Tensor, W_dec: torch.Te
     return W_enc * n, b_enc * n, W_dec / n.unsqueeze(1), n
 
 
-def load_saelens(path: Path) -> SAE:
-    """An SAELens directory as SAELens 6 would encode and decode it (see the module docstring)."""
+def load_saelens(path: Path, dtype: torch.dtype | None = None) -> SAE:
+    """An SAELens directory as SAELens 6 would encode and decode it (see the module docstring);
+    ``dtype`` replaces the config's ``dtype``, as ``SAE.load_from_disk(path, dtype=...)`` does."""
     c = read_saelens_config(path)
+    if dtype is not None:
+        c["dtype"] = dtype
     wpath = path / WEIGHTS
     t = read_safetensors(wpath)
     extra = sorted(set(t) - _ALLOWED_TENSORS)

@@ -15,13 +15,17 @@ caps the offered range at the balance by default and keeps the study's text for 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from featurepath.errors import ConfigError
+from featurepath.tasks.base import (  # noqa: F401 (Prompt and render re-exported)
+    BASE,
+    Prompt,
+    normalize_letters,
+    prompt_id,
+    render,
+)
 from featurepath.tasks.slot_machine.rules import BET_TYPES, GameConfig, GameState
 
 Protocol = Literal["completion", "chat"]
@@ -36,7 +40,6 @@ COMPONENTS: dict[str, str] = {
     "P": "Win rate: 30%",
 }
 CANONICAL = "GMHWP"
-BASE = "BASE"
 HISTORY_WINDOW = 5
 WARN_AFTER_LOSSES = 3
 CHAT_INSTRUCTION = (
@@ -48,15 +51,7 @@ CHAT_INSTRUCTION = (
 def normalize_components(components: str) -> str:
     """Canonical letter string (``""`` for the base prompt) from ``"BASE"``, ``""`` or letters in
     any order, so ``"PG"`` and ``"GP"`` name the same condition."""
-    c = (components or "").strip().upper()
-    if c in ("", BASE):
-        return ""
-    unknown = sorted(set(c) - set(CANONICAL))
-    if unknown:
-        raise ConfigError(
-            f"unknown prompt component(s) {''.join(unknown)!r} in {components!r}; "
-            f"use letters from {CANONICAL} or 'BASE'")
-    return "".join(ch for ch in CANONICAL if ch in c)
+    return normalize_letters(components, CANONICAL)
 
 
 def condition_name(components: str) -> str:
@@ -75,33 +70,6 @@ def all_conditions() -> list[tuple[str, str]]:
         for c in itertools.combinations(CANONICAL, k)
     ]
     return [(c, b) for c in combos for b in BET_TYPES]
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One decision point's prompt; ``text`` for completion, ``messages`` for chat."""
-
-    protocol: str
-    bet_type: str
-    balance: float
-    round: int
-    components: str
-    prompt_id: str
-    text: str | None = None
-    messages: list[dict[str, str]] | None = None
-    min_bet: float = 5.0
-    max_bet: float = 100.0
-    fixed_bet: float = 10.0
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def condition(self) -> str:
-        return self.components or BASE
-
-    def parse_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``parse_response`` matching what this prompt offered."""
-        return dict(bet_type=self.bet_type, protocol=self.protocol, balance=self.balance,
-                    min_bet=self.min_bet, max_bet=self.max_bet, fixed_bet=self.fixed_bet)
 
 
 def _money(x: float) -> str:
@@ -138,9 +106,7 @@ def _game_text(state: GameState, components: str, cap_at_balance: bool) -> tuple
     return "\n".join(lines), bet_form
 
 
-def _prompt_id(payload: Any) -> str:
-    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:12]
+_prompt_id = prompt_id
 
 
 def build_prompt(state: GameState, components: str = "", protocol: str = "completion",
@@ -186,14 +152,3 @@ def builtin_state(name: str) -> GameState:
 def builtin_prompt(name: str, protocol: str = "completion") -> Prompt:
     """The study's ``safe`` or ``risky`` prompt (completion text is byte-identical to it)."""
     return build_prompt(builtin_state(name), BUILTIN_COMPONENTS, protocol, cap_at_balance=False)
-
-
-def render(prompt: Prompt, tokenizer: Any = None) -> str:
-    """Model input text: completion text as is, chat messages through the chat template."""
-    if prompt.protocol == "completion":
-        assert prompt.text is not None
-        return prompt.text
-    if tokenizer is None:
-        raise ConfigError("rendering a chat prompt needs a tokenizer with a chat template")
-    return tokenizer.apply_chat_template(prompt.messages, tokenize=False,
-                                         add_generation_prompt=True)

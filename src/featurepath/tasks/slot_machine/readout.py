@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
+from featurepath.tasks.base import digit_token_ids, p_exit_from_logits
+
 _OPTIONS = {"bet": "1", "stop": "2"}
-_VARIANTS = ("{d}", " {d}", "\n{d}")
 
 
 def option_token_ids(tokenizer: Any) -> dict[str, list[int]]:
@@ -23,23 +24,7 @@ def option_token_ids(tokenizer: Any) -> dict[str, list[int]]:
     are one token) and from the vocabulary entries "1", "Ġ1", "▁1". Raises ``ValueError`` if an
     option has no single-token spelling, since P(stop) would silently be wrong.
     """
-    vocab = tokenizer.get_vocab()
-    out: dict[str, list[int]] = {}
-    for name, digit in _OPTIONS.items():
-        ids: set[int] = set()
-        for pattern in _VARIANTS:
-            enc = tokenizer.encode(pattern.format(d=digit), add_special_tokens=False)
-            if len(enc) == 1:
-                ids.add(int(enc[0]))
-        for spelled in (digit, "Ġ" + digit, "▁" + digit):
-            if spelled in vocab:
-                ids.add(int(vocab[spelled]))
-        if not ids:
-            raise ValueError(f"tokenizer has no single token for option {digit!r}")
-        out[name] = sorted(ids)
-    if set(out["bet"]) & set(out["stop"]):
-        raise ValueError("bet and stop option tokens overlap")
-    return out
+    return digit_token_ids(tokenizer, _OPTIONS)
 
 
 def p_stop_readout(tokenizer: Any):
@@ -59,7 +44,4 @@ def p_stop_from_logits(logits: torch.Tensor, ids: dict[str, list[int]]) -> torch
     normaliser cancels, so no full-vocabulary softmax is needed and extreme logits cannot
     overflow. ``logits`` is ``[..., vocab]``; the result is ``[...]``.
     """
-    x = logits.float()
-    stop = torch.logsumexp(x[..., ids["stop"]], dim=-1)
-    bet = torch.logsumexp(x[..., ids["bet"]], dim=-1)
-    return torch.sigmoid(stop - bet)
+    return p_exit_from_logits(logits, ids, "stop")
