@@ -165,3 +165,19 @@ def test_demo_confirm_stage_prints_verdicts_and_the_planted_check(planted, tmp_p
     assert "planted check: L3-" in text and "CONFIRMED" in text.split("planted check")[1]
     pre = json.loads(RunDir(tmp_path).preregistration.read_text())
     assert pre["candidates_from"] == "discover (the patched candidates)"
+
+
+def test_top_n_from_the_real_screen_with_its_predicted_signs(planted, tmp_path) -> None:
+    """The screen stage ranks every feature on the screen half; confirm takes its top 3 with
+    the screen's signs and confirms the planted readout features among them (one-sided)."""
+    from featurepath.pipeline.screen import run_screen
+
+    cfg = _cfg(patch="value", value=2.0)
+    model, tok, saes = planted
+    run_screen(tmp_path, cfg, model, tok, saes, progress=False)
+    res = run_confirm(tmp_path, cfg, runtime=planted, top=3, progress=False)
+    v = res.verdicts
+    assert res.source == "screen" and len(v) == 3 and set(v["sign_source"]) == {"screen"}
+    planted_top = v[v["feature"].isin(_keys(PLANTED[:2]))]
+    assert len(planted_top) == 2 and (planted_top["predicted_sign"] == 1).all()
+    assert planted_top["significant"].all(), v[["feature", "effect", "p_null", "q"]]
