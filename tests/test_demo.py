@@ -19,3 +19,12 @@ def test_quick_demo_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "words.parquet").exists()
     run = json.loads((tmp_path / "demo" / "run.json").read_text())
     assert run["n_trials"] > 0
+    # the demo ends its claims with a pre-registered confirmation on the held-out prompts:
+    # a verdict per candidate, or none and the planted check that shows it could have found one
+    import pandas as pd
+
+    v = pd.read_parquet(tmp_path / "demo" / "confirm" / "verdicts.parquet")
+    assert 1 <= len(v) <= 8 and (v["context"] == "risky").all()  # the screen's top 8
+    if not v["significant"].any():
+        assert (tmp_path / "demo" / "planted_check" / "confirm" / "verdicts.parquet").exists()
+    assert '<section id="confirmation">' in report.read_text()

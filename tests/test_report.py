@@ -70,7 +70,7 @@ def test_report_and_figures_written(run, page):
         for ext in ("png", "svg"):
             f = run / "figures" / f"{stem}.{ext}"
             assert f.is_file() and f.stat().st_size > 1000, f
-    for sid in ("provenance", "behaviour", "sae-quality", "controls", "dose", "features",
+    for sid in ("summary", "confirmation", "provenance", "behaviour", "sae-quality", "controls", "dose", "features",
                 "pathways", "chains", "words", "responses"):
         assert f'<section id="{sid}">' in page
     assert "not run yet" not in page

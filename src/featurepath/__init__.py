@@ -26,6 +26,7 @@ _LAZY = {
     "run_patch": "featurepath.pipeline.patch_stage",
     "run_estimate": "featurepath.pipeline.estimate",
     "run_causal": "featurepath.analysis.causal",
+    "run_confirm": "featurepath.pipeline.confirm",
     "run_pathways": "featurepath.analysis.pathways",
     "run_words": "featurepath.analysis.words_run",
     "run_report": "featurepath.report.html",
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports
     from featurepath.analysis.pathways import run_pathways
     from featurepath.analysis.words_run import run_words
     from featurepath.config import RunConfig, resolve_config
+    from featurepath.pipeline.confirm import run_confirm
     from featurepath.pipeline.discover import run_discover
     from featurepath.pipeline.estimate import run_estimate
     from featurepath.pipeline.patch_stage import run_patch
@@ -73,4 +75,4 @@ def __dir__() -> list[str]:
 
 __all__ = ["FeaturepathError", "RunConfig", "RunDir", "Runtime", "load_model", "resolve_config",
            "run_play", "run_discover", "run_screen", "run_patch", "run_estimate", "run_causal",
-           "run_pathways", "run_words", "run_report", "__version__"]
+           "run_confirm", "run_pathways", "run_words", "run_report", "__version__"]

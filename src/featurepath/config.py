@@ -278,6 +278,35 @@ class AnalysisSection(_Strict):
         None, description="regex for word tokens (default: dollar amounts, numbers, words)")
 
 
+class ConfirmSection(_Strict):
+    """``featurepath confirm``: a pre-registered test of a few candidates on the held-out
+    prompts, against random directions drawn sequentially (see docs/confirm.md)."""
+
+    top_n: int = Field(8, ge=1, description="candidates taken from the screen, discover or the "
+                                            "first patch round when no features are given")
+    features: list[str] = Field(default_factory=list,
+                                description="L{layer}-{id}; empty = the top_n candidates")
+    conditions: list[str] = Field(
+        default_factory=list, description="patched conditions to confirm (default: "
+        "patch.null_conditions, else every patched condition); tests = features x conditions")
+    metric: Literal["p_stop"] = Field(
+        "p_stop", description="the one primary metric (P(stop) at the decision token)")
+    h: int = Field(10, ge=1, description="a feature stops drawing null directions after h "
+                                         "null effects at least as extreme as its own")
+    round_size: int = Field(16, ge=1, description="null directions per round, shared by every "
+                                                  "undecided test of a layer")
+    cap: int | None = Field(None, ge=1, description="most null directions per test (default "
+                                                    "max(99, ceil(2N/alpha) - 1))")
+    max_rows: int = Field(256, ge=1, description="rows (arms x prompts) per forward batch")
+
+    @field_validator("features")
+    @classmethod
+    def _feature_keys(cls, v: list[str]) -> list[str]:
+        for key in v:
+            parse_feature_key(key)
+        return v
+
+
 class LlamaScopeSection(_Strict):
     """How Llama Scope thresholds are read (see docs/saes.md; ``featurepath sae check`` says
     which reading fits). Other SAE formats ignore this section."""
@@ -311,6 +340,7 @@ class RunConfig(_Strict):
     screen: ScreenSection = Field(default_factory=ScreenSection)
     patch: PatchSection = Field(default_factory=PatchSection)
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
+    confirm: ConfirmSection = Field(default_factory=ConfirmSection)
 
     @field_validator("task")
     @classmethod

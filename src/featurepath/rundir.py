@@ -44,6 +44,8 @@ Layout of ``RUN/`` (every path is a property of :class:`RunDir`)::
     pathways/layer_pairs.parquet edges per layer pair                 LAYER_PAIR_COLUMNS
     pathways/graph*.{graphml,json}  the edge graph (decision signal first)
     words.{parquet,csv}, words_summary.md   words per patched group    WORD_COLUMNS
+    confirm/                     preregistration.json (first, hashed), arms.parquet, rounds/,
+                                 verdicts.* (analysis.confirm.CONFIRM_COLUMNS; docs/confirm.md)
     report.html, figures/        the report and its static figures
 
 Features are named ``L{layer}-{id}`` everywhere (:func:`feature_key`, :func:`parse_feature_key`).
@@ -436,6 +438,12 @@ class RunDir:
     @property
     def words(self) -> Path:
         return self.table("words")
+
+    # confirm (docs/confirm.md; rounds/L<layer>-r<k>.parquet hold the null draws)
+    confirm = property(lambda self: self.root / "confirm")
+    preregistration = property(lambda self: self.root / "confirm" / "preregistration.json")
+    confirm_arms = property(lambda self: self.root / "confirm" / "arms.parquet")
+    verdicts = property(lambda self: self.root / "confirm" / "verdicts.parquet")
 
     # report
     @property

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from featurepath.analysis.edges_maxt import maxt_edges
 from featurepath.analysis.null_band import controlled_verdict, null_band
 from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
@@ -59,7 +60,14 @@ from featurepath.analysis.run_data import (
 from featurepath.analysis.stats import bh_fdr, paired_t_matrix
 from featurepath.config import RunConfig, record_config, resolve_config
 from featurepath.errors import DataError
-from featurepath.rundir import CHAIN_COLUMNS, EDGE_COLUMNS, LAYER_PAIR_COLUMNS, RunDir, feature_key
+from featurepath.rundir import (
+    CHAIN_COLUMNS,
+    EDGE_COLUMNS,
+    LAYER_PAIR_COLUMNS,
+    RunDir,
+    feature_key,
+    write_table,
+)
 
 __all__ = [
     "EDGE_COLUMNS",
@@ -200,6 +208,8 @@ def pathway_edges(
         out["vs_baseline"] = (~out["degenerate"]) & (out["q"] <= alpha) & \
             (out["d"].abs() >= min_d)
     controlled = bool((out["arm"] == "null").any())
+    # edges claimable among many targets: maxT over each source's targets with its null arms
+    maxt = maxt_edges(out, alpha) if controlled else None
     out, _ = null_band(out, alpha, keys=EDGE_BAND_KEYS, effect="mean_shift")
     out["edge"] = out["vs_baseline"] & controlled_verdict(out, controlled)
     out["sign"] = np.sign(out["mean_shift"].fillna(0.0)).astype(np.int8)
@@ -211,7 +221,10 @@ def pathway_edges(
                                          "mediated"))
     out["_absd"] = -out["d"].abs()
     out = out.sort_values(["q", "_absd"], na_position="last", kind="mergesort")
-    return out.drop(columns="_absd").reset_index(drop=True)[EDGE_COLUMNS]
+    out = out.drop(columns="_absd").reset_index(drop=True)[EDGE_COLUMNS]
+    if maxt is not None:
+        out.attrs["maxt"] = maxt  # run_pathways writes it as pathways/edges_maxt
+    return out
 
 
 def build_graph(edges: pd.DataFrame, signal: str | None = None) -> nx.DiGraph:
@@ -409,6 +422,7 @@ def run_pathways(run_dir: str | Path, cfg: RunConfig | None = None, *,
     graphs: dict[str, nx.DiGraph] = {}
     skipped: dict[str, str] = {}
     carry = load_carry(rd.root)
+    maxt_frames: list[pd.DataFrame] = []
     for sig in signals:
         _check_signal(sig)
         try:
@@ -421,6 +435,8 @@ def run_pathways(run_dir: str | Path, cfg: RunConfig | None = None, *,
         e = pathway_edges(trials, acts, rec_layer, rec_feature, signal=sig, alpha=a.alpha,
                           min_d=a.min_d, forward_only=forward_only, carry=carry)
         graphs[sig] = build_graph(e, signal=sig)
+        if e.attrs.get("maxt") is not None:
+            maxt_frames.append(e.attrs["maxt"])
         frames.append(e)
         chains.append(find_chains(graphs[sig], min_len=min_chain_len, signal=sig))
     if not graphs:
@@ -428,5 +444,8 @@ def run_pathways(run_dir: str | Path, cfg: RunConfig | None = None, *,
     edges = pd.concat([f for f in frames if not f.empty] or frames, ignore_index=True)
     chains_all = pd.concat([c for c in chains if not c.empty] or chains, ignore_index=True)
     written = export(edges, graphs, chains_all, rd.root)
+    if maxt_frames:  # Westfall-Young maxT edges (analysis/edges_maxt.py, docs/confirm.md)
+        written["edges_maxt"] = write_table(pd.concat(maxt_frames, ignore_index=True),
+                                            rd.pathways / "edges_maxt.parquet")
     record_config(rd.root, cfg)
     return PathwaysResult(edges, chains_all, graphs, skipped, written)

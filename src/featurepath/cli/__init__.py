@@ -61,7 +61,7 @@ def _root(
 
 #: Command modules in pipeline order (``--help`` lists the commands in this order). Each
 #: registers its commands on :data:`app` when imported.
-COMMAND_MODULES = ("pipeline", "screen", "analysis", "report", "sae")
+COMMAND_MODULES = ("pipeline", "screen", "analysis", "confirm", "report", "sae")
 
 
 def _register() -> None:

@@ -196,16 +196,23 @@ def estimate_cmd(
     units: int = typer.Option(3, help="Units timed after one warm-up unit."),
     workers: int = typer.Option(4, help="N in 'N GPUs' and 'N Ray workers'."),
     progress: bool = typer.Option(True, help="Show a progress bar while loading."),
+    compare_exp1: bool = typer.Option(False, "--compare-exp1", help="Print the seed's Exp1 "
+                                      "planned today and as screen -> patch top N -> confirm "
+                                      "(null arms, trials, GPU-hours), and stop."),
 ) -> None:
     """Counts come from the config (the same plan the patch stage makes); rates from a short
     calibration of real units of that plan on this machine, in a scratch directory. Prints
     trials, generated tokens, units, bytes per trial and in all, free disk, and the wall time
     on 1 device, N devices and N Ray workers; keeps the calibration in RUN/patch/ for
     `featurepath status`."""
+    from featurepath.pipeline.confirm_cost import compare_designs, cost_of_config
     from featurepath.pipeline.estimate import format_estimate, run_estimate
     from featurepath.pipeline.estimate_screen import format_screen_estimate
     from featurepath.rundir import RunDir
 
+    if compare_exp1:
+        typer.echo("\n".join(compare_designs().lines()))
+        return
     if units < 1:
         raise ConfigError("--units must be at least 1")
     planned = RunDir(run_dir).patch_config
@@ -214,11 +221,13 @@ def estimate_cmd(
     cfg = config_for(run_dir, config, model=model, saes=saes, **{
         "patch.trials": trials, "patch.batch_size": batch_size,
         "patch.sampling.max_new_tokens": max_new_tokens})
+    confirm_lines = cost_of_config(cfg).lines()  # a bad confirm section fails before calibrating
     res = run_estimate(run_dir, cfg, n_features=n_features, n_record=n_record, units=units,
                        workers=workers, progress=progress, say=typer.echo)
     typer.echo(format_estimate(res.estimate))
     typer.echo(f"screen   not timed: {res.screen_problem}" if res.screen is None else
                format_screen_estimate(res.screen, res.estimate.calibration.seconds_per_trial))
+    typer.echo("\n".join(confirm_lines))
     typer.echo(f"calibration kept in {res.calibration_path}")
 
 

@@ -1,7 +1,8 @@
 """The whole pipeline on the embedded default, in one run directory (``featurepath demo``).
 
 SAEs (trained once, cached) -> play -> discover -> screen -> patch with caching -> causal ->
-pathways -> words -> report, each through the stage's own ``run_<stage>`` function (the demo holds no copy
+confirm (pre-registered, on the held-out prompts, with a planted check when nothing is
+confirmed) -> pathways -> words -> report, each through the stage's own ``run_<stage>`` function (the demo holds no copy
 of a stage). Presets (``featurepath.embedded``) size every stage: ``quick`` fits a 2-core CPU in
 minutes, ``full`` is a larger run for a workstation or GPU. Each stage is skipped when its output
 already exists (resume a killed demo by running it again).
@@ -76,6 +77,36 @@ def choose_features(table: pd.DataFrame, preset: str) -> tuple[list[str], list[s
         p["record_per_layer"])
     record = {feature_key(int(r.layer), int(r.feature_id)) for r in active.itertuples()}
     return feats, sorted(record | set(feats), key=parse_feature_key)
+
+
+def confirm_stage(out: Path, cfg, runtime, progress: bool, echo: Echo) -> None:
+    """Confirm the top candidates on the held-out prompts (the screen's ranking when the run
+    has one, else the candidates discover chose for patching) and print every verdict; when
+    nothing is confirmed, run the planted check (:mod:`featurepath.pipeline.confirm_check`)
+    and say whether the same code would have found a feature that writes the readout
+    direction."""
+    from featurepath.pipeline.confirm import run_confirm
+    from featurepath.pipeline.confirm_check import planted_check, planted_feature
+    from featurepath.pipeline.confirm_plan import screen_path
+
+    if screen_path(out).exists():
+        res = run_confirm(out, cfg, runtime=runtime, top=cfg.confirm.top_n, progress=progress)
+    else:
+        res = run_confirm(out, cfg, runtime=runtime, features=cfg.patch.features,
+                          progress=progress, source="discover (the patched candidates)")
+    for line in res.lines():
+        echo(f"   {line}")
+    echo(f"   {res.rows} decision-token rows, {res.draws_per_s:.2f} null draws/s")
+    v = res.verdicts
+    if v["significant"].any():
+        return
+    feature = planted_feature(cfg, out, runtime, str(v["context"].iloc[0]))
+    pc = planted_check(out, cfg, runtime, feature, progress=progress).verdicts.iloc[0]
+    found = "CONFIRMED: the same code finds a feature that writes P(stop)" \
+        if pc["significant"] else "not confirmed either: this setup could not have found it"
+    echo(f"   planted check: {feature} (the top SAE layer's most active feature) with its "
+         f"decoder row along the readout direction (in-memory SAE copy): effect {pc['effect']:+.4f}, p_null {pc['p_null']:.3g} after "
+         f"{pc['null_draws']} null directions, q {pc['q']:.3g}: {found}")
 
 
 def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = True,
@@ -159,6 +190,9 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
             from featurepath.analysis.screen_check import check_line
 
             echo("   " + check_line(causal.screen_check))
+
+    with _Stage("confirm (pre-registered, held-out prompts)", timings, echo):
+        confirm_stage(out, cfg, (model, tok, saes), progress, echo)
 
     with _Stage("pathways", timings, echo):
         pw = run_pathways(out, cfg)

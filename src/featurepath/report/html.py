@@ -27,6 +27,7 @@ from typing import Any
 from featurepath import __version__
 from featurepath.config import RunConfig
 from featurepath.errors import DataError
+from featurepath.report.confirm import confirm_figure, confirm_section, summary_section
 from featurepath.report.controls import controls_section
 from featurepath.report.data import RunData, graph_payload
 from featurepath.report.dose import dose_section
@@ -55,7 +56,8 @@ def _asset(name: str) -> str:
 
 
 def _nav() -> str:
-    links = [("provenance", "Provenance"), ("behaviour", "Behaviour"),
+    links = [("summary", "Summary"), ("confirmation", "Confirmation"),
+             ("provenance", "Provenance"), ("behaviour", "Behaviour"),
              ("sae-quality", "SAE quality"), ("controls", "Controls"), ("dose", "Dose–response"),
              ("screen", "Screen check"), ("features", "Features"),
              ("pathways", "Pathways"), ("chains", "Chains"), ("words", "Words"),
@@ -72,6 +74,8 @@ def render_html(data: RunData, figs: dict[str, Any] | None = None) -> str:
     graph = graph_payload(data)
     chains_html, chains = _chains(data)
     sections = [
+        summary_section(data),
+        confirm_section(data, figs),
         _provenance(data),
         _behaviour(data, figs),
         _sae_quality(data, figs),
@@ -140,6 +144,13 @@ def build_report(run_dir: str | Path, out: str | Path | None = None,
         from featurepath.report import plots
 
         figs = plots.write_figures(data, run_dir / "figures")
+        try:
+            fig = confirm_figure(run_dir, run_dir / "figures")
+        except Exception as exc:  # noqa: BLE001 - a figure is a convenience (see plots)
+            data.extra.setdefault("figure_errors", {})["confirm"] = f"{type(exc).__name__}: {exc}"
+            fig = None
+        if fig is not None:
+            figs["confirm"] = fig
     page = render_html(data, figs)
     out_path = Path(out) if out is not None else run_dir / "report.html"
     out_path.parent.mkdir(parents=True, exist_ok=True)
