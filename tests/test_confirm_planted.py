@@ -173,8 +173,7 @@ def test_top_n_from_the_real_screen_with_its_predicted_signs(planted, tmp_path) 
     from featurepath.pipeline.screen import run_screen
 
     cfg = _cfg(patch="value", value=2.0)
-    model, tok, saes = planted
-    run_screen(tmp_path, cfg, model, tok, saes, progress=False)
+    run_screen(tmp_path, cfg, runtime=planted, progress=False)
     res = run_confirm(tmp_path, cfg, runtime=planted, top=3, progress=False)
     v = res.verdicts
     assert res.source == "screen" and len(v) == 3 and set(v["sign_source"]) == {"screen"}
