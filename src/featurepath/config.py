@@ -21,6 +21,10 @@ from featurepath.rundir import (  # noqa: F401 (feature keys re-exported)
     parse_feature_key,
 )
 
+#: The registry key of the task a config without ``task:`` studies (``featurepath.tasks``'
+#: ``DEFAULT_TASK``, spelled here so that importing the config does not import the tasks).
+DEFAULT_TASK = "slot_machine"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -58,14 +62,11 @@ class PlaySection(_Strict):
     batch_size: int = Field(32, ge=1)
     protocol: Literal["completion", "chat"] = "completion"
     sampling: SamplingSection = Field(default_factory=SamplingSection)
-    # Game rules (the study's defaults); cross-field checks (bet range vs balance) are made by
-    # featurepath.pipeline.play.validate_play, which builds the games' GameConfig.
-    initial_balance: float = Field(100.0, gt=0.0)
-    win_prob: float = Field(0.30, ge=0.0, le=1.0)
-    payout: float = Field(3.0, gt=0.0, description="a win returns payout x the bet")
-    fixed_bet: float = Field(10.0, gt=0.0)
-    min_bet: float = Field(5.0, gt=0.0)
-    max_bet: float = Field(100.0, gt=0.0)
+    rules: dict[str, Any] = Field(
+        default_factory=dict, description="the task's own rules (its config section, "
+        "featurepath.tasks.get_task(task).config_class: e.g. initial_balance, min_bet, "
+        "bet_cap); empty = the task's defaults. A rule key written directly under play: is "
+        "moved here. Checked by featurepath.pipeline.play.validate_play")
 
     @model_validator(mode="after")
     def _constrained_needs_completion(self):
@@ -294,7 +295,7 @@ MAX_SEED = 2**63 - 1
 
 
 class RunConfig(_Strict):
-    task: str = Field("slot_machine", description="the behaviour studied: a registered task "
+    task: str = Field(DEFAULT_TASK, description="the behaviour studied: a registered task "
                                                   "(featurepath.tasks.task_names())")
     model: str = "embedded"
     saes: str = "embedded"
@@ -310,6 +311,27 @@ class RunConfig(_Strict):
     screen: ScreenSection = Field(default_factory=ScreenSection)
     patch: PatchSection = Field(default_factory=PatchSection)
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rules_under_play(cls, data: Any) -> Any:
+        """Move the task's rule keys written directly under ``play:`` (how configs spelled
+        them before ``play.rules`` existed) into ``play.rules``, so old configs keep working
+        and every task's rules live in one place."""
+        if not isinstance(data, dict) or not isinstance(data.get("play"), dict):
+            return data
+        from featurepath.tasks import get_task, task_names
+
+        name = data.get("task", DEFAULT_TASK)
+        if name not in task_names():
+            return data  # the task validator says so
+        fields = set(get_task(name).config_class.model_fields) - set(PlaySection.model_fields)
+        play = dict(data["play"])
+        moved = {k: play.pop(k) for k in list(play) if k in fields}
+        if moved:
+            play["rules"] = {**moved, **dict(play.get("rules") or {})}
+            data = {**data, "play": play}
+        return data
 
     @field_validator("task")
     @classmethod
@@ -328,6 +350,15 @@ class RunConfig(_Strict):
         if v is not None and not re.fullmatch(DEVICE_PATTERN, v):
             raise ValueError(f"unknown device {v!r}; use cpu, cuda, cuda:N or mps")
         return v
+
+
+def task_of(cfg: RunConfig | None = None) -> Any:
+    """The :class:`~featurepath.tasks.base.Task` a config studies (the default task for
+    ``None``). Why here: the analysis stages read the task's metrics and split labels through
+    the config, as they read its thresholds, and never import a task themselves."""
+    from featurepath.tasks import get_task
+
+    return get_task(cfg.task if cfg is not None else DEFAULT_TASK)
 
 
 def _fmt_error(exc: ValidationError, source: str) -> str:

@@ -122,7 +122,7 @@ def discover_cmd(
                f"bankrupt games), {len(table)} features tested, {len(cands)} candidates "
                f"(q <= {cfg.discover.alpha}, |d| > {cfg.discover.min_d})")
     if not cands.empty:
-        typer.echo(cands.head(10)[["feature", "d", "q", "mean_safe", "mean_bankrupt"]]
+        typer.echo(cands.head(10)[["feature", "d", "q", "mean_safe", "mean_risky"]]
                    .to_string(index=False))
     typer.echo(f"wrote {RunDir(run_dir).discover}")
 

@@ -65,7 +65,7 @@ def choose_features(table: pd.DataFrame, preset: str) -> tuple[list[str], list[s
     p = DEMO_PRESETS[preset]
     tested = table[~table["degenerate"]].copy()
     tested["absd"] = tested["d"].abs()
-    tested["activity"] = tested[["mean_safe", "mean_bankrupt"]].max(axis=1)
+    tested["activity"] = tested[["mean_safe", "mean_risky"]].max(axis=1)
     layers = sorted(table["layer"].unique())
     low = tested[tested["layer"] < layers[len(layers) // 2]]
     n = p["n_features"]

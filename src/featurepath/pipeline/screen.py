@@ -37,7 +37,7 @@ from featurepath.pipeline.discover import _on_device
 from featurepath.rundir import SCREEN_COLUMNS, RunDir, atomic_write, feature_key, parquet_bytes
 from featurepath.sae.model import SAE
 
-#: patch values of the ``safe`` / ``risky`` conditions: ``{layer: (mean_safe, mean_bankrupt)}``
+#: patch values of the ``safe`` / ``risky`` conditions: ``{layer: (mean_safe, mean_risky)}``
 PatchValues = dict[int, tuple[np.ndarray, np.ndarray]]
 
 
@@ -64,7 +64,7 @@ def discover_values(run_dir: Path, saes: dict[int, SAE]) -> PatchValues | None:
     path = RunDir(run_dir).discover
     if not path.exists():
         return None
-    df = pd.read_parquet(path, columns=["layer", "feature_id", "mean_safe", "mean_bankrupt"])
+    df = pd.read_parquet(path, columns=["layer", "feature_id", "mean_safe", "mean_risky"])
     out: PatchValues = {}
     for layer, sae in saes.items():
         safe = np.full(sae.d_sae, np.nan, dtype=np.float32)
@@ -72,7 +72,7 @@ def discover_values(run_dir: Path, saes: dict[int, SAE]) -> PatchValues | None:
         sub = df[(df["layer"] == layer) & (df["feature_id"] < sae.d_sae)]
         ids = sub["feature_id"].to_numpy(dtype=np.int64)
         safe[ids] = sub["mean_safe"].to_numpy(dtype=np.float32)
-        risky[ids] = sub["mean_bankrupt"].to_numpy(dtype=np.float32)
+        risky[ids] = sub["mean_risky"].to_numpy(dtype=np.float32)
         out[layer] = (safe, risky)
     return out
 

@@ -180,7 +180,7 @@ def _feature_rows(data: RunData) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             r = row_for(rec)
             r.update(direction=rec.get("direction"), disc_d=rec.get("d"), disc_q=rec.get("q"),
                      candidate=rec.get("candidate"),
-                     mean_safe=rec.get("mean_safe"), mean_bankrupt=rec.get("mean_bankrupt"))
+                     mean_safe=rec.get("mean_safe"), mean_risky=rec.get("mean_risky"))
             if len(rows) >= MAX_FEATURE_ROWS:
                 break
     if data.causal_features.ok:

@@ -169,6 +169,8 @@ class SlotMachine(Task):
     def summarize(self, decisions: Any, config: SlotMachineRules | None = None) -> Any:
         from featurepath.tasks.slot_machine.metrics import summarize_games
 
+        if "amount" in decisions.columns:  # the store's neutral name of the stake
+            decisions = decisions.rename(columns={"amount": "bet"})
         return summarize_games(decisions, (config or SlotMachineRules()).initial_balance)
 
     def before_fields(self, state: Any) -> dict[str, Any]:
