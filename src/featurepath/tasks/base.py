@@ -354,6 +354,13 @@ class Task(ABC):
     def corpus_prompts(self, tok: Any, n_prompts: int, seed: int = 0) -> list[str]:
         """``n_prompts`` rendered prompts of random states and conditions."""
 
+    def eval_texts(self, tok: Any, n_texts: int = 24, seed: int = 12345) -> list[str]:
+        """Held-out text to measure an SAE on: fresh prompts of the task (``seed`` is one the
+        training corpus does not use) plus four general sentences."""
+        from featurepath.tasks._kit.corpus import GENERAL_TEXTS
+
+        return self.corpus_prompts(tok, max(1, n_texts - 4), seed) + list(GENERAL_TEXTS[:4])
+
     @abstractmethod
     def corpus(self, model: Any, tok: Any, n_prompts: int = 192, gen_tokens: int = 48,
                seed: int = 0, answered_fraction: float = 1.0,
