@@ -105,7 +105,7 @@ class ConditionSpec(_Strict):
     """A named patch condition: a prompt context and what the patch sets the feature to.
 
     ``patch``: ``none`` (baseline), ``safe`` / ``risky`` (the feature's mean activation in
-    voluntary-stop / bankrupt games, from discover), ``value`` (``value``) or ``scale``
+    group B / group A games of the task's split, from discover), ``value`` (``value``) or ``scale``
     (``scale`` × the feature's current activation).
     """
 
@@ -156,7 +156,8 @@ class PatchSection(_Strict):
         "source in trials.parquet; whichever exists when only one does)")
     prompt_set: Literal["builtin", "play", "states"] = Field(
         "builtin", description="builtin: the study's safe/risky prompts; play: decision points "
-                               "recorded by play (safe = games that stopped, risky = bankrupt); "
+                               "recorded by play (safe = the split's group B games, e.g. stopped; risky = "
+                               "group A, e.g. ruined); "
                                "states: n_prompts distinct random game states per context "
                                "(safe = ahead with fixed bets, risky = behind with variable)")
     n_prompts: int = Field(32, ge=1, description="prompts per context for prompt_set: states")
@@ -260,11 +261,17 @@ class AnalysisSection(_Strict):
                                  "sign and differ by at most this share of the larger")
     n_boot: int = Field(1000, ge=0, description="bootstrap resamples for bet-size CIs (0: none)")
     min_effect_p_stop: float = Field(
-        0.01, ge=0.0, description="smallest |change in P(stop)| a causal test may call "
+        0.01, ge=0.0, description="smallest |change in P(exit)| a causal test may call "
                                   "significant (a practical minimum, not only q <= alpha)")
     min_effect_rate: float = Field(
         0.05, ge=0.0, description="smallest |change in stop rate| or |change in invalid rate| "
                                   "a causal test may call significant")
+    def min_effect_by_kind(self) -> dict[str, float]:
+        """The practical minimum per metric kind (``MetricSpec.kind``): the readout's, the
+        rates' (the invalid rate too) and the amount's."""
+        return {"readout": self.min_effect_p_stop, "rate": self.min_effect_rate,
+                "invalid": self.min_effect_rate, "amount": self.min_effect_bet}
+
     min_effect_bet: float = Field(
         0.1, ge=0.0, description="smallest |rank-biserial r| (within prompts) of bet sizes a "
                                  "causal test may call significant")

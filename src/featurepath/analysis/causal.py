@@ -388,8 +388,7 @@ def run_causal(run_dir: str | Path, cfg: RunConfig) -> CausalResult:
     a = cfg.analysis
     trials = load_trials(rd.root)
     metrics = tuple(task_of(cfg).metrics)
-    by_kind = {"readout": a.min_effect_p_stop, "rate": a.min_effect_rate,
-               "invalid": a.min_effect_rate, "amount": a.min_effect_bet}
+    by_kind = a.min_effect_by_kind()
     floor = {m.name: by_kind[m.kind] for m in metrics}
     tests, features = causal_table(trials, alpha=a.alpha, same_effect_tol=a.same_effect_tol,
                                    n_boot=a.n_boot, seed=cfg.seed, min_effect=floor,

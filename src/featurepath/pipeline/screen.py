@@ -1,4 +1,4 @@
-"""The screen stage: the first-order effect on P(stop) of clamping every feature of every SAE
+"""The screen stage: the first-order effect on P(exit) of clamping every feature of every SAE
 layer, under every patched condition, from one forward and one backward pass per prompt batch
 (attribution patching; Nanda 2023, Kramár et al. 2024).
 
@@ -59,7 +59,7 @@ def screen_conditions(cfg: RunConfig) -> list[ConditionSpec]:
 
 
 def discover_values(run_dir: Path, saes: dict[int, SAE]) -> PatchValues | None:
-    """Per layer, every feature's mean activation in safe and in bankrupt games from
+    """Per layer, every feature's mean activation in the split's group B (safe) and group A (risky) games from
     ``discover.parquet`` (NaN where discover did not test the feature); None without it."""
     path = RunDir(run_dir).discover
     if not path.exists():
@@ -196,7 +196,7 @@ def run_screen(run_dir: str | Path, cfg: RunConfig, model=None, tok=None,
     need discover's per-feature means; without ``discover.parquet`` they are skipped with one
     warning."""
     from featurepath.pipeline.prompt_sets import prompt_sets, record_split
-    from featurepath.tasks.slot_machine.readout import p_stop_readout
+    from featurepath.tasks import get_task
 
     root = Path(run_dir)
     t0 = time.time()
@@ -204,10 +204,10 @@ def run_screen(run_dir: str | Path, cfg: RunConfig, model=None, tok=None,
         from featurepath.pipeline.runtime import load_runtime
 
         model, tok, saes = load_runtime(cfg, progress)
-    readout = p_stop_readout(tok)
+    readout = get_task(cfg.task).readout(tok)
     if readout is None:
         raise ConfigError("the tokenizer has no single-token spelling of the option digits, so "
-                          "P(stop) cannot be read at the decision token and nothing can be "
+                          "P(exit) cannot be read at the decision token and nothing can be "
                           "screened")
     conditions = screen_conditions(cfg)
     values = discover_values(root, saes)

@@ -54,6 +54,9 @@ The contract, in full:
 ``corpus(model, tok, ...)``, ``corpus_prompts(tok, n, seed)``
     the SAE-training text: the task's prompts as the model reads them, answers it samples, and
     a few general sentences.
+``vocabulary``
+    the words only this task uses (its name, its endings, its metric names); no module
+    outside ``tasks/`` may spell them.
 ``demo``
     the embedded model's demo presets (``quick`` / ``full``): the play and patch settings
     ``featurepath demo --task NAME`` uses.
@@ -272,6 +275,9 @@ class Task(ABC):
     decision_columns: ClassVar[dict[str, str]]
     trial_columns: ClassVar[dict[str, str]] = {}
     demo: ClassVar[dict[str, dict[str, Any]]]
+    #: words only this task (or its family) uses: no module outside ``tasks/`` may name them
+    #: (``tests/test_architecture.py``), so a stage that needs one must ask the task instead
+    vocabulary: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ rules
     def default_config(self) -> BaseModel:

@@ -62,6 +62,8 @@ class SlotMachine(Task):
     actions = ("bet", "stop")
     exit_action = "stop"
     option_digits = {"bet": "1", "stop": "2"}
+    vocabulary = ("slot machine", "slot_machine", "slot-machine", "bankrupt", "p_stop",
+                  "stop_rate", "win_prob")
     contexts = ("safe", "risky")
     split = GameSplit(a=("bankrupt",), b=("stop",), label_a="bankrupt",
                       label_b="voluntary stop")
