@@ -24,6 +24,7 @@ from featurepath.config import RunConfig
 from featurepath.engine.generate import generate
 from featurepath.models import load_model
 from featurepath.pipeline.play import run_play
+from featurepath.pipeline.runtime import Runtime
 
 
 def _timed(model, tok, cfg: RunConfig, run_dir: Path) -> tuple[pd.DataFrame, float, int]:
@@ -34,7 +35,7 @@ def _timed(model, tok, cfg: RunConfig, run_dir: Path) -> tuple[pd.DataFrame, flo
         return generate(*args, **kwargs)
 
     t0 = time.perf_counter()
-    df = run_play(model, tok, cfg, run_dir, progress=False, generate_fn=counting)
+    df = run_play(run_dir, cfg, runtime=Runtime(model, tok), progress=False, generate_fn=counting)
     return df, time.perf_counter() - t0, calls[0]
 
 
@@ -58,7 +59,7 @@ def main() -> None:
         # warm-up (first-call overheads) on one tiny game
         warm = RunConfig.model_validate({"play": {**base["play"], "games_per_condition": 1,
                                                   "max_rounds": 1, "bet_types": ["fixed"]}})
-        run_play(model, tok, warm, Path(tmp) / "warm", progress=False)
+        run_play(Path(tmp) / "warm", warm, runtime=Runtime(model, tok), progress=False)
         for name, bs in (("batched", args.batch_size), ("sequential", 1)):
             cfg = RunConfig.model_validate({**base, "play": {**base["play"], "batch_size": bs}})
             results[name] = _timed(model, tok, cfg, Path(tmp) / name)

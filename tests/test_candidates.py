@@ -10,6 +10,7 @@ import pytest
 from featurepath.config import ConditionSpec, RunConfig
 from featurepath.errors import ConfigError
 from featurepath.pipeline.candidates import choose_candidates, random_check
+from featurepath.pipeline.runtime import Runtime
 from featurepath.pipeline.screen import rank_table
 
 
@@ -131,7 +132,7 @@ def test_screen_then_patch_then_causal_check_on_the_tiny_model(tiny, tiny_saes, 
     cfg = _cfg(top_n=2, check_random=3)
     cfg.patch.trials, cfg.patch.mode, cfg.patch.batch_size = 2, "replay", 32
     cfg.analysis.n_boot = 0
-    res = run_screen(tmp_path, cfg, model, tok, tiny_saes, progress=False)
+    res = run_screen(tmp_path, cfg, runtime=Runtime(model, tok, tiny_saes), progress=False)
     assert res.n_features == 512 and set(res.table["intervention"]) == {"safe_ablated",
                                                                         "risky_v"}
     job = prepare(tmp_path, cfg, model, tok, tiny_saes)

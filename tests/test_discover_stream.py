@@ -24,6 +24,7 @@ from featurepath.pipeline.discover import (
     decision_activations,
     decision_moments,
 )
+from featurepath.pipeline.runtime import Runtime
 
 PROMPTS = ["Balance $20. Choice: ", "You won! Balance $140 now. Choice: ", "Stop or bet? ",
            "Round 3: Bet $10, Loss. Choice: ", "Balance $90. ", "Bet $5? ", "Loss. Go on? ",
@@ -192,7 +193,9 @@ def test_run_discover_streams_and_leaves_no_residual_file(tiny, tiny_saes, tmp_p
     pd.DataFrame({"prompt": PROMPTS + ["Round 1. "], "end_reason": ends + ["round_limit"],
                   "game_id": [f"g{i}" for i in range(len(PROMPTS) + 1)]}
                  ).to_parquet(tmp_path / "play" / "decisions.parquet")
-    table = run_discover(tmp_path, RunConfig(), model, tok, tiny_saes, progress=False)
+    cfg = RunConfig()
+    cfg.analysis.confirm_share = 0.0  # every game in the screen half: compare with all points
+    table = run_discover(tmp_path, cfg, runtime=Runtime(model, tok, tiny_saes), progress=False)
     X, lay, ids = decision_activations(model, tok, tiny_saes, PROMPTS, progress=False)
     want = discover_features(X, np.array(ends) == "bankrupt", lay, ids)
     assert table.attrs["n_points"] == len(PROMPTS)
@@ -201,3 +204,22 @@ def test_run_discover_streams_and_leaves_no_residual_file(tiny, tiny_saes, tmp_p
                                atol=1e-5)
     assert (tmp_path / "discover.parquet").exists()
     assert not list(tmp_path.glob(".discover-*"))
+
+
+def test_discover_sees_only_the_screen_half_of_the_games(tiny, tiny_saes, tmp_path):
+    import pandas as pd
+
+    from featurepath.config import RunConfig
+    from featurepath.pipeline.discover import run_discover
+    from featurepath.pipeline.prompt_split import half_of
+
+    model, tok = tiny
+    (tmp_path / "play").mkdir()
+    games = [f"g{i}" for i in range(len(PROMPTS))]
+    pd.DataFrame({"prompt": PROMPTS, "end_reason": ["bankrupt", "stop"] * (len(PROMPTS) // 2),
+                  "game_id": games}).to_parquet(tmp_path / "play" / "decisions.parquet")
+    screen = [g for g in games if half_of(g, 0.5) == "screen"]
+    assert 0 < len(screen) < len(games)  # the fixture's games fall in both halves
+    table = run_discover(tmp_path, RunConfig(), runtime=Runtime(model, tok, tiny_saes),
+                         progress=False)
+    assert table.attrs["n_points"] == len(screen)

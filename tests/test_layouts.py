@@ -15,6 +15,7 @@ import torch
 from featurepath.config import RunConfig
 from featurepath.errors import ModelLoadError
 from featurepath.models import KNOWN_BLOCK_PATHS, decoder_blocks, register_block_locator
+from featurepath.pipeline.runtime import Runtime
 from featurepath.testing import tiny_saes, tiny_tokenizer
 
 N_LAYERS, D = 3, 32
@@ -106,8 +107,9 @@ def _hand_decision(model, sae_by_layer, prompt: str, tok, clamp) -> dict[int, to
 @pytest.mark.parametrize("arch", ARCHS)
 def test_play_then_patch_on_two_layers_matches_a_hand_computation(arch, tmp_path) -> None:
     from featurepath.pipeline.backends.local import run_local
-    from featurepath.pipeline.patch import builtin_prompt_sets, prepare
+    from featurepath.pipeline.patch import prepare
     from featurepath.pipeline.play import run_play
+    from featurepath.pipeline.prompt_sets import builtin_prompt_sets
     from featurepath.pipeline.store import RunStore
 
     model, tok, path = _build(arch)
@@ -122,7 +124,7 @@ def test_play_then_patch_on_two_layers_matches_a_hand_computation(arch, tmp_path
         "seed": 3, "play": {"conditions": ["BASE"], "bet_types": ["variable"],
                             "games_per_condition": 2, "max_rounds": 2, "batch_size": 2,
                             "sampling": {"temperature": 1.0, "max_new_tokens": 3}}})
-    decisions = run_play(model, tok, cfg, tmp_path, progress=False)
+    decisions = run_play(tmp_path, cfg, runtime=Runtime(model, tok), progress=False)
     assert len(decisions) >= 2
 
     feats = {0: 3, 1: 5}  # patched: L0-3 and L1-5; recorded: those and L2-7 (the last block)

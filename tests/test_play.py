@@ -27,6 +27,7 @@ from featurepath.pipeline.play import (
     run_play,
     validate_play,
 )
+from featurepath.pipeline.runtime import Runtime
 from featurepath.rundir import decision_columns
 from featurepath.tasks import get_task
 from featurepath.tasks.slot_machine import GameConfig, GameState, build_prompt, parse_response
@@ -69,7 +70,8 @@ def read(run: Path) -> pd.DataFrame:
 
 def test_outputs_and_semantics(tiny, tmp_path):
     model, tok = tiny
-    df = run_play(model, tok, small_cfg(), tmp_path, progress=False, generate_fn=forced())
+    df = run_play(tmp_path, small_cfg(), runtime=Runtime(model, tok),
+                  progress=False, generate_fn=forced())
     assert list(df.columns) == decision_columns(SLOT)
     pd.testing.assert_frame_equal(df, read(tmp_path))
     assert df["game_id"].nunique() == 8
@@ -103,8 +105,10 @@ def test_outputs_and_semantics(tiny, tmp_path):
 
 def test_deterministic(tiny, tmp_path):
     model, tok = tiny
-    a = run_play(model, tok, small_cfg(), tmp_path / "a", progress=False, generate_fn=forced())
-    run_play(model, tok, small_cfg(), tmp_path / "b", progress=False, generate_fn=forced())
+    a = run_play(tmp_path / "a", small_cfg(), runtime=Runtime(model, tok),
+                 progress=False, generate_fn=forced())
+    run_play(tmp_path / "b", small_cfg(), runtime=Runtime(model, tok),
+             progress=False, generate_fn=forced())
     pd.testing.assert_frame_equal(read(tmp_path / "a"), read(tmp_path / "b"))
     assert a["round"].max() > 1
 
@@ -117,7 +121,8 @@ def test_resume_after_kill(tiny, tmp_path):
     model, tok = tiny
     cfg = small_cfg()
     full_calls: list[list[int]] = []
-    run_play(model, tok, cfg, tmp_path / "full", progress=False, generate_fn=forced(full_calls))
+    run_play(tmp_path / "full", cfg, runtime=Runtime(model, tok),
+             progress=False, generate_fn=forced(full_calls))
 
     steps: list[StepInfo] = []
 
@@ -128,17 +133,18 @@ def test_resume_after_kill(tiny, tmp_path):
 
     run = tmp_path / "killed"
     with pytest.raises(Killed):
-        run_play(model, tok, cfg, run, progress=False, generate_fn=forced(), after_step=die)
+        run_play(run, cfg, runtime=Runtime(model, tok),
+                 progress=False, generate_fn=forced(), after_step=die)
     parts = sorted((run / "play" / "parts").glob("games-*.parquet"))
     assert [p.name for p in parts] == ["games-0000.parquet"]
     before = os.stat(parts[0])
     assert not (run / "play" / "decisions.parquet").exists()
 
     with pytest.raises(ConfigError, match="--resume"):
-        run_play(model, tok, cfg, run, progress=False, generate_fn=forced())
+        run_play(run, cfg, runtime=Runtime(model, tok), progress=False, generate_fn=forced())
 
     resumed_calls: list[list[int]] = []
-    run_play(model, tok, cfg, run, resume=True, progress=False,
+    run_play(run, cfg, runtime=Runtime(model, tok), resume=True, progress=False,
              generate_fn=forced(resumed_calls))
     pd.testing.assert_frame_equal(read(run), read(tmp_path / "full"))
     after = os.stat(parts[0])
@@ -149,18 +155,20 @@ def test_resume_after_kill(tiny, tmp_path):
     assert not unit0_seeds & {s for c in resumed_calls for s in c}  # finished games not replayed
     # resuming a finished run replays nothing
     again: list[list[int]] = []
-    run_play(model, tok, cfg, run, resume=True, progress=False, generate_fn=forced(again))
+    run_play(run, cfg, runtime=Runtime(model, tok),
+             resume=True, progress=False, generate_fn=forced(again))
     assert again == []
     pd.testing.assert_frame_equal(read(run), read(tmp_path / "full"))
 
 
 def test_resume_refuses_changed_config(tiny, tmp_path):
     model, tok = tiny
-    run_play(model, tok, small_cfg(games_per_condition=1), tmp_path, progress=False,
+    run_play(tmp_path, small_cfg(games_per_condition=1), runtime=Runtime(model, tok),
+             progress=False,
              generate_fn=forced())
     with pytest.raises(ConfigError, match="play.max_rounds"):
-        run_play(model, tok, small_cfg(games_per_condition=1, max_rounds=9), tmp_path,
-                 resume=True, progress=False, generate_fn=forced())
+        run_play(tmp_path, small_cfg(games_per_condition=1, max_rounds=9),
+                 runtime=Runtime(model, tok), resume=True, progress=False, generate_fn=forced())
 
 
 def test_raw_tiny_model_ends_invalid(tiny, tmp_path):
@@ -169,7 +177,7 @@ def test_raw_tiny_model_ends_invalid(tiny, tmp_path):
     model, tok = tiny
     cfg = small_cfg(conditions=["BASE"], bet_types=["fixed"], games_per_condition=2,
                     max_retries=2)
-    df = run_play(model, tok, cfg, tmp_path, progress=False)
+    df = run_play(tmp_path, cfg, runtime=Runtime(model, tok), progress=False)
     bad = df[~df["valid"]]
     assert len(bad) and (bad["end_reason"] == "invalid").all() and (bad["retries"] == 2).all()
     for _, r in df.iterrows():
@@ -180,7 +188,7 @@ def test_chat_protocol(tiny, tmp_path):
     model, tok = tiny
     cfg = small_cfg(conditions=["GM"], bet_types=["variable"], games_per_condition=2,
                     protocol="chat")
-    df = run_play(model, tok, cfg, tmp_path, progress=False)
+    df = run_play(tmp_path, cfg, runtime=Runtime(model, tok), progress=False)
     assert df["prompt"].str.contains("<|assistant|>", regex=False).all()
     assert df["readout"].isna().all()  # no decision token in a chat answer
 

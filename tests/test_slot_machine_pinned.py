@@ -45,6 +45,7 @@ def run(tmp_path_factory):
     from featurepath.pipeline.discover import run_discover
     from featurepath.pipeline.patch import prepare
     from featurepath.pipeline.play import run_play
+    from featurepath.pipeline.runtime import Runtime
     from featurepath.testing import tiny_llama, tiny_saes
 
     threads = torch.get_num_threads()
@@ -64,8 +65,8 @@ def run(tmp_path_factory):
                       "behavioural_direction": True, "doses": [0.5, 2.0],
                       "prompt_set": "play", "sampling": sampling},
             "analysis": {"n_boot": 0}})
-        run_play(model, tok, cfg, out, progress=False)
-        run_discover(out, cfg, model, tok, saes, progress=False)
+        run_play(out, cfg, runtime=Runtime(model, tok, saes), progress=False)
+        run_discover(out, cfg, runtime=Runtime(model, tok, saes), progress=False)
         with warnings.catch_warnings():  # zero-size clamps of inactive features: expected here
             warnings.simplefilter("ignore", UserWarning)
             job = prepare(out, cfg, model, tok, saes)

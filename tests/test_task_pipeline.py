@@ -36,18 +36,19 @@ def test_a_new_task_runs_play_discover_patch_causal(name, tiny, tiny_saes, tmp_p
     from featurepath.pipeline.discover import run_discover
     from featurepath.pipeline.patch import prepare
     from featurepath.pipeline.play import run_play
+    from featurepath.pipeline.runtime import Runtime
     from featurepath.rundir import RunDir, decision_columns
 
     task, cfg = get_task(name), _cfg(name)
     model, tok = tiny
-    decisions = run_play(model, tok, cfg, tmp_path, progress=False)
+    decisions = run_play(tmp_path, cfg, runtime=Runtime(model, tok, tiny_saes), progress=False)
     assert list(decisions.columns) == decision_columns(task)
     assert set(decisions["action"].dropna()) <= set(task.actions)
     ends = decisions.groupby("game_id")["end_reason"].first().map(task.split.group)
     assert {"a", "b"} <= set(ends.dropna())  # both groups of the split were played
     metrics = pd.read_parquet(tmp_path / "play" / "metrics.parquet")
     assert list(metrics.columns) == list(task.summary_columns)
-    table = run_discover(tmp_path, cfg, model, tok, tiny_saes, progress=False)
+    table = run_discover(tmp_path, cfg, runtime=Runtime(model, tok, tiny_saes), progress=False)
     assert {"mean_safe", "mean_risky"} <= set(table.columns)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from featurepath.choices import METHODS, MODES, POSITIONS, PROMPT_SETS, PROTOCOLS
 from featurepath.errors import ConfigError
 from featurepath.rundir import (  # noqa: F401 (feature keys re-exported)
     RunDir,
@@ -60,7 +61,7 @@ class PlaySection(_Strict):
     max_rounds: int = Field(20, ge=1)
     max_retries: int = Field(2, ge=0, description="resamples of an invalid answer")
     batch_size: int = Field(32, ge=1)
-    protocol: Literal["completion", "chat"] = "completion"
+    protocol: Literal[PROTOCOLS] = "completion"
     sampling: SamplingSection = Field(default_factory=SamplingSection)
     rules: dict[str, Any] = Field(
         default_factory=dict, description="the task's own rules (its config section, "
@@ -146,15 +147,15 @@ class PatchSection(_Strict):
         "auto", description="rows per work unit (one forward batch); auto: the largest power of "
         "two that fits the device's free memory, at most 256 rows on CPU (where the engine's "
         "speed flattens) and 1024 on a GPU; the plan line says what was chosen")
-    mode: Literal["sample", "replay"] = "sample"
-    method: Literal["delta", "reconstruct"] = "delta"
-    positions: Literal["last", "prompt", "all"] = "last"
+    mode: Literal[MODES] = "sample"
+    method: Literal[METHODS] = "delta"
+    positions: Literal[POSITIONS] = "last"
     candidates: Literal["discover", "screen", "union"] = Field(
         "union", description="where the patched features come from when patch.features is "
         "empty: discover (correlational candidates), screen (the top screen.top_n of "
         "screen.parquet per context x intervention) or union (both, each labelled with its "
         "source in trials.parquet; whichever exists when only one does)")
-    prompt_set: Literal["builtin", "play", "states"] = Field(
+    prompt_set: Literal[PROMPT_SETS] = Field(
         "builtin", description="builtin: the study's safe/risky prompts; play: decision points "
                                "recorded by play (safe = the split's group B games, e.g. stopped; risky = "
                                "group A, e.g. ruined); "
@@ -162,7 +163,7 @@ class PatchSection(_Strict):
                                "(safe = ahead with fixed bets, risky = behind with variable)")
     n_prompts: int = Field(32, ge=1, description="prompts per context for prompt_set: states")
     components: str = Field("GHWP", description="prompt components for prompt_set: states")
-    protocol: Literal["completion", "chat"] = "completion"
+    protocol: Literal[PROTOCOLS] = "completion"
     store_dtype: Literal["float16", "float32"] = "float16"
     sampling: SamplingSection = Field(default_factory=SamplingSection)
     null_directions: int = Field(

@@ -66,6 +66,7 @@ def random_sae(d_model: int, d_sae: int, layer: int, activation: str = "jumprelu
     """A random SAE whose features fire on a fair share of inputs (for engine tests)."""
     import torch
 
+    from featurepath.sae.activations import get_activation
     from featurepath.sae.model import SAE
 
     g = torch.Generator().manual_seed(seed + 1000 * layer)
@@ -77,7 +78,7 @@ def random_sae(d_model: int, d_sae: int, layer: int, activation: str = "jumprelu
     b_enc = torch.zeros(d_sae)
     thr = torch.full((d_sae,), 1e-3)
     return SAE(W_enc, b_enc, W_dec, torch.zeros(d_model), activation, thr,
-               k if activation == "topk" else None, False, layer)
+               k if get_activation(activation).uses_k else None, False, layer)
 
 
 def tiny_saes(model, d_sae: int = 128, activation: str = "jumprelu") -> dict:

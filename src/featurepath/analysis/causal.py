@@ -77,7 +77,7 @@ from featurepath.analysis.run_data import (
 )
 from featurepath.analysis.run_data import usable_mask as _usable_mask
 from featurepath.analysis.stats import bh_fdr
-from featurepath.config import RunConfig, record_config, task_of
+from featurepath.config import RunConfig, record_config, resolve_config, task_of
 from featurepath.errors import DataError
 from featurepath.rundir import CAUSAL_FEATURE_COLUMNS as FEATURE_COLUMNS
 from featurepath.rundir import CAUSAL_TEST_COLUMNS as TEST_COLUMNS
@@ -379,12 +379,14 @@ def _write_or_remove(table: pd.DataFrame, path: Path) -> None:
         write_table(table, path)
 
 
-def run_causal(run_dir: str | Path, cfg: RunConfig) -> CausalResult:
+def run_causal(run_dir: str | Path, cfg: RunConfig | None = None) -> CausalResult:
     """The causal stage: test every patched condition of ``RUN/trials.parquet`` against its
-    baseline with ``cfg.analysis`` thresholds; write causal_tests, causal_features and, when
-    the run has them, causal_null (null arms) and dose_response, dose_slopes and dose_curves
-    (conditions with a scale), then record the config."""
+    baseline with ``cfg.analysis`` thresholds (``cfg`` None: the run's config); write
+    causal_tests, causal_features and, when the run has them, causal_null (null arms) and
+    dose_response, dose_slopes and dose_curves (conditions with a scale), then record the
+    config. Needs no model, so it takes no runtime."""
     rd = RunDir(run_dir).require_dir()
+    cfg = resolve_config(rd.root) if cfg is None else cfg
     a = cfg.analysis
     trials = load_trials(rd.root)
     metrics = tuple(task_of(cfg).metrics)

@@ -57,7 +57,7 @@ from featurepath.analysis.run_data import (
     warn_repeated_prompts,
 )
 from featurepath.analysis.stats import bh_fdr, paired_t_matrix
-from featurepath.config import RunConfig, record_config
+from featurepath.config import RunConfig, record_config, resolve_config
 from featurepath.errors import DataError
 from featurepath.rundir import CHAIN_COLUMNS, EDGE_COLUMNS, LAYER_PAIR_COLUMNS, RunDir, feature_key
 
@@ -393,13 +393,15 @@ class PathwaysResult:
     written: dict[str, Path] = field(default_factory=dict)
 
 
-def run_pathways(run_dir: str | Path, cfg: RunConfig,
+def run_pathways(run_dir: str | Path, cfg: RunConfig | None = None, *,
                  signals: tuple[str, ...] = ("decision", "gen_mean"),
                  forward_only: bool = True, min_chain_len: int = 2) -> PathwaysResult:
     """The pathways stage: paired shifts of every recorded target under each patched source,
     for each signal, with ``cfg.analysis`` alpha and min_d; writes ``RUN/pathways/`` and
-    records the config. A signal that cannot be read is skipped when others remain."""
+    records the config. A signal that cannot be read is skipped when others remain. ``cfg``
+    None: the run's config."""
     rd = RunDir(run_dir).require_dir()
+    cfg = resolve_config(rd.root) if cfg is None else cfg
     a = cfg.analysis
     trials = load_trials(rd.root)
     frames: list[pd.DataFrame] = []

@@ -15,7 +15,7 @@ from featurepath.analysis.words import (
     word_table,
     write_outputs,
 )
-from featurepath.config import RunConfig, record_config
+from featurepath.config import RunConfig, record_config, resolve_config
 from featurepath.errors import DataError
 from featurepath.rundir import RunDir
 
@@ -29,12 +29,14 @@ class WordsResult:
     written: dict[str, Path] = field(default_factory=dict)
 
 
-def run_words(run_dir: str | Path, cfg: RunConfig, out_dir: str | Path | None = None,
-              min_count: int = 5, top: int = 8) -> WordsResult:
+def run_words(run_dir: str | Path, cfg: RunConfig | None = None, *,
+              out_dir: str | Path | None = None, min_count: int = 5, top: int = 8) -> WordsResult:
     """Words that each patch adds to or removes from the responses, with ``cfg.analysis``
     prior strength, token pattern and alpha; writes words.{parquet,csv} and words_summary.md
-    into ``out_dir`` (default the run directory) and records the config."""
+    into ``out_dir`` (default the run directory) and records the config. ``cfg`` None: the
+    run's config."""
     rd = RunDir(run_dir).require_dir()
+    cfg = resolve_config(rd.root) if cfg is None else cfg
     a = cfg.analysis
     path = rd.trials
     if not path.exists():

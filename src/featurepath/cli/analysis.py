@@ -111,7 +111,7 @@ def pathways_command(
 
     cfg = config_for(run_dir, config, **{"analysis.alpha": alpha, "analysis.min_d": min_d})
     signals = ("decision", "gen_mean") if signal is Signal.both else (signal.value,)
-    res = run_pathways(run_dir, cfg, signals, forward_only=not all_layers,
+    res = run_pathways(run_dir, cfg, signals=signals, forward_only=not all_layers,
                        min_chain_len=min_chain_len)
     for sig, why in res.skipped.items():
         typer.echo(f"skipping {sig}: {why}")
@@ -177,6 +177,6 @@ def words_cmd(
         return
     from featurepath.analysis.words_run import run_words
 
-    res = run_words(run_dir, config_for(run_dir, config, **overrides), out)
+    res = run_words(run_dir, config_for(run_dir, config, **overrides), out_dir=out)
     typer.echo(res.summary)
     typer.echo("wrote " + ", ".join(str(p) for p in res.written.values()))

@@ -12,47 +12,26 @@ from typing import Any
 
 import typer
 
+from featurepath.choices import BACKENDS, METHODS, MODES, POSITIONS, PROMPT_SETS, PROTOCOLS
 from featurepath.config import RunConfig, resolve_config
 from featurepath.errors import ConfigError
+from featurepath.rundir import SIGNALS
 
 
-class Mode(str, Enum):
-    sample = "sample"
-    replay = "replay"
+def choice_enum(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A ``str`` Enum whose members are ``values`` (so ``--help`` lists them and click refuses a
+    typo), built from the one spelling in :mod:`featurepath.choices`."""
+    return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
 
 
-class Method(str, Enum):
-    delta = "delta"
-    reconstruct = "reconstruct"
-
-
-class PromptSet(str, Enum):
-    builtin = "builtin"
-    play = "play"
-    states = "states"
-
-
-class Positions(str, Enum):
-    last = "last"
-    prompt = "prompt"
-    all = "all"
-
-
-class Backend(str, Enum):
-    local = "local"
-    ray = "ray"
-
-
-class Protocol(str, Enum):
-    completion = "completion"
-    chat = "chat"
-
-
-class Signal(str, Enum):
-    decision = "decision"
-    gen_mean = "gen_mean"
-    gen_max = "gen_max"
-    both = "both"
+Mode = choice_enum("Mode", MODES)
+Method = choice_enum("Method", METHODS)
+PromptSet = choice_enum("PromptSet", PROMPT_SETS)
+Positions = choice_enum("Positions", POSITIONS)
+Backend = choice_enum("Backend", BACKENDS)
+Protocol = choice_enum("Protocol", PROTOCOLS)
+#: pathways --signal: the recorded signals plus "both" (decision and gen_mean)
+Signal = choice_enum("Signal", (*SIGNALS, "both"))
 
 
 RUN_DIR = typer.Argument(..., help="Run directory (created if missing); every stage reads and "

@@ -73,8 +73,7 @@ def play_command(
                                      "committed games."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    from featurepath.models import load_model
-    from featurepath.pipeline.play import read_metrics, run_play, summary_table, validate_play
+    from featurepath.pipeline.play import read_metrics, run_play, summary_table
     from featurepath.rundir import RunDir
 
     cfg = config_for(run_dir, config, **{
@@ -83,14 +82,8 @@ def play_command(
         "play.bet_types": csv_list(bet_types), "play.max_rounds": max_rounds,
         "play.protocol": value(protocol), "play.batch_size": batch_size,
     })
-    validate_play(cfg, run_dir)
-    play_dir = RunDir(run_dir).play
-    if not resume and play_dir.exists() and any(play_dir.iterdir()):
-        raise ConfigError(f"{play_dir} already holds play results; pass --resume to finish them "
-                          "or use a new run directory")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    mdl, tok = load_model(cfg.model, cfg.device, cfg.dtype)
-    decisions = run_play(mdl, tok, cfg, run_dir, resume=resume, progress=not quiet)
+    # run_play checks the config and the play directory before it loads the model
+    decisions = run_play(run_dir, cfg, resume=resume, progress=not quiet)
     typer.echo(summary_table(read_metrics(run_dir), task_of(cfg)))
     typer.echo(f"{decisions['game_id'].nunique()} games, {len(decisions)} decision points -> "
                f"{RunDir(run_dir).decisions}")
@@ -116,13 +109,11 @@ def discover_cmd(
     RUN_DIR/discover.parquet; the candidates carry the two patch values (mean in group B's
     games, the safe value; mean in group A's, the risky value) that `patch` uses."""
     from featurepath.pipeline.discover import run_discover
-    from featurepath.pipeline.runtime import load_runtime
     from featurepath.rundir import RunDir
 
     cfg = config_for(run_dir, config, model=model, saes=saes,
                      **{"discover.alpha": alpha, "discover.min_d": min_d})
-    model, tok, saes = load_runtime(cfg, progress)
-    table = run_discover(run_dir, cfg, model, tok, saes, progress)
+    table = run_discover(run_dir, cfg, progress=progress)
     cands = table[table["candidate"]]
     split = task_of(cfg).split
     typer.echo(f"{table.attrs['n_points']} decision points ({table.attrs['n_a']} from "
@@ -218,14 +209,8 @@ def estimate_cmd(
     trials, generated tokens, units, bytes per trial and in all, free disk, and the wall time
     on 1 device, N devices and N Ray workers; keeps the calibration in RUN/patch/ for
     `featurepath status`."""
-    from featurepath.pipeline.estimate import (
-        calibrate,
-        estimate,
-        format_estimate,
-        planned_features,
-        save_calibration,
-    )
-    from featurepath.pipeline.runtime import load_runtime
+    from featurepath.pipeline.estimate import format_estimate, run_estimate
+    from featurepath.pipeline.estimate_screen import format_screen_estimate
     from featurepath.rundir import RunDir
 
     if units < 1:
@@ -236,37 +221,12 @@ def estimate_cmd(
     cfg = config_for(run_dir, config, model=model, saes=saes, **{
         "patch.trials": trials, "patch.batch_size": batch_size,
         "patch.sampling.max_new_tokens": max_new_tokens})
-    t0 = time.time()
-    model, tok, saes = load_runtime(cfg, progress)
-    load_s = time.time() - t0
-    from featurepath.pipeline.memory import with_batch_size
-
-    cfg = with_batch_size(model, cfg)[0]  # a number: the calibration runs at the plan's size
-    feats, record = planned_features(run_dir, cfg, saes, n_features, n_record)
-    typer.echo(f"calibrating: {units + 1} units of {cfg.patch.batch_size} rows ...")
-    cal = calibrate(cfg, model, tok, saes, feats, record, units=units, load_s=load_s,
-                    work_dir=run_dir if run_dir.exists() else None,
-                    source_run=run_dir if run_dir.exists() else None)
-    est = estimate(cfg, feats, cal, workers=workers, disk_path=run_dir)
-    typer.echo(format_estimate(est))
-    _estimate_screen(run_dir, cfg, model, tok, saes, cal.seconds_per_trial)
-    typer.echo(f"calibration kept in {save_calibration(run_dir, cal)}")
-
-
-def _estimate_screen(run_dir: Path, cfg, model, tok, saes, seconds_per_trial: float) -> None:
-    """The screen's line of ``estimate``: its passes timed on this machine (or why not)."""
-    from featurepath.errors import FeaturepathError
-    from featurepath.pipeline.estimate_screen import calibrate_screen, format_screen_estimate
-    from featurepath.pipeline.prompt_sets import prompt_sets
-
-    try:
-        sets, _ = prompt_sets(cfg, run_dir, tok, "screen")
-    except FeaturepathError as exc:
-        typer.echo(f"screen   not timed: {exc}")
-        return
-    texts = [r.text for recs in sets.values() for r in recs]
-    est = calibrate_screen(cfg, model, tok, saes, texts, len(texts))
-    typer.echo(format_screen_estimate(est, seconds_per_trial))
+    res = run_estimate(run_dir, cfg, n_features=n_features, n_record=n_record, units=units,
+                       workers=workers, progress=progress, say=typer.echo)
+    typer.echo(format_estimate(res.estimate))
+    typer.echo(f"screen   not timed: {res.screen_problem}" if res.screen is None else
+               format_screen_estimate(res.screen, res.estimate.calibration.seconds_per_trial))
+    typer.echo(f"calibration kept in {res.calibration_path}")
 
 
 @app.command("status", short_help="Units done / running / failed / left, trials/s, ETA, disk.")

@@ -22,6 +22,6 @@ def report(
     Significance marks use analysis.alpha of the run's config. Stages that have not run yet show
     as such, so the report can be built at any point.
     """
-    from featurepath.report.html import build_report
+    from featurepath.report.html import run_report
 
-    typer.echo(str(build_report(run_dir, out=out, figures=figures)))
+    typer.echo(str(run_report(run_dir, out=out, figures=figures)))

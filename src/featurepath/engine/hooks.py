@@ -29,11 +29,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from featurepath.choices import METHODS, POSITIONS
 from featurepath.models import decoder_blocks
 from featurepath.sae.model import SAE, SAESlice
-
-METHODS = ("delta", "reconstruct")
-POSITIONS = ("last", "prompt", "all")
 
 
 @dataclass(frozen=True)

@@ -89,9 +89,9 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
     from featurepath.pipeline.discover import run_discover
     from featurepath.pipeline.patch import describe, prepare
     from featurepath.pipeline.play import run_play, summary_table
-    from featurepath.pipeline.runtime import load_runtime
+    from featurepath.pipeline.runtime import Runtime
     from featurepath.pipeline.store import RunStore
-    from featurepath.report import build_report
+    from featurepath.report import run_report
 
     out = Path(out)
     rd = RunDir(out)
@@ -106,7 +106,8 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
     t_all = time.time()
 
     with _Stage("model and SAEs (trained once, then cached)", timings, echo):
-        model, tok, saes = load_runtime(cfg, progress)
+        rt = Runtime.load(cfg, progress=progress, saes=True)  # one runtime for every stage
+        model, tok, saes = rt
         quality = _sae_quality(saes)
         atomic_write(rd.sae_quality, json.dumps(quality, indent=2))
         for layer, q in quality.items():
@@ -117,12 +118,12 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
 
     with _Stage("play", timings, echo):
         if not rd.metrics.exists():
-            run_play(model, tok, cfg, out, resume=rd.play.exists(), progress=progress)
+            run_play(out, cfg, runtime=rt, resume=rd.play.exists(), progress=progress)
         echo(summary_table(pd.read_parquet(rd.metrics), task_of(cfg)))
 
     with _Stage("discover", timings, echo):
         if not rd.discover.exists():
-            run_discover(out, cfg, model, tok, saes, progress)
+            run_discover(out, cfg, runtime=rt, progress=progress)
         table = pd.read_parquet(rd.discover)
         echo(f"   {len(table)} features tested, {int(table['candidate'].sum())} candidates")
         picked, cfg.patch.record = choose_features(table, preset)
@@ -132,7 +133,7 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
         from featurepath.pipeline.screen import run_screen
 
         if not rd.screen.exists():
-            scr = run_screen(out, cfg, model, tok, saes, progress)
+            scr = run_screen(out, cfg, runtime=rt, progress=progress)
             echo(f"   {scr.n_features} features x {scr.table['intervention'].nunique()} "
                  f"interventions in {scr.seconds:.1f}s")
         top = pd.read_parquet(rd.screen).query("rank == 1")
@@ -144,7 +145,7 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
         job = prepare(out, cfg, model, tok, saes, resume=store.exists(),
                       discover_features=picked)
         echo("   " + describe(job))
-        summary = run_local(job, runtime=(model, tok, saes), progress=progress)
+        summary = run_local(job, runtime=rt, progress=progress)
         record_config(out, cfg)
         n_trials = len(store.trials())
         echo(f"   {summary.trials} trials this time; {n_trials} stored, "
@@ -191,6 +192,6 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
         run["torch"] = torch.__version__
         run["transformers"] = transformers.__version__
         atomic_write(rd.run_json, json.dumps(run, indent=2))
-        path = build_report(out)
+        path = run_report(out)
     echo(f"\nreport: {path.resolve()}")
     return path

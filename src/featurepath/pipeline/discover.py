@@ -30,10 +30,11 @@ import pandas as pd
 import torch
 
 from featurepath.analysis.discover import discover_from_moments
-from featurepath.config import RunConfig, record_config
+from featurepath.config import RunConfig, record_config, resolve_config
 from featurepath.engine.generate import replay
 from featurepath.engine.hooks import RecordSpec
 from featurepath.errors import DataError
+from featurepath.pipeline.runtime import Runtime, ensure_runtime
 from featurepath.rundir import RunDir, atomic_write, parquet_bytes
 from featurepath.sae.model import SAE
 from featurepath.tasks import get_task
@@ -243,11 +244,17 @@ def _per_observation(f: torch.Tensor, obs: np.ndarray, y_obs: np.ndarray, device
     return sums / cnt, lab
 
 
-def run_discover(run_dir: str | Path, cfg: RunConfig, model, tok, saes: dict[int, SAE],
-                 progress: bool = True) -> pd.DataFrame:
+def run_discover(run_dir: str | Path, cfg: RunConfig | None = None, *,
+                 runtime: Runtime | None = None, progress: bool = True) -> pd.DataFrame:
+    """Candidate features from play's decision points: one mean SAE activation per game,
+    the task's split group A vs group B games, Welch t + Cohen's d, BH-FDR over every feature; writes
+    ``RUN/discover.parquet``. ``cfg`` None resolves the run's config; ``runtime`` is loaded
+    from it when not given (after play's decisions were read, so a missing play fails first)."""
     root = Path(run_dir)
+    cfg = resolve_config(root) if cfg is None else cfg
     t0 = time.time()
     points = decision_points(root, cfg.analysis.confirm_share, get_task(cfg.task))
+    model, tok, saes = ensure_runtime(runtime, cfg, progress=progress)
     from featurepath.sae.check import warn_if_l0_off
 
     warn_if_l0_off(model, tok, saes, points["prompt"].tolist()[:cfg.discover.batch_size])

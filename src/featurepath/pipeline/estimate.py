@@ -29,7 +29,7 @@ from typing import Any
 from featurepath.config import RunConfig, feature_key
 from featurepath.errors import ConfigError
 
-__all__ = ["Calibration", "Estimate", "calibrate", "plan_counts", "estimate", "format_estimate",
+__all__ = ["Calibration", "Estimate", "EstimateResult", "run_estimate", "calibrate", "plan_counts", "estimate", "format_estimate",
            "save_calibration", "load_calibration", "spread_features"]
 
 CALIBRATION_FILE = "calibration.json"
@@ -289,3 +289,60 @@ def planned_features(run_dir: Path, cfg, saes, n_features: int | None,
     else:
         record = list(cfg.patch.record) or list(feats)
     return feats, sorted(set(record), key=parse_feature_key)
+
+
+@dataclass
+class EstimateResult:
+    """What :func:`run_estimate` measured: the patch plan's estimate (with its calibration),
+    the screen's timed passes (or why they could not be timed) and where the calibration is
+    kept."""
+
+    estimate: Estimate
+    screen: Any  # ScreenEstimate | None
+    screen_problem: str | None
+    calibration_path: Path
+
+
+def run_estimate(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=None,
+                 n_features: int | None = None, n_record: int | None = None, units: int = 3,
+                 workers: int = 4, progress: bool = True,
+                 say: Any = None) -> EstimateResult:
+    """The estimate stage: calibrate ``units`` real units of the planned patch run (after one
+    warm-up) on this machine, estimate the whole run on 1 device, ``workers`` devices and
+    ``workers`` Ray workers, time the screen's passes, and keep the calibration in
+    ``RUN/patch/`` for ``featurepath status``. ``cfg`` None plans the run's patch config
+    (``RUN/patch/config.yaml``, else ``RUN/config.yaml``, else defaults); ``runtime`` is loaded
+    from it when not given (its load time counts as a worker's start-up)."""
+    from featurepath.config import resolve_config
+    from featurepath.errors import FeaturepathError
+    from featurepath.pipeline.estimate_screen import calibrate_screen
+    from featurepath.pipeline.memory import with_batch_size
+    from featurepath.pipeline.prompt_sets import prompt_sets
+    from featurepath.pipeline.runtime import ensure_runtime
+    from featurepath.rundir import RunDir
+
+    run_dir = Path(run_dir)
+    if units < 1:
+        raise ConfigError("--units must be at least 1")
+    if cfg is None:
+        planned = RunDir(run_dir).patch_config
+        cfg = resolve_config(run_dir, planned if planned.exists() else None)
+    rt = ensure_runtime(runtime, cfg, progress=progress)
+    model, tok, saes = rt
+    cfg = with_batch_size(model, cfg)[0]  # a number: the calibration runs at the plan's size
+    feats, record = planned_features(run_dir, cfg, saes, n_features, n_record)
+    if say is not None:
+        say(f"calibrating: {units + 1} units of {cfg.patch.batch_size} rows ...")
+    here = run_dir if run_dir.exists() else None
+    cal = calibrate(cfg, model, tok, saes, feats, record, units=units, load_s=rt.load_seconds,
+                    work_dir=here, source_run=here)
+    est = estimate(cfg, feats, cal, workers=workers, disk_path=run_dir)
+    screen, problem = None, None
+    try:
+        sets, _ = prompt_sets(cfg, run_dir, tok, "screen")
+    except FeaturepathError as exc:
+        problem = str(exc)
+    else:
+        texts = [r.text for recs in sets.values() for r in recs]
+        screen = calibrate_screen(cfg, model, tok, saes, texts, len(texts))
+    return EstimateResult(est, screen, problem, save_calibration(run_dir, cal))

@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from featurepath.choices import BACKENDS
 from featurepath.config import ConditionSpec, RunConfig, parse_feature_key
 from featurepath.errors import ConfigError
-
-BACKENDS = ("local", "ray")
 
 
 def check_backend(backend: str) -> str:

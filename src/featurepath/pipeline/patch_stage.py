@@ -8,11 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from featurepath.config import RunConfig, record_config
+from featurepath.config import RunConfig, record_config, resolve_config
 from featurepath.errors import ConfigError
 from featurepath.pipeline.backends import BackendSummary
 from featurepath.pipeline.patch import PatchJob, prepare
 from featurepath.pipeline.patch_checks import check_backend
+from featurepath.pipeline.runtime import Runtime, ensure_runtime
 from featurepath.pipeline.store import RunStore
 
 
@@ -39,19 +40,27 @@ class PatchResult:
     bytes_stored: int
 
 
-def run_patch(run_dir: str | Path, cfg: RunConfig, *, resume: bool = False,
+def run_patch(run_dir: str | Path, cfg: RunConfig | None = None, *,
+              runtime: Runtime | None = None, resume: bool = False,
               backend: str = "local", workers: int | None = None, address: str | None = None,
               shard: tuple[int, int] | None = None, progress: bool = True,
               on_plan: Callable[[PatchJob], None] | None = None,
               batch_size_given: int | None = None,
               say: Callable[[str], None] | None = None) -> PatchResult:
-    """The patch stage: load the model and SAEs, plan (or check the stored plan), run the
-    pending units (of one shard) on ``backend``, record the config. ``on_plan`` sees the job
-    before any unit runs (the CLI prints the plan)."""
-    from featurepath.pipeline.runtime import load_runtime
+    """The patch stage: load the model and SAEs (unless ``runtime`` is given), plan (or check
+    the stored plan), run the pending units (of one shard) on ``backend``, record the config.
+    ``cfg`` None resolves the run's config (``RUN/patch/config.yaml`` first when a plan exists,
+    so a resumed run keeps the settings it was planned with). ``on_plan`` sees the job before
+    any unit runs (the CLI prints the plan). On the ray backend the workers load their own
+    copies; the local one runs on ``runtime``."""
+    if cfg is None:
+        from featurepath.rundir import RunDir
 
+        planned = RunDir(run_dir).patch_config
+        cfg = resolve_config(run_dir, planned if planned.exists() else None)
     check_backend(backend)  # before a model load, and before anything is planned
-    model, tok, saes = load_runtime(cfg, progress)
+    rt = ensure_runtime(runtime, cfg, progress=progress)
+    model, tok, saes = rt
     if not RunStore(run_dir).exists():  # a fresh plan: a batch size that fits the device
         from featurepath.pipeline.memory import with_batch_size
 
@@ -68,13 +77,14 @@ def run_patch(run_dir: str | Path, cfg: RunConfig, *, resume: bool = False,
     if backend == "ray":
         from featurepath.pipeline.backends.ray import release_memory, run_ray
 
-        del model, saes  # the workers load their own copies: free a GPU they need
+        if runtime is None:  # the workers load their own copies: free a GPU they need
+            del model, saes, rt
         release_memory()
         summary = run_ray(job, todo, workers=workers, address=address, progress=progress)
     else:
         from featurepath.pipeline.backends.local import run_local
 
-        summary = run_local(job, todo, runtime=(model, tok, saes), progress=progress)
+        summary = run_local(job, todo, runtime=rt, progress=progress)
     record_config(run_dir, cfg)
     return PatchResult(job, summary, len(store.pending(verify=False)), store.bytes_stored())
 

@@ -44,9 +44,17 @@ from typing import Any
 
 import pandas as pd
 
-from featurepath.config import RunConfig, config_from_dict, load_config, record_config, save_config
+from featurepath.config import (
+    RunConfig,
+    config_from_dict,
+    load_config,
+    record_config,
+    resolve_config,
+    save_config,
+)
 from featurepath.engine.generate import GenResult, Readout, generate
 from featurepath.errors import ConfigError, DataError
+from featurepath.pipeline.runtime import Runtime, ensure_runtime
 from featurepath.pipeline.seeds import derive_seed
 from featurepath.rundir import RunDir, decision_columns, write_table
 from featurepath.tasks import get_task
@@ -303,25 +311,30 @@ def _check_play_dir(cfg: RunConfig, play_dir: Path, resume: bool) -> None:
 
 
 # ---------------------------------------------------------------------------- the stage
-def run_play(model: Any, tok: Any, cfg: RunConfig, run_dir: str | Path, resume: bool = False,
-             progress: bool = True, *, generate_fn: GenerateFn = generate,
+def run_play(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime: Runtime | None = None,
+             resume: bool = False, progress: bool = True, generate_fn: GenerateFn = generate,
              after_step: Callable[[StepInfo], None] | None = None) -> pd.DataFrame:
     """Play every configured game and return the decision table (also in
     ``RUN/play/decisions.parquet``), with metrics in ``RUN/play/metrics.{parquet,csv}``.
 
+    ``cfg`` None resolves the run's config as the command line does; ``runtime`` (a loaded
+    :class:`~featurepath.pipeline.runtime.Runtime`; play needs no SAEs) is loaded from the
+    config when not given, after the config and the play directory were checked.
     ``resume=True`` keeps committed units and plays only the rest; without it an existing
     non-empty play directory is refused. ``generate_fn`` (default: the engine's ``generate``)
     and ``after_step`` exist for benchmarks and tests (counting calls, simulating a kill).
     """
+    cfg = resolve_config(run_dir) if cfg is None else cfg
     cfg = config_from_dict(cfg.model_dump(mode="json"))  # a private, validated copy
     run_dir = Path(run_dir)
     validate_play(cfg, run_dir)
+    _check_play_dir(cfg, RunDir(run_dir).play, resume)
+    rt = ensure_runtime(runtime, cfg, progress=progress, needs_saes=False)
+    model, tok = rt.model, rt.tokenizer
     rules = game_configs(cfg)
     task = get_task(cfg.task)
     rd = RunDir(run_dir)
-    play_dir = rd.play
     parts_dir = rd.play_parts
-    _check_play_dir(cfg, play_dir, resume)
     parts_dir.mkdir(parents=True, exist_ok=True)
     for stale in parts_dir.glob(".*.tmp*"):
         stale.unlink(missing_ok=True)

@@ -29,11 +29,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from featurepath.config import ConditionSpec, RunConfig, record_config
+from featurepath.config import ConditionSpec, RunConfig, record_config, resolve_config
 from featurepath.engine.generate import Readout
 from featurepath.engine.gradients import readout_gradients
 from featurepath.errors import ConfigError
 from featurepath.pipeline.discover import _on_device
+from featurepath.pipeline.runtime import Runtime, ensure_runtime
 from featurepath.rundir import SCREEN_COLUMNS, RunDir, atomic_write, feature_key, parquet_bytes
 from featurepath.sae.model import SAE
 
@@ -187,23 +188,21 @@ def rank_table(df: pd.DataFrame) -> pd.DataFrame:
     return df[SCREEN_COLUMNS].reset_index(drop=True)
 
 
-def run_screen(run_dir: str | Path, cfg: RunConfig, model=None, tok=None,
-               saes: dict[int, SAE] | None = None, progress: bool = True) -> ScreenResult:
+def run_screen(run_dir: str | Path, cfg: RunConfig | None = None, *,
+               runtime: Runtime | None = None, progress: bool = True) -> ScreenResult:
     """Score every feature of every SAE layer over the screen half of the patch stage's prompt
     sets and write ``RUN/screen.parquet`` (and ``RUN/splits/screen.parquet``).
 
-    The model and SAEs are loaded from the config unless given. ``safe``/``risky`` conditions
-    need discover's per-feature means; without ``discover.parquet`` they are skipped with one
-    warning."""
+    ``cfg`` None resolves the run's config; the model and SAEs are loaded from it unless a
+    ``runtime`` is given. ``safe``/``risky`` conditions need discover's per-feature means;
+    without ``discover.parquet`` they are skipped with one warning."""
     from featurepath.pipeline.prompt_sets import prompt_sets, record_split
     from featurepath.tasks import get_task
 
     root = Path(run_dir)
+    cfg = resolve_config(root) if cfg is None else cfg
     t0 = time.time()
-    if model is None or tok is None or saes is None:
-        from featurepath.pipeline.runtime import load_runtime
-
-        model, tok, saes = load_runtime(cfg, progress)
+    model, tok, saes = ensure_runtime(runtime, cfg, progress=progress)
     readout = get_task(cfg.task).readout(tok)
     if readout is None:
         raise ConfigError("the tokenizer has no single-token spelling of the option digits, so "

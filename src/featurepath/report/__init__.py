@@ -5,6 +5,6 @@
 
 from __future__ import annotations
 
-from featurepath.report.html import build_report, render_html
+from featurepath.report.html import build_report, render_html, run_report
 
-__all__ = ["build_report", "render_html"]
+__all__ = ["build_report", "render_html", "run_report"]

@@ -144,6 +144,9 @@ class RunData:
     screen_check: Loaded = field(default_factory=lambda: Loaded(problem=NOT_RUN))
     screen_points: Loaded = field(default_factory=lambda: Loaded(problem=NOT_RUN))
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A config given to :func:`featurepath.report.html.run_report`: read instead of the run's
+    #: ``config.yaml``, so a notebook can redraw the marks at another alpha without rewriting it.
+    cfg: RunConfig | None = None
 
     @classmethod
     def load(cls, run_dir: Path) -> RunData:
@@ -171,9 +174,12 @@ class RunData:
         )
 
     def run_config(self) -> RunConfig | None:
-        """The run's ``config.yaml`` as the stages read it; None when missing or unreadable."""
+        """The given config, else the run's ``config.yaml`` as the stages read it; None when
+        missing or unreadable."""
         from featurepath.config import load_config
 
+        if self.cfg is not None:
+            return self.cfg
         try:
             return load_config(RunDir(self.run_dir).config)
         except Exception:  # noqa: BLE001 - a report of a broken config still renders

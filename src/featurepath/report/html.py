@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from featurepath import __version__
+from featurepath.config import RunConfig
 from featurepath.errors import DataError
 from featurepath.report.controls import controls_section
 from featurepath.report.data import RunData, graph_payload
@@ -113,8 +114,17 @@ def render_html(data: RunData, figs: dict[str, Any] | None = None) -> str:
     )
 
 
+def run_report(run_dir: str | Path, cfg: RunConfig | None = None, *,
+               out: str | Path | None = None, figures: bool = True) -> Path:
+    """The report stage in the shape of the others: write ``report.html`` (and figures) and
+    return its path. ``cfg`` None reads the run's own ``config.yaml`` (what the stages decided
+    with); a given ``cfg`` sets the significance marks (``analysis.alpha``) instead. Writes no
+    config: the report changes nothing the stages recorded."""
+    return build_report(run_dir, out=out, figures=figures, cfg=cfg)
+
+
 def build_report(run_dir: str | Path, out: str | Path | None = None,
-                 figures: bool = True) -> Path:
+                 figures: bool = True, cfg: RunConfig | None = None) -> Path:
     """Write the report for ``run_dir`` and return its path (default ``run_dir/report.html``).
 
     ``figures`` also writes the static matplotlib figures (PNG + SVG) into
@@ -124,6 +134,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None,
     if not run_dir.is_dir():
         raise DataError(f"run directory not found: {run_dir}")
     data = RunData.load(run_dir)
+    data.cfg = cfg
     figs: dict[str, Any] = {}
     if figures:
         from featurepath.report import plots

@@ -1,6 +1,8 @@
 """Reading SAEs from LlamaScope, SAELens and featurepath directories (safetensors only).
 
-Every loader returns an :class:`SAE` in raw residual units. Problems (missing files, missing
+Every loader returns an :class:`SAE` in raw residual units. Formats are a small registry
+(:func:`register_sae_format`, the way SAELens registers SAE classes): each says how to
+recognise its directory and how to load it; :func:`detect_format` tries them in order. Problems (missing files, missing
 keys, wrong shapes, a pickle where safetensors is expected) raise :class:`SAEFormatError` naming
 the file and the problem.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from typing import Any
 import torch
 
 from featurepath.errors import SAEFormatError
+from featurepath.sae.activations import activation_names, get_activation
 from featurepath.sae.files import (
     MAX_LAYER,
     as_dict,
@@ -27,7 +31,7 @@ from featurepath.sae.files import (
     read_json,
     read_safetensors,
 )
-from featurepath.sae.model import ACTIVATIONS, SAE, TOPK_ACTIVATIONS
+from featurepath.sae.model import SAE
 from featurepath.sae.saelens import load_saelens
 
 FP_CONFIG = "sae.json"
@@ -36,24 +40,54 @@ LS_CONFIG = "hyperparams.json"
 LS_WEIGHTS = ("checkpoints", "final.safetensors")
 
 
+@dataclass(frozen=True)
+class SAEFormat:
+    """A registered SAE format: ``detect(dir) -> bool`` recognises its directory; ``load(dir,
+    *, dtype, llamascope_threshold, llamascope_decoder_norm) -> SAE`` reads it (a loader takes
+    the options it uses and ignores the others, hence ``**_``); ``expects`` names its files for
+    the error a directory of no known format gets."""
+
+    name: str
+    detect: Callable[[Path], bool]
+    load: Callable[..., SAE]
+    expects: str
+
+
+_FORMATS: list[SAEFormat] = []
+
+
+def register_sae_format(name: str, detect: Callable[[Path], bool], load: Callable[..., SAE],
+                        expects: str) -> SAEFormat:
+    """Teach :func:`load_sae` a format. Registered formats are tried before the built-in ones
+    (featurepath, LlamaScope, SAELens), the most recent first; a name registered again is
+    replaced. The loaded SAE goes through the same checks as the built-ins' (dtype, activation
+    override, layer, ``d_model``)."""
+    fmt = SAEFormat(name, detect, load, expects)
+    _FORMATS[:] = [fmt, *(f for f in _FORMATS if f.name != name)]
+    return fmt
+
+
+def sae_format_names() -> tuple[str, ...]:
+    """Every registered format, in the order :func:`detect_format` tries them."""
+    return tuple(f.name for f in _FORMATS)
+
+
 def detect_format(path: str | Path) -> str:
-    """``llamascope``, ``saelens`` or ``featurepath``, from the files a directory holds."""
+    """The name of the first registered format that recognises the directory (built-ins:
+    ``featurepath``, ``llamascope``, ``saelens``)."""
     p = Path(path)
     if not p.exists():
         raise SAEFormatError(f"SAE path {p} does not exist")
     if not p.is_dir():
         raise SAEFormatError(f"SAE path {p} is a file; give the SAE's directory")
-    if (p / FP_CONFIG).exists():
-        return "featurepath"
-    if (p / LS_CONFIG).exists():
-        return "llamascope"
-    if (p / "cfg.json").exists():
-        return "saelens"
+    for fmt in _FORMATS:
+        if fmt.detect(p):
+            return fmt.name
     pickles = [f.name for f in p.iterdir() if f.suffix in (".pt", ".pth", ".bin", ".pkl")]
     hint = f" (found {', '.join(pickles)}: pickled weights are never loaded; convert them to " \
            "safetensors)" if pickles else ""
-    raise SAEFormatError(f"{p} is not an SAE directory: expected hyperparams.json (LlamaScope), "
-                         f"cfg.json (SAELens) or {FP_CONFIG} (featurepath){hint}")
+    raise SAEFormatError(f"{p} is not an SAE directory: expected "
+                         f"{', '.join(f.expects for f in _FORMATS)}{hint}")
 
 
 # ------------------------------------------------------------------------------- Llama Scope
@@ -184,11 +218,11 @@ def read_featurepath_config(path: Path) -> dict[str, Any]:
     d_model = as_int(cfg.get("d_model"), "d_model", cpath, lo=1)
     d_sae = as_int(cfg.get("d_sae"), "d_sae", cpath, lo=1)
     act = cfg.get("activation")
-    if not isinstance(act, str) or act not in ACTIVATIONS:
-        raise SAEFormatError(f"{cpath}: activation must be one of {', '.join(ACTIVATIONS)}, got "
-                             f"{act!r:.40}")
+    if not isinstance(act, str) or act not in activation_names():
+        raise SAEFormatError(f"{cpath}: activation must be one of "
+                             f"{', '.join(activation_names())}, got {act!r:.40}")
     k = cfg.get("k")
-    if act in TOPK_ACTIVATIONS or k is not None:
+    if get_activation(act).uses_k or k is not None:
         k = as_int(k, "k", cpath, lo=1, hi=d_sae)
     layer = cfg.get("layer")
     if layer is not None:
@@ -208,7 +242,7 @@ def load_featurepath(path: Path) -> SAE:
     t = read_safetensors(wpath)
     thr = need_tensor(t, "threshold", (d_sae,), wpath) if "threshold" in t else None
     meta = {**c["meta"], "format": "featurepath", "path": str(path)}
-    if c["activation"] in TOPK_ACTIVATIONS:
+    if get_activation(c["activation"]).uses_k:
         meta.setdefault("target_l0", c["k"])
     return SAE(need_tensor(t, "W_enc", (d_model, d_sae), wpath),
                need_tensor(t, "b_enc", (d_sae,), wpath),
@@ -257,19 +291,16 @@ def load_sae(path: str | Path, activation: str | None = None, layer: int | None 
     p = Path(path).expanduser()
     fmt = detect_format(p)
     want = as_dtype(str(dtype).removeprefix("torch."), p) if dtype is not None else None
-    if fmt == "llamascope":
-        sae = load_llamascope(p, llamascope_threshold, llamascope_decoder_norm)
-    elif fmt == "saelens":
-        sae = load_saelens(p, want)
-    else:
-        sae = load_featurepath(p)
+    loader = next(f.load for f in _FORMATS if f.name == fmt)
+    sae = loader(p, dtype=want, llamascope_threshold=llamascope_threshold,
+                 llamascope_decoder_norm=llamascope_decoder_norm)
     if want is not None and sae.W_enc.dtype != want:
         sae = sae.to(want)
         sae.meta["dtype"] = str(want).removeprefix("torch.")
     if activation is not None:
-        if activation not in ACTIVATIONS:
+        if activation not in activation_names():
             raise SAEFormatError(f"unknown activation override {activation!r}")
-        if activation in TOPK_ACTIVATIONS and sae.k is None:
+        if get_activation(activation).uses_k and sae.k is None:
             raise SAEFormatError(f"{p}: cannot override the activation with {activation}: the "
                                  "SAE has no k")
         sae = sae.with_activation(activation)
@@ -281,3 +312,16 @@ def load_sae(path: str | Path, activation: str | None = None, layer: int | None 
         raise SAEFormatError(f"{p}: SAE d_model {sae.d_model} does not match the model's hidden "
                              f"size {d_model}")
     return sae
+
+
+# The built-in formats, in the order they are tried (registered ones go before them).
+_FORMATS.extend([
+    SAEFormat("featurepath", lambda p: (p / FP_CONFIG).exists(),
+              lambda p, **_: load_featurepath(p), f"{FP_CONFIG} (featurepath)"),
+    SAEFormat("llamascope", lambda p: (p / LS_CONFIG).exists(),
+              lambda p, llamascope_threshold="scaled", llamascope_decoder_norm=False, **_:
+              load_llamascope(p, llamascope_threshold, llamascope_decoder_norm),
+              f"{LS_CONFIG} (LlamaScope)"),
+    SAEFormat("saelens", lambda p: (p / "cfg.json").exists(),
+              lambda p, dtype=None, **_: load_saelens(p, dtype), "cfg.json (SAELens)"),
+])

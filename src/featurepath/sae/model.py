@@ -5,7 +5,8 @@ source format is folded in at load time (``W_enc·s``, ``W_dec/s``, ``b_dec/s``)
 takes raw activations straight from the model and ``W_dec[f]`` is feature f's direction in the
 residual stream — the direction a delta patch adds.
 
-Encoding, for input x (any leading shape):
+Encoding, for input x (any leading shape), with the activations registered in
+:mod:`featurepath.sae.activations` (one implementation each, shared with the slices):
     pre = (x - b_dec·[apply_b_dec_to_input]) @ W_enc + b_enc
     relu:     f = relu(pre)
     jumprelu: f = relu(pre) · [pre > threshold]
@@ -26,27 +27,17 @@ from typing import Any
 
 import torch
 
-ACTIVATIONS = ("relu", "jumprelu", "topk", "abstopk")
-#: Activations that couple features through the k-th largest (pre-)activation of each token.
-TOPK_ACTIVATIONS = ("topk", "abstopk")
+from featurepath.sae.activations import activation_names, get_activation
 
 
-def _activate(pre: torch.Tensor, activation: str, threshold: torch.Tensor | None,
-              k: int | None) -> torch.Tensor:
-    if activation == "relu":
-        return torch.relu(pre)
-    if activation == "jumprelu":
-        assert threshold is not None
-        return torch.relu(pre) * (pre > threshold)
-    if activation == "topk":
-        assert k is not None
-        vals, idx = pre.topk(k, dim=-1)
-        return torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals))
-    if activation == "abstopk":
-        assert k is not None
-        idx = pre.abs().topk(k, dim=-1).indices
-        return torch.zeros_like(pre).scatter_(-1, idx, pre.gather(-1, idx))
-    raise ValueError(f"unknown activation {activation!r}")
+def __getattr__(name: str):
+    """``ACTIVATIONS`` / ``TOPK_ACTIVATIONS`` as they are now in the registry (a custom
+    activation registered later is included), for code that reads the old constants."""
+    if name == "ACTIVATIONS":
+        return activation_names()
+    if name == "TOPK_ACTIVATIONS":
+        return tuple(n for n in activation_names() if get_activation(n).uses_k)
+    raise AttributeError(name)
 
 
 class SAE(torch.nn.Module):
@@ -58,10 +49,9 @@ class SAE(torch.nn.Module):
                  apply_b_dec_to_input: bool = False, layer: int | None = None,
                  meta: dict[str, Any] | None = None):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; use one of {ACTIVATIONS}")
+        act = get_activation(activation)  # ValueError naming the registered ones
         d_model, d_sae = W_enc.shape
-        if activation in TOPK_ACTIVATIONS and not (isinstance(k, int) and 0 < k <= d_sae):
+        if act.uses_k and not (isinstance(k, int) and 0 < k <= d_sae):
             raise ValueError(f"a {activation} SAE needs an integer k in 1..{d_sae}, got {k!r}")
         self.W_enc = torch.nn.Parameter(W_enc, requires_grad=False)
         self.b_enc = torch.nn.Parameter(b_enc, requires_grad=False)
@@ -90,7 +80,7 @@ class SAE(torch.nn.Module):
         return x @ self.W_enc + self.b_enc
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return _activate(self.pre_acts(x), self.activation, self.threshold, self.k)
+        return get_activation(self.activation).fn(self.pre_acts(x), self.threshold, self.k)
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         return f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
@@ -110,19 +100,20 @@ class SAE(torch.nn.Module):
 
         JumpReLU/ReLU features are independent, so a slice keeps just their encoder columns,
         biases, thresholds and decoder rows (a few MB for thousands of LlamaScope features).
-        TopK couples all features through the k-th largest pre-activation, so a TopK slice keeps
-        the full encoder to find it (small for the SAEs featurepath trains) and still only the
-        chosen decoder rows.
+        TopK couples all features through the k-th largest pre-activation (a ``coupled``
+        activation, :mod:`featurepath.sae.activations`), so its slice keeps the full encoder
+        to find it (small for the SAEs featurepath trains) and still only the chosen decoder
+        rows.
         """
         ids = torch.as_tensor(feature_ids, dtype=torch.long).flatten()
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.d_sae):
             raise IndexError(f"feature ids out of range 0..{self.d_sae - 1}")
-        full = self.activation in TOPK_ACTIVATIONS
+        full = get_activation(self.activation).coupled
         return SAESlice(
             feature_ids=ids,
             W_enc=(self.W_enc.data if full else self.W_enc.data[:, ids]).clone(),
             b_enc=(self.b_enc.data if full else self.b_enc.data[ids]).clone(),
-            threshold=self.threshold.data[ids].clone(),
+            threshold=(self.threshold.data if full else self.threshold.data[ids]).clone(),
             W_dec=self.W_dec.data[ids].clone(),
             b_dec=self.b_dec.data.clone(),
             activation=self.activation, k=self.k,
@@ -167,16 +158,11 @@ class SAESlice:
                         self.k, self.apply_b_dec_to_input, self.layer)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The full SAE's values at ``feature_ids``, by the same activation function: a coupled
+        slice holds every feature's encoder and keeps its own columns of the result."""
         x = x.to(self.W_enc.dtype)
         if self.apply_b_dec_to_input:
             x = x - self.b_dec
-        pre = x @ self.W_enc + self.b_enc
-        if self.activation == "topk":
-            kth = pre.topk(int(self.k), dim=-1).values[..., -1:]
-            sel = pre[..., self.feature_ids]
-            return torch.relu(sel) * (sel >= kth)
-        if self.activation == "abstopk":
-            kth = pre.abs().topk(int(self.k), dim=-1).values[..., -1:]
-            sel = pre[..., self.feature_ids]
-            return sel * (sel.abs() >= kth)
-        return _activate(pre, self.activation, self.threshold, None)
+        act = get_activation(self.activation)
+        values = act.fn(x @ self.W_enc + self.b_enc, self.threshold, self.k)
+        return values[..., self.feature_ids] if act.coupled else values
