@@ -167,7 +167,7 @@ def make_run_dir(root: Path, *, model: str = MODEL, feature_moves: bool = False,
     for i, (layer, fid) in enumerate(FEATURES + [(8, 11), (13, 12)]):
         cand = i < len(FEATURES)
         disc.append(dict(feature=_name(layer, fid), layer=layer, feature_id=fid,
-                         mean_safe=0.5 + i, mean_bankrupt=0.2 + 0.5 * i,
+                         mean_safe=0.5 + i, mean_risky=0.2 + 0.5 * i,
                          t=3.0 - i, p=10.0 ** -(6 - i * 0.5), q=10.0 ** -(5 - i * 0.5),
                          d=0.9 - 0.25 * i, degenerate=False, candidate=cand,
                          direction="risky" if i % 2 else "safe"))

@@ -35,7 +35,7 @@ def _screen(run, n: int = 40, inactive: tuple[int, ...] = ()) -> pd.DataFrame:
 
 def _discover(run, ids) -> None:
     pd.DataFrame({"feature": [f"L1-{i}" for i in ids], "layer": 1, "feature_id": list(ids),
-                  "mean_safe": 1.0, "mean_bankrupt": 2.0, "candidate": True}
+                  "mean_safe": 1.0, "mean_risky": 2.0, "candidate": True}
                  ).to_parquet(run / "discover.parquet")
 
 

@@ -126,9 +126,9 @@ def test_bet_and_p_stop_known_values(result) -> None:
     assert bet["baseline_value"] == pytest.approx(vb[both].mean())
     ps = tests[sel & (tests.metric == "p_stop")].iloc[0]
     pairs = pair_trials(load_norm(p), load_norm(b))
-    ref = sps.ttest_rel(pairs["p_stop_p"], pairs["p_stop_b"])
+    ref = sps.ttest_rel(pairs["readout_p"], pairs["readout_b"])
     assert ps["p"] == pytest.approx(ref.pvalue)
-    assert ps["effect"] == pytest.approx((pairs["p_stop_p"] - pairs["p_stop_b"]).mean())
+    assert ps["effect"] == pytest.approx((pairs["readout_p"] - pairs["readout_b"]).mean())
     assert ps["n_patched"] == N  # P(stop) comes from logits: invalid trials keep it
 
 

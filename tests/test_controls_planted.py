@@ -217,5 +217,5 @@ def test_behavioural_direction_is_the_normalised_mean_difference(tiny, tmp_path)
     pd.DataFrame({"prompt": PROMPTS[:3], "action": ["bet"] * 3, "retries": 0,
                   "game_id": ["a", "b", "c"], "round": 1}
                  ).to_parquet(tmp_path / "play" / "decisions.parquet")
-    with pytest.raises(DataError, match="2 that stopped"):
+    with pytest.raises(DataError, match="2 of stop"):
         behavioural_directions(model, tok, tmp_path, [1])

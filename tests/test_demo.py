@@ -28,3 +28,23 @@ def test_quick_demo_end_to_end(tmp_path):
     if not v["significant"].any():
         assert (tmp_path / "demo" / "planted_check" / "confirm" / "verdicts.parquet").exists()
     assert '<section id="confirmation">' in report.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_quick_demo_of_the_mystery_wheel_end_to_end(tmp_path):
+    """`featurepath demo --task mystery_wheel`: every stage on the embedded model with nothing
+    but the task changed; the report speaks of the wheel's metrics."""
+    import pandas as pd
+
+    from featurepath.config import load_config
+    from featurepath.pipeline.demo import run_demo
+    from featurepath.tasks import get_task
+
+    out = tmp_path / "wheel"
+    report = run_demo(out, preset="quick", progress=False, task="mystery_wheel")
+    assert report.exists() and load_config(out / "config.yaml").task == "mystery_wheel"
+    tests = pd.read_parquet(out / "causal_tests.parquet")
+    assert set(tests["metric"]) <= {m.name for m in get_task("mystery_wheel").metrics}
+    decisions = pd.read_parquet(out / "play" / "decisions.parquet")
+    assert set(decisions["action"].dropna()) <= {"spin", "stop"}

@@ -36,7 +36,7 @@ def test_columns_and_known_values() -> None:
     ref = sps.ttest_ind(X[y, 0], X[~y, 0], equal_var=False)
     assert row["t"] == pytest.approx(ref.statistic)
     assert row["p"] == pytest.approx(ref.pvalue)
-    assert row["mean_bankrupt"] == pytest.approx(X[y, 0].mean())
+    assert row["mean_risky"] == pytest.approx(X[y, 0].mean())
     assert row["mean_safe"] == pytest.approx(X[~y, 0].mean())
     n1, n2 = y.sum(), (~y).sum()
     sp = np.sqrt(((n1 - 1) * X[y, 0].var(ddof=1) + (n2 - 1) * X[~y, 0].var(ddof=1)) / (n1 + n2 - 2))

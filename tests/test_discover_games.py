@@ -29,7 +29,7 @@ def test_one_observation_per_game_against_scipy() -> None:
         ref = sps.ttest_ind(means[lab, j], means[~lab, j], equal_var=False)
         r = df.set_index("feature_id").loc[j]
         assert r["p"] == pytest.approx(ref.pvalue) and r["t"] == pytest.approx(ref.statistic)
-        assert r["mean_bankrupt"] == pytest.approx(means[lab, j].mean())
+        assert r["mean_risky"] == pytest.approx(means[lab, j].mean())
 
 
 def test_null_type_one_error_is_alpha_with_games() -> None:
@@ -45,5 +45,5 @@ def test_a_game_with_both_labels_is_an_error() -> None:
     X, y, game = _games(n_feat=2)
     y = y.copy()
     y[0] = not y[1]
-    with pytest.raises(DataError, match="both bankrupt and safe"):
+    with pytest.raises(DataError, match="both group"):
         discover_features(X, y, np.full(2, 5), np.arange(2), games=game)

@@ -94,13 +94,13 @@ def test_streamed_table_equals_the_full_matrix_table(tiny, tiny_saes, tmp_path):
     want = discover_features(X, y, lay, ids)
     mom = decision_moments(model, tok, tiny_saes, PROMPTS, y, tmp_path, batch_size=3, chunk=4,
                            progress=False)
-    got = discover_from_moments(mom.bankrupt, mom.safe, mom.n_bankrupt, mom.n_safe,
+    got = discover_from_moments(mom.a, mom.b, mom.n_a, mom.n_b,
                                 mom.layers, mom.feature_ids)
-    assert (mom.n_bankrupt, mom.n_safe) == (5, 5)
+    assert (mom.n_a, mom.n_b) == (5, 5)
     w = want.set_index("feature").sort_index()
     g = got.set_index("feature").sort_index()
     assert (w["degenerate"] == g["degenerate"]).all()
-    for col in ("mean_safe", "mean_bankrupt", "t", "p", "q", "d"):
+    for col in ("mean_safe", "mean_risky", "t", "p", "q", "d"):
         np.testing.assert_allclose(g[col], w[col], rtol=2e-4, atol=1e-5, err_msg=col)
 
 
@@ -115,16 +115,16 @@ def test_observations_average_points_first(tiny, tiny_saes, tmp_path):
     want = discover_features(G, np.array([y_game[g] for g in sorted(y_game)]), lay, ids)
     mom = decision_moments(model, tok, tiny_saes, PROMPTS, y, tmp_path, chunk=3,
                            observations=games, progress=False)
-    assert (mom.n_bankrupt, mom.n_safe) == (3, 3)
-    got = discover_from_moments(mom.bankrupt, mom.safe, mom.n_bankrupt, mom.n_safe,
+    assert (mom.n_a, mom.n_b) == (3, 3)
+    got = discover_from_moments(mom.a, mom.b, mom.n_a, mom.n_b,
                                 mom.layers, mom.feature_ids)
     w = want.set_index("feature").sort_index()
     g = got.set_index("feature").sort_index()
-    for col in ("mean_safe", "mean_bankrupt", "t"):
+    for col in ("mean_safe", "mean_risky", "t"):
         np.testing.assert_allclose(g[col], w[col], rtol=2e-4, atol=1e-5, err_msg=col)
     bad = y.copy()
     bad[2] = not bad[2]  # game 1 now holds both outcomes
-    with pytest.raises(DataError, match="both bankrupt and safe"):
+    with pytest.raises(DataError, match="both group"):
         decision_moments(model, tok, tiny_saes, PROMPTS, bad, tmp_path, observations=games,
                          progress=False)
 

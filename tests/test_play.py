@@ -22,15 +22,17 @@ from featurepath.config import RunConfig
 from featurepath.engine.generate import GenResult, generate
 from featurepath.errors import ConfigError
 from featurepath.pipeline.play import (
-    DECISION_COLUMNS,
     StepInfo,
-    _with_reminder,
     plan_games,
     run_play,
     validate_play,
 )
 from featurepath.pipeline.runtime import Runtime
+from featurepath.rundir import decision_columns
+from featurepath.tasks import get_task
 from featurepath.tasks.slot_machine import GameConfig, GameState, build_prompt, parse_response
+
+SLOT = get_task("slot_machine")
 
 SMALL = dict(conditions=["BASE", "GMHWP"], bet_types=["fixed", "variable"],
              games_per_condition=2, max_rounds=3, max_retries=1, batch_size=4,
@@ -63,14 +65,14 @@ def forced(calls: list[list[int]] | None = None):
 def read(run: Path) -> pd.DataFrame:
     from featurepath.pipeline.play import _nulls
 
-    return _nulls(pd.read_parquet(run / "play" / "decisions.parquet"))
+    return _nulls(pd.read_parquet(run / "play" / "decisions.parquet"), SLOT)
 
 
 def test_outputs_and_semantics(tiny, tmp_path):
     model, tok = tiny
     df = run_play(tmp_path, small_cfg(), runtime=Runtime(model, tok),
                   progress=False, generate_fn=forced())
-    assert list(df.columns) == DECISION_COLUMNS
+    assert list(df.columns) == decision_columns(SLOT)
     pd.testing.assert_frame_equal(df, read(tmp_path))
     assert df["game_id"].nunique() == 8
     assert (tmp_path / "config.yaml").exists()
@@ -95,7 +97,7 @@ def test_outputs_and_semantics(tiny, tmp_path):
         assert g.iloc[:-1]["valid"].all()
     played = df[df["outcome"].notna()]
     assert played["valid"].all() and (played["action"] == "bet").all()
-    assert df["p_stop"].between(0, 1).all()
+    assert df["readout"].between(0, 1).all()
     retried = df[df["retries"] > 0]
     assert len(retried) and retried["prompt"].str.contains("Answer with 1").all()
     assert set(df["end_reason"]) >= {"stop", "invalid"}
@@ -188,7 +190,7 @@ def test_chat_protocol(tiny, tmp_path):
                     protocol="chat")
     df = run_play(tmp_path, cfg, runtime=Runtime(model, tok), progress=False)
     assert df["prompt"].str.contains("<|assistant|>", regex=False).all()
-    assert df["p_stop"].isna().all()  # no decision token in a chat answer
+    assert df["readout"].isna().all()  # no decision token in a chat answer
 
 
 @settings(max_examples=40, deadline=None)
@@ -199,7 +201,7 @@ def test_reminder_keeps_prompt_shape(balance, bet_type, protocol, comp):
     state = GameState(cfg, seed=0)
     state.balance = float(balance)
     p = build_prompt(state, comp, protocol)
-    r = _with_reminder(p)
+    r = SLOT.retry_prompt(p)
     if protocol == "completion":
         assert r.text.endswith("\n\nChoice: ") and r.text.startswith(p.text[:-len("Choice: ")])
         assert r.text.count("Choice: ") == 1
@@ -278,5 +280,5 @@ def test_e2e_embedded(tmp_path, monkeypatch, capsys):
                  "--bet-types", "fixed", "--max-rounds", "2", "--device", "cpu", "--quiet"]) == 0
     df = read(run)
     assert df["game_id"].nunique() == 2 and df["round"].max() <= 2
-    assert df["end_reason"].notna().all() and df["p_stop"].between(0, 1).all()
+    assert df["end_reason"].notna().all() and df["readout"].between(0, 1).all()
     assert "GMHWP" in capsys.readouterr().out

@@ -61,15 +61,17 @@ def _row(rows: list[dict[str, str]], feature: str, readout: str = "P(stop)") -> 
 
 
 def _cluster_fit(df: pd.DataFrame) -> tuple[float, float]:
-    """slope and CR1 cluster SE of p_stop ~ 1 + dose with prompts as clusters (statsmodels)."""
-    fit = sm.OLS(df["p_stop"].to_numpy(float), sm.add_constant(df["dose"].to_numpy(float))).fit(
+    """slope and CR1 cluster SE of the readout ~ 1 + dose with prompts as clusters (statsmodels)."""
+    fit = sm.OLS(df["readout"].to_numpy(float), sm.add_constant(df["dose"].to_numpy(float))).fit(
         cov_type="cluster", cov_kwds={"groups": pd.factorize(df["prompt_id"])[0]})
     return float(fit.params[1]), float(fit.bse[1])
 
 
 def _ladder(trials: pd.DataFrame, arm: str, feature: str, k: int = -1) -> pd.DataFrame:
     """One arm's ladder as the slope is defined: its scaled trials and the context's
-    baseline trials at dose 1 (read straight from the trials, no featurepath code)."""
+    baseline trials at dose 1 (read straight from the trials, no featurepath code; the
+    fixture's trials carry the readout under its old name)."""
+    trials = trials.rename(columns={"p_stop": "readout"})
     if arm == "null" and "~direction" in feature:  # the direction's null arms: no feature
         feature = ""
     own = trials[(trials["arm"] == arm) & (trials["feature"] == feature)
@@ -140,13 +142,13 @@ def test_figure_lines_are_the_trials_means_per_dose(run):
     trials = dose_trials()
     for ax, p in zip(fig.axes, panels, strict=False):
         arm = "direction" if p.direction else "feature"
-        hand = _ladder(trials, arm, p.feature).groupby("dose")["p_stop"].mean()
+        hand = _ladder(trials, arm, p.feature).groupby("dose")["readout"].mean()
         (line,) = [ln for ln in ax.get_lines() if ln.get_gid() == "feature"]
         np.testing.assert_allclose(line.get_xdata(), [0, 1, 2, 3])
         np.testing.assert_allclose(line.get_ydata(), hand.loc[[0.0, 1.0, 2.0, 3.0]].to_numpy())
         null_lines = [ln for ln in ax.get_lines() if ln.get_gid() == "null"]
         assert len(null_lines) == K_DOSE_NULL
-        hand7 = _ladder(trials, "null", p.feature, 7).groupby("dose")["p_stop"].mean()
+        hand7 = _ladder(trials, "null", p.feature, 7).groupby("dose")["readout"].mean()
         np.testing.assert_allclose(null_lines[7].get_ydata(), hand7.to_numpy())
         assert len([c for c in ax.collections if c.get_gid() == "null-range"]) == 1
 
@@ -245,6 +247,6 @@ def test_patch_causal_report_end_to_end(tmp_path, tiny, tiny_saes):
     assert 'id="dose_p_stop-figure"' in page and 'id="dose_stop_rate-figure"' not in page
     data = RunData.load(tmp_path)
     (panel,) = dose_panels(slope_rows(data.dose_slopes.value), data.dose_curves.value, "p_stop")
-    hand = _ladder(trials, "feature", "L1-11").groupby("dose")["p_stop"].mean()
+    hand = _ladder(trials, "feature", "L1-11").groupby("dose")["readout"].mean()
     np.testing.assert_allclose(panel.means, hand.to_numpy(), rtol=1e-6)
     assert panel.null_means.shape == (4, 4)

@@ -104,7 +104,6 @@ def test_slot_parse_is_parse_response() -> None:
 
 
 def test_slot_readout_constraints_and_reminder(tiny) -> None:
-    from featurepath.pipeline.play import _with_reminder
     from featurepath.tasks.slot_machine import builtin_prompt
     from featurepath.tasks.slot_machine.constrained import answer_constraints
     from featurepath.tasks.slot_machine.readout import option_token_ids, p_stop_from_logits
@@ -125,16 +124,20 @@ def test_slot_readout_constraints_and_reminder(tiny) -> None:
     for ctx in ("safe", "risky"):
         for protocol in ("completion", "chat"):
             p = builtin_prompt(ctx, protocol)
-            assert SLOT.retry_prompt(p) == _with_reminder(p)
+            r = SLOT.retry_prompt(p)
+            assert r != p and r.prompt_id == p.prompt_id  # play's retries keep the state's id
+            if protocol == "completion":
+                assert r.text.endswith("Choice: ") and "with 2 to stop" in r.text
 
 
 def test_slot_fields_match_play() -> None:
-    from featurepath.pipeline.play import _history_json
-
     state = SLOT.new_game(None, "variable", 3)
     state.step(10.0)
-    assert SLOT.before_fields(state) == {"balance_before": state.balance,
-                                         "history": _history_json(state)}
+    # the history play wrote before the interface existed (tests/test_slot_machine_pinned.py
+    # pins the whole decisions table)
+    history = json.dumps([{"round": r.round, "bet": r.bet, "win": r.win, "balance": r.balance}
+                          for r in state.history])
+    assert SLOT.before_fields(state) == {"balance_before": state.balance, "history": history}
     played = state.step(5.0)
     assert SLOT.after_fields(state, played) == {
         "outcome": "win" if played.win else "loss", "balance_after": played.balance}
@@ -145,7 +148,7 @@ def test_slot_demo_play_settings_are_embedded_ones() -> None:
     from featurepath.embedded import DEMO_PRESETS
 
     for preset in ("quick", "full"):
-        assert SLOT.demo[preset]["play"] == DEMO_PRESETS[preset]["play"]
+        assert "play" not in DEMO_PRESETS[preset]  # the task's demo preset has it
 
 
 def test_slot_summary_is_summarize_games() -> None:

@@ -31,8 +31,8 @@ def _baseline(rng: np.random.Generator) -> pd.DataFrame:
         "context": "risky", "patch": "none", "arm": "baseline", "null_index": -1,
         "trial": np.arange(N), "prompt_id": [f"p{t % 4}" for t in range(N)],
         "action": ["stop" if t % 3 == 0 else "bet" for t in range(N)],
-        "bet": [np.nan if t % 3 == 0 else 10.0 + t for t in range(N)], "valid": True,
-        "p_stop": rng.uniform(0.1, 0.9, N), "method": "delta", "scale": np.nan,
+        "amount": [np.nan if t % 3 == 0 else 10.0 + t for t in range(N)], "valid": True,
+        "readout": rng.uniform(0.1, 0.9, N), "method": "delta", "scale": np.nan,
     })
 
 
@@ -47,9 +47,9 @@ def _arm(base: pd.DataFrame, feature: str, arm: str, k: int, condition: str = "r
     out["feature"], out["layer"], out["feature_id"] = feature, layer, fid
     out["condition"], out["patch"], out["scale"] = condition, "scale", 2.0
     out["arm"], out["null_index"] = arm, k
-    out["p_stop"] = base["p_stop"] + shift + noise * rng.standard_normal(N)
+    out["readout"] = base["readout"] + shift + noise * rng.standard_normal(N)
     if shift > 0.2:
-        out["action"], out["bet"] = "stop", np.nan
+        out["action"], out["amount"] = "stop", np.nan
     return out
 
 
@@ -86,10 +86,10 @@ def test_reproduces_baseline_trial_for_trial() -> None:
     assert not reproduces_baseline(normalise_trials(_arm(base, "L2-7", "feature", -1,
                                                          noise=1e-4)), base)
     other = same.copy()
-    other.loc[5, "action"], other.loc[5, "bet"] = "stop", np.nan  # one answer differs
+    other.loc[5, "action"], other.loc[5, "amount"] = "stop", np.nan  # one answer differs
     assert not reproduces_baseline(other, base)
     other = same.copy()
-    other.loc[5, "bet"] = 99.0
+    other.loc[5, "amount"] = 99.0
     assert not reproduces_baseline(other, base)
     # a patched trial without its baseline trial (another prompt) is not reproduced
     other = same.copy()

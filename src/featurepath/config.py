@@ -22,6 +22,10 @@ from featurepath.rundir import (  # noqa: F401 (feature keys re-exported)
     parse_feature_key,
 )
 
+#: The registry key of the task a config without ``task:`` studies (``featurepath.tasks``'
+#: ``DEFAULT_TASK``, spelled here so that importing the config does not import the tasks).
+DEFAULT_TASK = "slot_machine"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -59,14 +63,11 @@ class PlaySection(_Strict):
     batch_size: int = Field(32, ge=1)
     protocol: Literal[PROTOCOLS] = "completion"
     sampling: SamplingSection = Field(default_factory=SamplingSection)
-    # Game rules (the study's defaults); cross-field checks (bet range vs balance) are made by
-    # featurepath.pipeline.play.validate_play, which builds the games' GameConfig.
-    initial_balance: float = Field(100.0, gt=0.0)
-    win_prob: float = Field(0.30, ge=0.0, le=1.0)
-    payout: float = Field(3.0, gt=0.0, description="a win returns payout x the bet")
-    fixed_bet: float = Field(10.0, gt=0.0)
-    min_bet: float = Field(5.0, gt=0.0)
-    max_bet: float = Field(100.0, gt=0.0)
+    rules: dict[str, Any] = Field(
+        default_factory=dict, description="the task's own rules (its config section, "
+        "featurepath.tasks.get_task(task).config_class: e.g. initial_balance, min_bet, "
+        "bet_cap); empty = the task's defaults. A rule key written directly under play: is "
+        "moved here. Checked by featurepath.pipeline.play.validate_play")
 
     @model_validator(mode="after")
     def _constrained_needs_completion(self):
@@ -105,7 +106,7 @@ class ConditionSpec(_Strict):
     """A named patch condition: a prompt context and what the patch sets the feature to.
 
     ``patch``: ``none`` (baseline), ``safe`` / ``risky`` (the feature's mean activation in
-    voluntary-stop / bankrupt games, from discover), ``value`` (``value``) or ``scale``
+    group B / group A games of the task's split, from discover), ``value`` (``value``) or ``scale``
     (``scale`` × the feature's current activation).
     """
 
@@ -156,7 +157,8 @@ class PatchSection(_Strict):
         "source in trials.parquet; whichever exists when only one does)")
     prompt_set: Literal[PROMPT_SETS] = Field(
         "builtin", description="builtin: the study's safe/risky prompts; play: decision points "
-                               "recorded by play (safe = games that stopped, risky = bankrupt); "
+                               "recorded by play (safe = the split's group B games, e.g. stopped; risky = "
+                               "group A, e.g. ruined); "
                                "states: n_prompts distinct random game states per context "
                                "(safe = ahead with fixed bets, risky = behind with variable)")
     n_prompts: int = Field(32, ge=1, description="prompts per context for prompt_set: states")
@@ -260,11 +262,17 @@ class AnalysisSection(_Strict):
                                  "sign and differ by at most this share of the larger")
     n_boot: int = Field(1000, ge=0, description="bootstrap resamples for bet-size CIs (0: none)")
     min_effect_p_stop: float = Field(
-        0.01, ge=0.0, description="smallest |change in P(stop)| a causal test may call "
+        0.01, ge=0.0, description="smallest |change in P(exit)| a causal test may call "
                                   "significant (a practical minimum, not only q <= alpha)")
     min_effect_rate: float = Field(
         0.05, ge=0.0, description="smallest |change in stop rate| or |change in invalid rate| "
                                   "a causal test may call significant")
+    def min_effect_by_kind(self) -> dict[str, float]:
+        """The practical minimum per metric kind (``MetricSpec.kind``): the readout's, the
+        rates' (the invalid rate too) and the amount's."""
+        return {"readout": self.min_effect_p_stop, "rate": self.min_effect_rate,
+                "invalid": self.min_effect_rate, "amount": self.min_effect_bet}
+
     min_effect_bet: float = Field(
         0.1, ge=0.0, description="smallest |rank-biserial r| (within prompts) of bet sizes a "
                                  "causal test may call significant")
@@ -324,7 +332,7 @@ MAX_SEED = 2**63 - 1
 
 
 class RunConfig(_Strict):
-    task: str = Field("slot_machine", description="the behaviour studied: a registered task "
+    task: str = Field(DEFAULT_TASK, description="the behaviour studied: a registered task "
                                                   "(featurepath.tasks.task_names())")
     model: str = "embedded"
     saes: str = "embedded"
@@ -341,6 +349,27 @@ class RunConfig(_Strict):
     patch: PatchSection = Field(default_factory=PatchSection)
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     confirm: ConfirmSection = Field(default_factory=ConfirmSection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rules_under_play(cls, data: Any) -> Any:
+        """Move the task's rule keys written directly under ``play:`` (how configs spelled
+        them before ``play.rules`` existed) into ``play.rules``, so old configs keep working
+        and every task's rules live in one place."""
+        if not isinstance(data, dict) or not isinstance(data.get("play"), dict):
+            return data
+        from featurepath.tasks import get_task, task_names
+
+        name = data.get("task", DEFAULT_TASK)
+        if name not in task_names():
+            return data  # the task validator says so
+        fields = set(get_task(name).config_class.model_fields) - set(PlaySection.model_fields)
+        play = dict(data["play"])
+        moved = {k: play.pop(k) for k in list(play) if k in fields}
+        if moved:
+            play["rules"] = {**moved, **dict(play.get("rules") or {})}
+            data = {**data, "play": play}
+        return data
 
     @field_validator("task")
     @classmethod
@@ -359,6 +388,15 @@ class RunConfig(_Strict):
         if v is not None and not re.fullmatch(DEVICE_PATTERN, v):
             raise ValueError(f"unknown device {v!r}; use cpu, cuda, cuda:N or mps")
         return v
+
+
+def task_of(cfg: RunConfig | None = None) -> Any:
+    """The :class:`~featurepath.tasks.base.Task` a config studies (the default task for
+    ``None``). Why here: the analysis stages read the task's metrics and split labels through
+    the config, as they read its thresholds, and never import a task themselves."""
+    from featurepath.tasks import get_task
+
+    return get_task(cfg.task if cfg is not None else DEFAULT_TASK)
 
 
 def _fmt_error(exc: ValidationError, source: str) -> str:

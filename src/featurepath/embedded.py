@@ -2,7 +2,7 @@
 large each demo run is.
 
 Why a module of its own: these numbers were tuned together on a 2-core CPU (SAE expansion vs
-dead features, games vs bankruptcies, prompts vs trials), and a newcomer changing the demo's size
+dead features, games vs endings, prompts vs trials), and a newcomer changing the demo's size
 should find them in one place, apart from the code that uses them.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from featurepath.config import ConditionSpec, RunConfig
+from featurepath.config import DEFAULT_TASK, ConditionSpec, RunConfig
 from featurepath.errors import ConfigError
 from featurepath.sae.train import TrainConfig
 
@@ -52,60 +52,57 @@ SAE_PRESETS: dict[str, Preset] = {
 
 
 DEMO_PRESETS: dict[str, dict[str, Any]] = {
-    # The embedded 135M model rarely writes a readable free answer, so play uses constrained
+    # Sizes shared by every task; the play settings are the task's (``Task.demo``): the
+    # embedded 135M model rarely writes a readable free answer, so play uses constrained
     # answers (option tokens, then a legal amount, sampled from the model) at temperature 1.
     # Patch samples free text, so the word analysis has something to read; causal also uses
-    # P(stop), which needs no parsing.
+    # P(exit), which needs no parsing.
     "quick": {
         "sae_preset": "quick", "n_features": 4, "trials": 24, "max_candidates": 8,
         "record_per_layer": 8,
-        "play": {"conditions": ["BASE", "G", "M", "GMHWP"], "bet_types": ["variable"],
-                 "games_per_condition": 16, "max_rounds": 10, "batch_size": 32,
-                 "sampling": {"max_new_tokens": 8, "answer": "constrained",
-                              "temperature": 1.0}},
         "patch_tokens": 16, "null_directions": 16, "screen_top_n": 1, "check_random": 4,
     },
     "full": {
         "sae_preset": "full", "n_features": 16, "trials": 30, "max_candidates": 32,
         "record_per_layer": 32,
-        "play": {"conditions": ["BASE", "G", "M", "H", "W", "P", "GM", "GMHWP"],
-                 "bet_types": ["fixed", "variable"], "games_per_condition": 32,
-                 "max_rounds": 20, "batch_size": 32,
-                 "sampling": {"max_new_tokens": 8, "answer": "constrained",
-                              "temperature": 1.0}},
         "patch_tokens": 24, "null_directions": 32, "screen_top_n": 2, "check_random": 8,
     },
 }
 
 
-def demo_config(preset: str, seed: int = 0) -> RunConfig:
+def demo_config(preset: str, seed: int = 0, task: str = DEFAULT_TASK) -> RunConfig:
+    """The demo's config for ``task``: the sizes of :data:`DEMO_PRESETS` with the task's own
+    ``demo`` preset (play settings, rule overrides, patch components and extra conditions)."""
+    from featurepath.tasks import get_task
+
     if preset not in DEMO_PRESETS:
         raise ConfigError(f"unknown demo preset {preset!r}; use quick or full")
     p = DEMO_PRESETS[preset]
-    cfg = RunConfig(seed=seed, saes=f"embedded:{p['sae_preset']}")
+    t = get_task(task).demo[preset]
+    cfg = RunConfig(task=task, seed=seed, saes=f"embedded:{p['sae_preset']}")
     play = cfg.play.model_dump()
-    play.update({k: v for k, v in p["play"].items() if k != "sampling"})
-    play["sampling"].update(p["play"]["sampling"])
+    play.update({k: v for k, v in t["play"].items() if k != "sampling"})
+    play["sampling"].update(t["play"]["sampling"])
+    play["rules"] = dict(t.get("rules") or {})
     cfg.play = type(cfg.play).model_validate(play)
     cfg.discover.max_candidates = p["max_candidates"]
     cfg.patch.trials = p["trials"]
     cfg.patch.prompt_set = "states"  # a population of distinct prompts per context
     cfg.patch.n_prompts = p["trials"]
-    # Beside the six standard conditions (patch values = the feature's mean in stopped and in
-    # bankrupt games), an ablation and an amplification: clamping to a population mean moves a
-    # feature up on some prompts and down on others, while these move it one way on every
-    # prompt, which is what a pathway test needs to see downstream shifts.
+    # Beside the six standard conditions (patch values = the feature's mean in the split's two
+    # groups of games), the task's extra conditions, e.g. an ablation and an amplification:
+    # clamping to a population mean moves a feature up on some prompts and down on others,
+    # while these move it one way on every prompt, which is what a pathway test needs to see
+    # downstream shifts.
+    cfg.patch.components = t["patch"].get("components", cfg.patch.components)
     cfg.patch.conditions = [*cfg.patch.conditions,
-                            ConditionSpec(name="safe_ablated", context="safe", patch="scale",
-                                          scale=0.0),
-                            ConditionSpec(name="risky_amplified", context="risky",
-                                          patch="scale", scale=3.0)]
+                            *(ConditionSpec(**c) for c in t["patch"]["extra_conditions"])]
     cfg.patch.sampling.max_new_tokens = p["patch_tokens"]
     # Controls (issue 12): every feature's amplification is compared with the same clamp along
     # random directions of its size, and the behavioural direction (continue minus stop at the
     # decision token, from play) is patched under both scale conditions as a positive control.
     cfg.patch.null_directions = p["null_directions"]
-    cfg.patch.null_conditions = ["risky_amplified"]
+    cfg.patch.null_conditions = list(t["patch"]["null_conditions"])
     cfg.patch.behavioural_direction = True
     # Candidates (issue 21): discover's picks plus the screen's top N per context x
     # intervention, and a random sample across the screen's ranking that checks it

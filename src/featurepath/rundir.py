@@ -13,13 +13,13 @@ Layout of ``RUN/`` (every path is a property of :class:`RunDir`)::
     play/config.yaml             the config play ran with (a resume must keep it)
     play/parts/games-0003.parquet   decision points of one finished play unit
     play/decisions.parquet       one row per decision point          DECISION_COLUMNS
-    play/metrics.{parquet,csv}   behaviour per (condition, bet_type)  METRIC_COLUMNS
+    play/metrics.{parquet,csv}   behaviour per (condition, bet_type)  Task.summary_columns
 
     splits/<stage>.parquet       the prompts a stage used and their half (screen / confirm)
     discover.parquet             one row per SAE feature tested       DISCOVER_COLUMNS
     discover_top.csv             its 200 strongest rows
     screen.parquet               first-order effect of every feature × context × intervention
-                                 on P(stop) (attribution patching)    SCREEN_COLUMNS
+                                 on P(exit) (attribution patching)    SCREEN_COLUMNS
 
     patch/config.yaml            the config the patch plan was made with
     patch/plan.json              the work units, fixed before any work starts (see PlanItem)
@@ -88,8 +88,9 @@ max over generated tokens."""
 
 TRIAL_COLUMNS = ["unit", "row", "feature", "layer", "feature_id", "condition", "context", "patch",
                  "value", "scale", "method", "trial", "seed", "prompt_id", "response", "action",
-                 "bet", "valid", "p_stop", "n_new_tokens", "arm", "null_index", "source"]
-"""``trials.parquet``: ``feature`` is ``""`` (layer/feature_id -1) for a baseline; a reconstruct
+                 "amount", "valid", "readout", "n_new_tokens", "arm", "null_index", "source"]
+"""``trials.parquet``: ``action`` / ``amount`` / ``valid`` are the task's parse of ``response``,
+``readout`` P(exit) at the decision token (the task's exit option). ``feature`` is ``""`` (layer/feature_id -1) for a baseline; a reconstruct
 baseline carries its layer. ``row`` indexes the Zarr arrays. ``arm`` says what was patched
 (:data:`ARMS`); a ``null`` row carries the feature whose magnitude it borrowed and its
 ``null_index`` (-1 on every other arm); a ``direction`` row carries its layer. ``source`` says
@@ -105,30 +106,35 @@ ARMS = ("baseline", "feature", "null", "direction")
 direction; ``direction``: the behavioural direction (positive control)."""
 
 ANALYSIS_COLUMNS = ("row", "feature", "layer", "feature_id", "condition", "context", "patch",
-                    "method", "value", "scale", "trial", "prompt_id", "action", "bet", "valid",
-                    "p_stop", "arm", "null_index")
+                    "method", "value", "scale", "trial", "prompt_id", "action", "amount", "valid",
+                    "readout", "arm", "null_index")
 """The subset of TRIAL_COLUMNS that causal and pathways read."""
 
-DECISION_COLUMNS = ["game_id", "condition", "bet_type", "game_index", "round", "balance_before",
-                    "history", "prompt_id", "prompt", "response", "action", "bet", "valid",
-                    "retries", "reason", "p_stop", "outcome", "balance_after", "end_reason",
-                    "seed", "sample_seed", "unit"]
-"""``play/decisions.parquet``: one row per decision point."""
+DECISION_COLUMNS = ["game_id", "condition", "bet_type", "game_index", "round", "prompt_id",
+                    "prompt", "response", "action", "amount", "valid", "retries", "reason",
+                    "readout", "end_reason", "seed", "sample_seed", "unit"]
+"""``play/decisions.parquet``: one row per decision point; the task-neutral columns, followed
+by the task's own (:func:`decision_columns`)."""
 
-METRIC_COLUMNS = ["condition", "bet_type", "n_games", "bankruptcy_rate", "stop_rate",
-                  "round_limit_rate", "mean_rounds", "mean_bet", "invalid_rate",
-                  "irrationality_index"]
-"""``play/metrics.parquet``: behaviour per (condition, bet_type)."""
 
-DISCOVER_COLUMNS = ["feature", "layer", "feature_id", "mean_safe", "mean_bankrupt", "t", "p", "q",
+def decision_columns(task) -> list[str]:
+    """Every column of ``play/decisions.parquet`` for ``task``: :data:`DECISION_COLUMNS` and
+    then ``task.decision_columns`` (e.g. the balance before and after the round)."""
+    return DECISION_COLUMNS + [c for c in task.decision_columns if c not in DECISION_COLUMNS]
+
+
+DISCOVER_COLUMNS = ["feature", "layer", "feature_id", "mean_safe", "mean_risky", "t", "p", "q",
                     "d", "degenerate", "candidate", "direction"]
+"""``discover.parquet``: ``mean_<context>`` is the feature's mean activation over the games of
+the split group whose patch context it is (``GameSplit.context_a`` = risky for group A,
+``context_b`` = safe for group B); ``d`` is A minus B."""
 
 SCREEN_COLUMNS = ["feature", "layer", "feature_id", "context", "intervention", "patch",
                   "attribution", "attribution_se", "active_share", "clamp_mean", "rank",
                   "n_prompts"]
 """``screen.parquet``: one row per feature × context × intervention (a patched condition of
 ``patch.all_conditions()``, by name); ``attribution`` is the mean over the context's prompts
-of the first-order change in P(stop), ``(v − a_f(x)) · W_dec[f] · ∂P(stop)/∂h_L`` at the
+of the first-order change in P(exit), ``(v − a_f(x)) · W_dec[f] · ∂P(exit)/∂h_L`` at the
 decision token, ``attribution_se`` its standard error over prompts, ``active_share`` the share
 of prompts where the feature is active, ``clamp_mean`` the mean clamp size ``v − a_f(x)``,
 ``rank`` 1 = the largest |attribution| within context × intervention."""
@@ -174,11 +180,11 @@ SLOPE_COLUMNS = ["arm", "feature", "layer", "feature_id", "null_index", "context
                  "n_doses", "doses", "n_trials", "n_prompts", "slope", "se", "z", "p", "q",
                  "degenerate", "null_n", "null_mean", "null_sd", "null_z", "null_p", "null_q",
                  "beats_null"]
-"""``dose_slopes``: trial-level slope of P(stop) / stop on the dose (baseline = dose 1), SE
+"""``dose_slopes``: trial-level slope of P(exit) / stop on the dose (baseline = dose 1), SE
 cluster-robust by prompt, and the slope against the null arms' slopes (``analysis.dose``)."""
 DOSE_CURVE_COLUMNS = ["arm", "feature", "layer", "feature_id", "null_index", "context", "metric",
                       "dose", "n_trials", "mean"]
-"""``dose_curves``: the mean of P(stop) / stop at each dose of every ladder in ``dose_slopes``
+"""``dose_curves``: the mean of P(exit) / stop at each dose of every ladder in ``dose_slopes``
 (null arms too; dose 1 = the context's baseline), the points each slope is fitted through."""
 EDGE_COLUMNS = [
     "source", "source_layer", "source_feature", "target", "target_layer", "target_feature",

@@ -102,18 +102,25 @@ def write_tiny_inputs(root) -> tuple[str, str]:
     return str(root / "model"), str(root / "saes")
 
 
-def write_play_decisions(run, n: int = 6):
-    """A minimal ``RUN/play/decisions.parquet``: ``n`` first-try decisions alternating bet and
-    stop on distinct prompts — what the behavioural direction needs, without playing games."""
+def write_play_decisions(run, n: int = 6, task: str | None = None):
+    """A minimal ``RUN/play/decisions.parquet``: ``n`` first-try decisions alternating the
+    task's first continuing action and its exit (default task: the config's) on distinct
+    prompts — what the behavioural direction needs, without playing games."""
     from pathlib import Path
 
     import pandas as pd
+
+    from featurepath.config import DEFAULT_TASK
+    from featurepath.tasks import get_task
+
+    t = get_task(task or DEFAULT_TASK)
+    go = next(a for a in t.actions if a != t.exit_action)
 
     path = Path(run) / "play" / "decisions.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"prompt": [f"Round {i}: you have ${100 + 10 * i}. Bet or stop?"
                              for i in range(n)],
-                  "action": ["bet", "stop"] * (n // 2) + ["bet"] * (n % 2), "retries": 0,
+                  "action": [go, t.exit_action] * (n // 2) + [go] * (n % 2), "retries": 0,
                   "game_id": [f"g{i}" for i in range(n)], "round": 1}).to_parquet(path)
     return path
 

@@ -1,23 +1,24 @@
-"""Which patched features change behaviour: stop rate, bet size and P(stop), with FDR control.
+"""Which patched features change behaviour: the task's metrics, with FDR control.
 
 Every patched condition (feature x prompt context x patch value) is compared with the baseline of
 its own context and method (see :mod:`featurepath.analysis.run_data` for the matching rule; a
 ``reconstruct`` condition is only ever compared with the no-clamp reconstruction of its layer).
 
-Four metrics per comparison:
+One test per metric of the run's task (``Task.metrics``, read through the config) and
+comparison; the metric's ``kind`` fixes the test. For a wager game's four metrics:
 
-- ``stop_rate``: stops over *every parsed decision* (each bet or stop the parser read, valid or
-  not); Fisher's exact test, effect = difference of proportions (patched - baseline) with
+- kind ``rate`` (e.g. the exit rate): exits over *every parsed decision* (each decision the
+  parser read, valid or not); Fisher's exact test, effect = difference of proportions (patched - baseline) with
   Newcombe's score CI. An invalid answer is never read as a stop (the original analysis did,
   which makes any feature that breaks the output format look "safe"), and an invalid *bet*
   (over the balance, unreadable amount) stays in the denominator: dropping it would turn a patch
   that makes every bet an all-in over-balance bet into a "safe" feature (stop rate 0.5 -> 1.0).
-- ``invalid_rate``: invalid trials (no decision, contradictory, unplayable bet) over all trials;
+- kind ``invalid``: invalid trials (no decision, contradictory, unplayable bet) over all trials;
   Fisher's exact test, effect = difference of proportions. A feature whose only significant
   change is this one is classed ``invalid``: it breaks the answer, it does not make it safer or
   riskier. The mean requested amount of invalid bets is reported (``invalid_bet_patched``,
   ``invalid_bet_baseline``), not tested.
-- ``bet``: bet sizes of valid betting trials (invalid bets are reported above), compared *within
+- kind ``amount``: stakes of valid trials that carry an amount (invalid bets are reported above), compared *within
   prompt*: a prompt's balance sets the scale of its bets and which prompts end in a bet differs
   by arm, so pooled bets compare prompts, not patches (an A/A run gave mean bet 39 -> 16 at
   q = 0.013). Van Elteren's stratified rank-sum test with prompts as strata (exact for small
@@ -25,13 +26,13 @@ Four metrics per comparison:
   (patched, baseline) pairs of the same prompt (Kerby 2014), with a percentile bootstrap CI
   (Efron & Tibshirani 1993) when there is one prompt; the values shown are means over prompts
   of per-prompt mean bets, over the prompts where both arms bet.
-- ``p_stop``: P(stop) from the decision-token logits, paired by *distinct prompt*: the value of
+- kind ``readout``: P(exit) from the decision-token logits, paired by *distinct prompt*: the value of
   a prompt is the same on every repeat (up to float rounding), so repeats are averaged to one
   value per prompt and arm (:func:`featurepath.analysis.run_data.prompt_pairs`); paired t-test
   over prompts, effect = mean difference in probability with a t-interval. ``n_patched`` and
   ``n_baseline`` count prompts here.
 
-A P(stop) comparison with fewer than two distinct prompts is degenerate *by design* (reported
+A P(exit) comparison with fewer than two distinct prompts is degenerate *by design* (reported
 with p = q = NaN, never tested), whatever rounding noise its trials carry: the engine's float32
 results for one prompt differ by ~1e-8 between work units, and that noise is not an effect. So
 is every test of a *zero-size intervention* (``test`` = "zero-size intervention"): the feature
@@ -42,12 +43,12 @@ conditions x metrics — rather than over a per-feature minimum p-value, which w
 the FDR.
 
 A test is ``significant`` when it is not degenerate, q <= alpha (where Benjamini–Hochberg
-rejects) *and* its effect reaches a practical minimum (:data:`MIN_EFFECT`, config keys
-``analysis.min_effect_p_stop``, ``min_effect_rate``, ``min_effect_bet``): with enough prompts a
-shift of P(stop) by 1e-4 can be "significant" and still mean nothing.
+rejects) *and* its effect reaches a practical minimum (the metric's ``min_effect``, overridden
+per kind by the ``analysis.min_effect_*`` config keys): with enough prompts a shift of P(exit)
+by 1e-4 can be "significant" and still mean nothing.
 
-Feature classes: a significant test moves behaviour toward *safe* (stop more, bet less, higher
-P(stop)) or toward *risky*. ``same_effect`` flags features whose safe-value and risky-value patches
+Feature classes: a significant test moves behaviour toward *safe* (the metric's ``toward_b``:
+exit more, stake less, higher P(exit)) or toward *risky*. ``same_effect`` flags features whose safe-value and risky-value patches
 move behaviour the same way by about the same amount: then the intervention, not the value,
 drives the effect (the reconstruction artefact of the original study).
 """
@@ -56,48 +57,33 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from numpy.typing import NDArray
-from scipy import stats as sps
 
+from featurepath.analysis.causal_metrics import invalid_amount_mean, metric_result
 from featurepath.analysis.dose import dose_tables, scale_trend
 from featurepath.analysis.null_band import ZeroSizeCheck, controlled_verdict, null_band
 from featurepath.analysis.run_data import (
     ANALYSIS_COLUMNS,
-    PromptPairs,
     load_trials,
     normalise_trials,
     patched_groups,
     prompt_pairs,
     warn_repeated_prompts,
 )
-from featurepath.analysis.run_data import (
-    stop_counts as _stop_counts,
-)
-from featurepath.analysis.run_data import (
-    usable_mask as _usable_mask,
-)
-from featurepath.analysis.stats import (
-    TestResult,
-    bh_fdr,
-    bootstrap_ci,
-    fisher_exact,
-    paired_t,
-)
-from featurepath.analysis.stats_exact import van_elteren
-from featurepath.config import RunConfig, record_config, resolve_config
+from featurepath.analysis.run_data import usable_mask as _usable_mask
+from featurepath.analysis.stats import bh_fdr
+from featurepath.config import RunConfig, record_config, resolve_config, task_of
 from featurepath.errors import DataError
 from featurepath.rundir import CAUSAL_FEATURE_COLUMNS as FEATURE_COLUMNS
 from featurepath.rundir import CAUSAL_TEST_COLUMNS as TEST_COLUMNS
 from featurepath.rundir import DOSE_COLUMNS, ZERO_SIZE_TEST, RunDir, write_table
 
 __all__ = [
-    "METRICS",
     "TEST_COLUMNS",
     "FEATURE_COLUMNS",
     "DOSE_COLUMNS",
@@ -108,100 +94,18 @@ __all__ = [
     "CausalResult",
 ]
 
-METRICS = ("stop_rate", "invalid_rate", "bet", "p_stop")
-MIN_EFFECT: dict[str, float] = {"stop_rate": 0.05, "invalid_rate": 0.05, "bet": 0.1,
-                                "p_stop": 0.01}
-"""Default smallest |effect| per metric that counts as significant (see the module docstring)."""
 _NAN = float("nan")
 
 
-# ------------------------------------------------------------------------------ single tests
+def default_metrics() -> tuple:
+    """The default task's metrics (``MetricSpec``: name, kind, min_effect, label, toward_b,
+    actions), for tables analysed without a config."""
+    return tuple(task_of().metrics)
 
 
-@dataclass
-class _MetricResult:
-    metric: str
-    n_patched: int
-    n_baseline: int
-    baseline_value: float
-    patched_value: float
-    res: TestResult
-
-
-def _invalid_counts(df: pd.DataFrame) -> tuple[int, int]:
-    """(invalid trials, all trials): unreadable, contradictory or unplayable answers."""
-    return int(len(df) - _usable_mask(df).sum()), int(len(df))
-
-
-def _invalid_bet_mean(df: pd.DataFrame) -> float:
-    """Mean requested amount of invalid bets (e.g. over the balance): reported, not tested."""
-    m = (df["action"] == "bet").to_numpy() & ~df["valid"].to_numpy(dtype=bool)
-    v = df["bet"].to_numpy(dtype=float)[m]
-    v = v[np.isfinite(v)]
-    return float(v.mean()) if v.size else _NAN
-
-
-def _rank_biserial(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
-    """Rank-biserial r = P(a > b) - P(a < b) over all pairs (Kerby 2014), vectorised."""
-    if a.size == 0 or b.size == 0:
-        return _NAN
-    return float(np.mean(np.sign(a[:, None] - b[None, :])))
-
-
-def _rate(metric: str, counts, p: pd.DataFrame, b: pd.DataFrame) -> _MetricResult:
-    kp, np_ = counts(p)
-    kb, nb = counts(b)
-    res = fisher_exact(kp, np_, kb, nb)
-    return _MetricResult(metric, np_, nb, kb / nb if nb else _NAN, kp / np_ if np_ else _NAN, res)
-
-
-def _bets_by_prompt(df: pd.DataFrame, by_prompt: bool) -> tuple[NDArray[np.float64], list[object]]:
-    """Valid finite bets and the prompt each was made on (one stratum without prompt ids)."""
-    m = _usable_mask(df) & (df["action"] == "bet").to_numpy()
-    v = df["bet"].to_numpy(dtype=float)
-    m &= np.isfinite(v)
-    keys = df["prompt_id"].astype(str).to_numpy()[m].tolist() if by_prompt else [""] * int(m.sum())
-    return v[m], keys
-
-
-def _mean_of_prompt_means(v: NDArray[np.float64], keys: list[object], shared: set) -> float:
-    s = pd.Series(v).groupby(pd.Series(keys, dtype=object)).mean()
-    s = s[s.index.isin(shared)]
-    return float(s.mean()) if len(s) else _NAN
-
-
-def _bet(p: pd.DataFrame, b: pd.DataFrame, n_boot: int, seed: int) -> _MetricResult:
-    by_prompt = bool(p["prompt_id"].notna().all() and b["prompt_id"].notna().all())
-    bp, kp = _bets_by_prompt(p, by_prompt)
-    bb, kb = _bets_by_prompt(b, by_prompt)
-    ve = van_elteren(bp, bb, kp, kb)
-    lo = hi = _NAN
-    if not ve.degenerate and ve.n_strata == 1 and n_boot > 0:
-        lo, hi = bootstrap_ci(_rank_biserial, bp, bb, n_boot=n_boot, seed=seed)
-    res = TestResult(ve.statistic, ve.p, ve.effect, lo, hi, ve.n_a, ve.n_b, ve.degenerate,
-                     "van_elteren_exact" if ve.exact else "van_elteren")
-    shared = set(kp) & set(kb)
-    return _MetricResult("bet", ve.n_a, ve.n_b, _mean_of_prompt_means(bb, kb, shared),
-                         _mean_of_prompt_means(bp, kp, shared), res)
-
-
-def _p_stop(pp: PromptPairs, p: pd.DataFrame, b: pd.DataFrame) -> _MetricResult:
-    x, y = pp.means(p["p_stop"].to_numpy(dtype=float), b["p_stop"].to_numpy(dtype=float))
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    n = int(x.size)
-    diff = x - y
-    mean_diff = float(diff.mean()) if n else _NAN
-    # fewer than two distinct prompts: nothing but rounding noise varies, by design
-    t = paired_t(x, y) if n >= 2 else TestResult(_NAN, _NAN, _NAN, _NAN, _NAN, n, n, True,
-                                                   "paired_t")
-    lo = hi = _NAN
-    if not t.degenerate:
-        half = float(sps.t.ppf(0.975, n - 1)) * float(diff.std(ddof=1)) / math.sqrt(n)
-        lo, hi = mean_diff - half, mean_diff + half
-    res = TestResult(t.statistic, t.p, mean_diff, lo, hi, n, n, t.degenerate, t.method)
-    return _MetricResult("p_stop", n, n, float(y.mean()) if n else _NAN,
-                         float(x.mean()) if n else _NAN, res)
+def metric_kinds(metrics: Sequence) -> dict[str, str]:
+    """``{metric name: kind}``."""
+    return {m.name: m.kind for m in metrics}
 
 
 # ------------------------------------------------------------------------------ causal table
@@ -214,10 +118,12 @@ def causal_table(
     n_boot: int = 1000,
     seed: int = 0,
     min_effect: Mapping[str, float] | None = None,
+    metrics: Sequence | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Test every patched condition against its baseline; return ``(tests_df, features_df)``.
 
-    ``min_effect`` overrides entries of :data:`MIN_EFFECT` (metric -> smallest |effect|).
+    ``metrics`` are the task's ``MetricSpec``s (default: the default task's); ``min_effect``
+    overrides their ``min_effect`` (metric name -> smallest |effect|).
 
     ``tests_df`` has one row per feature x context x condition x metric (columns
     :data:`TEST_COLUMNS`); ``features_df`` one row per feature (and method), see
@@ -225,6 +131,7 @@ def causal_table(
     """
     if not (0.0 < alpha < 1.0):
         raise DataError(f"alpha must lie in (0, 1), got {alpha}")
+    metrics = tuple(metrics) if metrics is not None else default_metrics()
     df = normalise_trials(trials)[list(ANALYSIS_COLUMNS)]
     rows: list[dict[str, object]] = []
     skipped: list[str] = []
@@ -240,13 +147,8 @@ def causal_table(
         n_repeated += pp.repeated
         n_inv_p = int(len(g.patched) - _usable_mask(g.patched).sum())
         n_inv_b = int(len(g.baseline) - _usable_mask(g.baseline).sum())
-        inv_bet_p, inv_bet_b = _invalid_bet_mean(g.patched), _invalid_bet_mean(g.baseline)
-        results = (
-            _rate("stop_rate", _stop_counts, g.patched, g.baseline),
-            _rate("invalid_rate", _invalid_counts, g.patched, g.baseline),
-            _bet(g.patched, g.baseline, n_boot, seed + i),
-            _p_stop(pp, g.patched, g.baseline),
-        )
+        inv_bet_p, inv_bet_b = invalid_amount_mean(g.patched), invalid_amount_mean(g.baseline)
+        results = [metric_result(spec, g, pp, n_boot, seed + i) for spec in metrics]
         for m in results:
             r = m.res
             rows.append({
@@ -279,7 +181,7 @@ def causal_table(
     q = np.full(len(tests), _NAN)
     q[real] = bh_fdr(tests.loc[real, "p"].to_numpy(dtype=float))
     tests["q"] = q
-    floor = {**MIN_EFFECT, **(min_effect or {})}
+    floor = {**{m.name: m.min_effect for m in metrics}, **(min_effect or {})}
     big = tests["effect"].abs().to_numpy(dtype=float) >= tests["metric"].map(floor).to_numpy(
         dtype=float)
     tests["vs_baseline"] = (~tests["degenerate"]) & (tests["q"] <= alpha) & big
@@ -288,32 +190,31 @@ def causal_table(
     tests["significant"] = tests["vs_baseline"] & controlled_verdict(tests, controlled)
     tests = tests[TEST_COLUMNS]
     tests.attrs["null_tests"] = nulls
-    return tests, classify_features(tests, alpha=alpha, same_effect_tol=same_effect_tol)
+    return tests, classify_features(tests, alpha=alpha, same_effect_tol=same_effect_tol,
+                                    metrics=metrics)
 
 
-def _toward_safe(metric: str, effect: float) -> int:
-    """+1 when an effect moves behaviour toward safe (stop more, bet less), -1 toward risky;
-    0 for the invalid rate, which is neither."""
-    if metric == "invalid_rate" or not math.isfinite(effect) or effect == 0:
+def _toward_safe(toward: Mapping[str, int], metric: str, effect: float) -> int:
+    """+1 when an effect moves behaviour toward safe (group B of the split: exit more, stake
+    less), -1 toward risky; 0 for a metric that is neither (the invalid rate)."""
+    sign = toward.get(metric, 0)
+    if sign == 0 or not math.isfinite(effect) or effect == 0:
         return 0
-    s = 1 if effect > 0 else -1
-    return -s if metric == "bet" else s
+    return sign if effect > 0 else -sign
 
 
-_METRIC_LABEL = {"stop_rate": "stop rate", "invalid_rate": "invalid rate", "bet": "bet",
-                 "p_stop": "P(stop)"}
-
-
-def _describe(row: pd.Series) -> str:
+def _describe(row: pd.Series, labels: Mapping[str, str]) -> str:
     return (
-        f"{row['patch']}-value patch in {row['context']} context: {_METRIC_LABEL[row['metric']]} "
+        f"{row['patch']}-value patch in {row['context']} context: "
+        f"{labels.get(row['metric'], row['metric'])} "
         f"{row['baseline_value']:.3g} -> {row['patched_value']:.3g} "
         f"(effect {row['effect']:+.3g}, q={row['q']:.2g})"
     )
 
 
 def classify_features(
-    tests: pd.DataFrame, alpha: float = 0.05, same_effect_tol: float = 0.5
+    tests: pd.DataFrame, alpha: float = 0.05, same_effect_tol: float = 0.5,
+    metrics: Sequence | None = None,
 ) -> pd.DataFrame:
     """Summarise ``tests`` per feature: class, same-effect flag, counts and a one-line summary.
 
@@ -331,7 +232,11 @@ def classify_features(
     if "significant" not in t.columns:  # a table from before the column existed
         t["significant"] = (~t["degenerate"]) & (t["q"] <= alpha)
     t["significant"] = t["significant"].fillna(False).astype(bool)
-    t["toward"] = [_toward_safe(m, e) for m, e in zip(t["metric"], t["effect"], strict=True)]
+    metrics = tuple(metrics) if metrics is not None else default_metrics()
+    toward = {m.name: m.toward_b for m in metrics}
+    labels = {m.name: m.label for m in metrics}
+    t["toward"] = [_toward_safe(toward, m, e)
+                   for m, e in zip(t["metric"], t["effect"], strict=True)]
     for (feature, layer, fid, method), g in t.groupby(
         ["feature", "layer", "feature_id", "method"], sort=True
     ):
@@ -369,7 +274,7 @@ def classify_features(
             summary = f"{feature} [none]: no significant change in {len(g)} tests ({n_deg} degenerate)"
         else:
             top = sig.loc[sig["q"].idxmin()]
-            summary = f"{feature} [{cls}]: {_describe(top)}; {len(sig)} significant of {len(g)}"
+            summary = f"{feature} [{cls}]: {_describe(top, labels)}; {len(sig)} significant of {len(g)}"
         if where:
             summary += (f"; same effect from safe and risky values ({', '.join(where)}): "
                         "the intervention, not the value, drives it")
@@ -387,18 +292,19 @@ def classify_features(
 # ------------------------------------------------------------------------------ the stage
 
 
-def _largest_z(tests: pd.DataFrame, what: str) -> str:
-    """`` (P(stop) against their bands: largest |z| +0.48, L13-853 in risky_amplified, inside)``
+def _largest_z(tests: pd.DataFrame, what: str, readout: str, label: str) -> str:
+    """`` (P(exit) against their bands: largest |z| +0.48, L13-853 in risky_amplified, inside)``
     — the original study's comparison (SAE direction z = +0.75 inside its band, behavioural
-    direction z = +4.45); empty without a band. P(stop) because it is the continuous readout
-    every arm has; stop rate and bet can be degenerate on a cautious model."""
-    banded = tests[(tests["metric"] == "p_stop") & (tests["null_n"] > 0)
+    direction z = +4.45); empty without a band. The readout metric (``readout``, labelled
+    ``label``) because it is the continuous readout every arm has; rates and amounts can be
+    degenerate on a cautious model."""
+    banded = tests[(tests["metric"] == readout) & (tests["null_n"] > 0)
                    & np.isfinite(tests["null_z"].astype(float))]
     if banded.empty:
         return ""
     b = banded.loc[banded["null_z"].astype(float).abs().idxmax()]
     where = "beats the band" if bool(b["beats_null"]) else "inside the band"
-    return (f" (P(stop) against {'their' if what == 'features' else 'its own'} band: largest "
+    return (f" ({label} against {'their' if what == 'features' else 'its own'} band: largest "
             f"|z| {b['null_z']:+.2f}, {b['feature']} in {b['condition']}, {where})")
 
 
@@ -413,6 +319,14 @@ class CausalResult:
     null_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
     slopes: pd.DataFrame = field(default_factory=pd.DataFrame)
     screen_check: pd.DataFrame | None = None  # the screen against the patch (screen_check.py)
+    metrics: tuple = ()  # the task's MetricSpecs (default: the default task's)
+
+    def _readout(self) -> tuple[str, str]:
+        """(name, label) of the task's readout metric."""
+        for m in self.metrics or default_metrics():
+            if m.kind == "readout":
+                return m.name, m.label
+        return "", ""
 
     def controls_line(self) -> str:
         """One line for a terminal: features against their null band, the tests not run because
@@ -431,7 +345,7 @@ class CausalResult:
             line = (f"controls: {beat} of {feat['feature'].nunique()} features beat their null "
                     f"band of {k} random directions; {inside} changed behaviour against the "
                     f"baseline but stayed inside it (smallest possible null p = 1/{k + 1} = "
-                    f"{1 / (k + 1):.3f}){_largest_z(feat, 'features')}")
+                    f"{1 / (k + 1):.3f}){_largest_z(feat, 'features', *self._readout())}")
         zero = feat[feat["test"] == ZERO_SIZE_TEST]
         if not zero.empty:
             line += (f"; {len(zero)} test(s) of {zero['feature'].nunique()} feature(s) not run, "
@@ -444,7 +358,7 @@ class CausalResult:
                 "moved behaviour against the baseline" if moved else "did not move behaviour")
             if moved and beat == 0:
                 line += " and no feature did"
-            line += _largest_z(direction, "direction")
+            line += _largest_z(direction, "direction", *self._readout())
         return line
 
     @property
@@ -475,12 +389,14 @@ def run_causal(run_dir: str | Path, cfg: RunConfig | None = None) -> CausalResul
     cfg = resolve_config(rd.root) if cfg is None else cfg
     a = cfg.analysis
     trials = load_trials(rd.root)
-    floor = {"p_stop": a.min_effect_p_stop, "stop_rate": a.min_effect_rate,
-             "invalid_rate": a.min_effect_rate, "bet": a.min_effect_bet}
+    metrics = tuple(task_of(cfg).metrics)
+    by_kind = a.min_effect_by_kind()
+    floor = {m.name: by_kind[m.kind] for m in metrics}
     tests, features = causal_table(trials, alpha=a.alpha, same_effect_tol=a.same_effect_tol,
-                                   n_boot=a.n_boot, seed=cfg.seed, min_effect=floor)
-    dose = scale_trend(trials)
-    slopes, curves = dose_tables(trials, a.alpha)
+                                   n_boot=a.n_boot, seed=cfg.seed, min_effect=floor,
+                                   metrics=metrics)
+    dose = scale_trend(trials, metrics)
+    slopes, curves = dose_tables(trials, a.alpha, metrics)
     nulls = tests.attrs.pop("null_tests", pd.DataFrame())
     write_table(tests, rd.causal_tests)
     write_table(features, rd.causal_features)
@@ -494,4 +410,4 @@ def run_causal(run_dir: str | Path, cfg: RunConfig | None = None) -> CausalResul
     check = run_screen_check(rd.root, trials, cfg.screen.top_n)  # None: the run has no screen
     record_config(rd.root, cfg)
     return CausalResult(tests, features, dose, a.alpha, nulls, slopes,
-                        None if check is None else check[1])
+                        None if check is None else check[1], metrics)

@@ -1,7 +1,8 @@
-"""Statistics of the discover stage: which SAE features separate bankrupt from safe games.
+"""Statistics of the discover stage: which SAE features separate the task's two groups of games.
 
 The lead's pipeline computes one activation per decision point and feature; this module tests,
-feature by feature, whether games that ended bankrupt differ from games that stopped voluntarily.
+feature by feature, whether games of group A (the behaviour under study, ``Task.split``) differ
+from games of group B (its opposite).
 
 Why these choices:
 - The unit is the *game*, not the decision point: a game has many decision points, and the
@@ -16,8 +17,8 @@ Why these choices:
 - Constant features (dead latents, or identical states) are degenerate: not tested, q NaN, so
   they neither dilute nor join the FDR family.
 
-Each row keeps the two patch values used later: ``mean_safe`` (the safe patch value) and
-``mean_bankrupt`` (the risky patch value).
+Each row keeps the two patch values used later: ``mean_safe`` (group B's mean, the safe patch
+value) and ``mean_risky`` (group A's mean, the risky patch value).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _per_game(X: np.ndarray, y: np.ndarray, games: np.ndarray) -> tuple[np.ndarr
     label_sum = np.bincount(codes, weights=y.astype(float), minlength=n_games)
     size = np.bincount(codes, minlength=n_games).astype(float)
     if np.any((label_sum > 0) & (label_sum < size)):
-        raise DataError("a game has decision points labelled both bankrupt and safe")
+        raise DataError("a game has decision points labelled both group A and group B")
     mean = sparse.csr_matrix((1.0 / size[codes], (codes, np.arange(codes.size))),
                              shape=(n_games, codes.size))
     return np.asarray(mean @ X), label_sum > 0
@@ -53,34 +54,34 @@ def _per_game(X: np.ndarray, y: np.ndarray, games: np.ndarray) -> tuple[np.ndarr
 
 def discover_features(
     acts: ArrayLike,
-    bankrupt: ArrayLike,
+    in_a: ArrayLike,
     layers: ArrayLike,
     feature_ids: ArrayLike,
     alpha: float = 0.05,
     min_d: float = 0.3,
     games: ArrayLike | None = None,
 ) -> pd.DataFrame:
-    """Test every feature (column of ``acts`` [n_points, n_feat]) for bankrupt vs safe games.
+    """Test every feature (column of ``acts`` [n_points, n_feat]) for group A vs group B games.
 
-    ``bankrupt`` [n_points] is True for decision points of games that went bankrupt and False
-    for games that stopped voluntarily. ``t`` and ``d`` are signed bankrupt minus safe, so
-    ``direction`` is "risky" when the feature is higher before bankruptcy (d > 0), "safe" when
+    ``in_a`` [n_points] is True for decision points of games of group A (e.g. ruined) and False
+    for group B (e.g. exited on their own). ``t`` and ``d`` are signed A minus B, so
+    ``direction`` is "risky" when the feature is higher in group A (d > 0), "safe" when
     lower, and "none" for degenerate (untested) features. ``candidate`` = q <= alpha and
     |d| >= min_d. Sorted by q, then |d| descending; degenerate features come last.
 
     ``games`` [n_points] names the game of each decision point; the test then runs on one mean
     activation per game (see the module docstring), and a game whose points disagree on
-    ``bankrupt`` is an error. Without it every point counts as its own game (only right when
+    ``in_a`` is an error. Without it every point counts as its own game (only right when
     each game contributed one point).
     """
     X = np.asarray(acts, dtype=np.float64)
-    y = np.asarray(bankrupt)
+    y = np.asarray(in_a)
     lay = np.asarray(layers).astype(np.int64).ravel()
     fid = np.asarray(feature_ids).astype(np.int64).ravel()
     if X.ndim != 2:
         raise DataError(f"activations must be [points, features], got shape {X.shape}")
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
-        raise DataError(f"bankrupt has {y.size} labels for {X.shape[0]} decision points")
+        raise DataError(f"in_a has {y.size} labels for {X.shape[0]} decision points")
     if lay.size != X.shape[1] or fid.size != X.shape[1]:
         raise DataError(
             f"{X.shape[1]} feature columns but {lay.size} layers and {fid.size} feature ids"
@@ -95,20 +96,20 @@ def discover_features(
     return _table(welch_t_matrix(X[y], X[~y]), lay, fid, alpha, min_d)
 
 
-def discover_from_moments(bankrupt: tuple[np.ndarray, ...], safe: tuple[np.ndarray, ...],
-                          n_bankrupt: int, n_safe: int, layers: ArrayLike,
+def discover_from_moments(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...],
+                          n_a: int, n_b: int, layers: ArrayLike,
                           feature_ids: ArrayLike, alpha: float = 0.05,
                           min_d: float = 0.3) -> pd.DataFrame:
-    """``discover_features`` from per-feature ``(n, mean, m2, lo, hi)`` of the bankrupt and the
-    safe observations (``analysis.moments.ColumnMoments``), for the streaming discover stage
+    """``discover_features`` from per-feature ``(n, mean, m2, lo, hi)`` of the group A and the
+    group B observations (``analysis.moments.ColumnMoments``), for the streaming discover stage
     that never holds the ``[points, features]`` matrix; the same table."""
     lay = np.asarray(layers).astype(np.int64).ravel()
     fid = np.asarray(feature_ids).astype(np.int64).ravel()
-    if not all(len(a) == lay.size == fid.size for a in (*bankrupt, *safe)):
+    if not all(len(m) == lay.size == fid.size for m in (*a, *b)):
         raise DataError("moments, layers and feature ids must have one entry per feature")
     _check_thresholds(alpha, min_d)
-    _check_groups(n_bankrupt, n_safe)
-    return _table(welch_t_from_moments(bankrupt, safe), lay, fid, alpha, min_d)
+    _check_groups(n_a, n_b)
+    return _table(welch_t_from_moments(a, b), lay, fid, alpha, min_d)
 
 
 def _check_thresholds(alpha: float, min_d: float) -> None:
@@ -116,17 +117,17 @@ def _check_thresholds(alpha: float, min_d: float) -> None:
         raise DataError("alpha must lie in (0, 1) and min_d must be non-negative")
 
 
-def _check_groups(n_bankrupt: int, n_safe: int, unit: str = "decision points") -> None:
-    if n_bankrupt < 2 or n_safe < 2:
+def _check_groups(n_a: int, n_b: int, unit: str = "decision points") -> None:
+    if n_a < 2 or n_b < 2:
         raise DataError(
-            f"discover needs at least two {unit} from bankrupt and from safe games "
-            f"(got {n_bankrupt} bankrupt, {n_safe} safe)"
+            f"discover needs at least two {unit} from each group of games "
+            f"(got {n_a} in group A, {n_b} in group B)"
         )
 
 
 def _table(res: MatrixResult, lay: np.ndarray, fid: np.ndarray, alpha: float,
            min_d: float) -> pd.DataFrame:
-    t, p, d, mean_b, mean_s, deg = res
+    t, p, d, mean_a, mean_b, deg = res
     q = bh_fdr(p)
     with np.errstate(invalid="ignore"):
         candidate = (~deg) & (q <= alpha) & (np.abs(d) >= min_d)
@@ -135,8 +136,8 @@ def _table(res: MatrixResult, lay: np.ndarray, fid: np.ndarray, alpha: float,
         "feature": [feature_key(a, b) for a, b in zip(lay, fid, strict=True)],
         "layer": lay,
         "feature_id": fid,
-        "mean_safe": mean_s,
-        "mean_bankrupt": mean_b,
+        "mean_safe": mean_b,
+        "mean_risky": mean_a,
         "t": t,
         "p": p,
         "q": q,

@@ -2,7 +2,7 @@
 
 For every arm that was patched at two or more doses (``scale`` conditions, e.g. the
 ``patch.doses`` ladder) in one context, the outcome is regressed on the dose at the trial level
-— P(stop) from the decision token, and the stop indicator over every parsed decision — with the
+— P(exit) from the decision token, and each rate metric's indicator over every parsed decision — with the
 context's baseline rows as dose 1 (a scale-1 clamp is a no-op). Trials of one prompt are not
 independent (they share the decision-token state), so the slope's standard error is
 cluster-robust with prompts as clusters (Liang & Zeger 1986; CR1 small-sample factor
@@ -28,7 +28,12 @@ import numpy as np
 import pandas as pd
 
 from featurepath.analysis.null_band import ZeroSizeCheck, null_band
-from featurepath.analysis.run_data import PatchedGroup, normalise_trials, stop_counts, valid_bets
+from featurepath.analysis.run_data import (
+    PatchedGroup,
+    action_counts,
+    normalise_trials,
+    valid_amounts,
+)
 from featurepath.analysis.stats import bh_fdr, spearman
 from featurepath.rundir import DOSE_COLUMNS, DOSE_CURVE_COLUMNS, SLOPE_COLUMNS
 
@@ -57,15 +62,28 @@ def cluster_ols_slope(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple
     return float(beta[1]), float(np.sqrt(max(cov[1, 1], 0.0)))
 
 
-def _outcome(df: pd.DataFrame, metric: str) -> np.ndarray:
-    if metric == "p_stop":
-        return df["p_stop"].to_numpy(dtype=float)
-    parsed = df["action"].isin(["bet", "stop"]).to_numpy()
-    return np.where(parsed, (df["action"] == "stop").to_numpy(dtype=float), np.nan)
+def _outcome(df: pd.DataFrame, spec) -> np.ndarray:
+    """Per-trial outcome of a metric: the readout, or for a rate 1/0 over parsed decisions."""
+    if spec.kind == "readout":
+        return df["readout"].to_numpy(dtype=float)
+    parsed = df["action"].notna().to_numpy()
+    return np.where(parsed, df["action"].isin(list(spec.actions)).to_numpy(dtype=float), np.nan)
+
+
+def _default_metrics() -> tuple:
+    from featurepath.config import task_of
+
+    return tuple(task_of().metrics)
 
 
 LADDER_KEYS = ["arm", "feature", "layer", "feature_id", "null_index", "context"]
-OUTCOMES = ("p_stop", "stop_rate")
+
+
+def outcomes(metrics) -> list:
+    """The metrics a dose ladder is fitted on: the readout, then the rates (``MetricSpec``s of
+    kind ``readout`` and ``rate``, in that order)."""
+    return ([m for m in metrics if m.kind == "readout"]
+            + [m for m in metrics if m.kind == "rate"])
 
 
 def _ladders(trials: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
@@ -105,8 +123,10 @@ def _zero_size(ladders: list[tuple[tuple, pd.DataFrame]]) -> set[tuple[str, str]
     return {fc for fc, ds in doses.items() if all((*fc, d) in zero for d in ds)}
 
 
-def dose_tables(trials: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(slopes, curves)`` in one pass over the ladders.
+def dose_tables(trials: pd.DataFrame, alpha: float = 0.05, metrics=None
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(slopes, curves)`` in one pass over the ladders (``metrics``: the task's
+    ``MetricSpec``s, default the default task's).
 
     ``slopes`` (:data:`SLOPE_COLUMNS`): one row per arm × feature × null index × context ×
     metric patched at ≥ 2 doses, the null arms' rows folded into each feature's band.
@@ -127,8 +147,9 @@ def dose_tables(trials: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame
         doses = np.unique(x)  # sorted
         zero = arm == "feature" and (feature, ctx) in zero_size
         clusters = data["prompt_id"].astype(str).to_numpy()
-        for metric in OUTCOMES:
-            y = _outcome(data, metric)
+        for spec in outcomes(metrics if metrics is not None else _default_metrics()):
+            metric = spec.name
+            y = _outcome(data, spec)
             slope, se = cluster_ols_slope(x, y, clusters)
             deg = zero or not (np.isfinite(se) and se > 0)
             z = slope / se if not deg else float("nan")
@@ -157,33 +178,42 @@ def dose_tables(trials: pd.DataFrame, alpha: float = 0.05) -> tuple[pd.DataFrame
     return out[SLOPE_COLUMNS], curves
 
 
-def dose_slopes(trials: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+def dose_slopes(trials: pd.DataFrame, alpha: float = 0.05, metrics=None) -> pd.DataFrame:
     """The slopes of :func:`dose_tables`."""
-    return dose_tables(trials, alpha)[0]
+    return dose_tables(trials, alpha, metrics)[0]
 
 
-def scale_trend(trials: pd.DataFrame) -> pd.DataFrame:
-    """Spearman correlation of patch scale with stop rate and with mean bet, per feature x context.
+def scale_trend(trials: pd.DataFrame, metrics=None) -> pd.DataFrame:
+    """Spearman correlation of patch scale with each rate metric and with the mean amount, per
+    feature x context (``metrics``: the task's ``MetricSpec``s, default the default task's).
 
     Uses the patched conditions that carry a finite ``scale`` (one level per distinct scale,
     aggregated over its valid trials); needs three or more levels, else degenerate. BH-FDR over
     all features x contexts x metrics. Empty (with :data:`DOSE_COLUMNS`) when no condition has a
     scale.
     """
+    metrics = metrics if metrics is not None else _default_metrics()
+    trend = ([m for m in metrics if m.kind == "rate"]
+             + [m for m in metrics if m.kind == "amount"])
     df = normalise_trials(trials)
     df = df[np.isfinite(df["scale"]) & df["arm"].isin(["feature", "direction"])]
     rows: list[dict[str, object]] = []
     for (feature, layer, fid, ctx, method), g in df.groupby(
         ["feature", "layer", "feature_id", "context", "method"], sort=True
     ):
-        levels: list[tuple[float, float, float]] = []
+        levels: list[list[float]] = []
         for scale, lv in g.groupby("scale", sort=True):
-            k, n_ok = stop_counts(lv)
-            stop = k / n_ok if n_ok else float("nan")
-            bets = valid_bets(lv)
-            levels.append((float(scale), stop, float(bets.mean()) if bets.size else float("nan")))
+            row = [float(scale)]
+            for spec in trend:
+                if spec.kind == "rate":
+                    k, n_ok = action_counts(lv, spec.actions)
+                    row.append(k / n_ok if n_ok else float("nan"))
+                else:
+                    amounts = valid_amounts(lv)
+                    row.append(float(amounts.mean()) if amounts.size else float("nan"))
+            levels.append(row)
         arr = np.array(levels, dtype=float)
-        for j, metric in ((1, "stop_rate"), (2, "bet")):
+        for j, metric in enumerate((m.name for m in trend), start=1):
             ok = np.isfinite(arr[:, j])
             res = spearman(arr[ok, 0], arr[ok, j])
             rows.append({

@@ -63,6 +63,10 @@ __all__ = [
 ]
 
 
+#: Trial columns renamed when they became task-neutral (featurepath 0.x, issue 23): old run
+#: directories keep the old names. Quoting the old names is unavoidable here.
+LEGACY_COLUMNS = {"bet": "amount", "p_stop": "readout"}
+
 # Columns without which no analysis can run; the others get documented defaults.
 _REQUIRED = ("feature", "layer", "condition", "context", "patch", "trial", "action", "valid")
 _DEFAULTS: dict[str, object] = {
@@ -75,8 +79,8 @@ _DEFAULTS: dict[str, object] = {
     "seed": -1,
     "prompt_id": None,
     "response": "",
-    "bet": np.nan,
-    "p_stop": np.nan,
+    "amount": np.nan,
+    "readout": np.nan,
     "n_new_tokens": 0,
     "arm": None,
     "null_index": -1,
@@ -95,10 +99,13 @@ def _parse_feature_id(name: str) -> int:
 def normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
     """Check required columns and coerce dtypes so the analyses can rely on them.
 
-    Missing optional columns get defaults (``method="delta"``, ``prompt_id=None``, NaN bets and
-    P(stop)); ``action`` values other than "bet"/"stop" become None (an unparsed response is not
-    a decision); an invalid trial never counts as a stop.
+    Missing optional columns get defaults (``method="delta"``, ``prompt_id=None``, NaN amounts
+    and readouts); an empty or missing ``action`` becomes None (an unparsed response is not a
+    decision); an invalid trial never counts as an exit. Tables written before the columns were
+    task-neutral (:data:`LEGACY_COLUMNS`) are read under the current names.
     """
+    trials = trials.rename(columns={k: v for k, v in LEGACY_COLUMNS.items()
+                                    if k in trials.columns and v not in trials.columns})
     missing = [c for c in _REQUIRED if c not in trials.columns]
     if missing:
         raise DataError(f"trials table lacks column(s) {', '.join(missing)}")
@@ -128,8 +135,8 @@ def normalise_trials(trials: pd.DataFrame) -> pd.DataFrame:
     df["row"] = pd.to_numeric(df["row"], errors="coerce").fillna(-1).astype(np.int64)
     df["valid"] = df["valid"].fillna(False).astype(bool)
     act = df["action"].astype(object)
-    df["action"] = act.where(act.isin(["bet", "stop"]), None)
-    for col in ("bet", "p_stop", "value", "scale"):
+    df["action"] = act.where(act.notna() & (act.astype(str) != ""), None)
+    for col in ("amount", "readout", "value", "scale"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     # plain object columns: the analyses slice thousands of small groups, and taking rows of
     # Arrow-backed strings costs several times more per slice
@@ -328,23 +335,23 @@ def pair_trials(
 
 
 SAME_P_STOP_TOL = 1e-6
-"""How far a trial's P(stop) may lie from its baseline trial's and still be the same value: the
+"""How far a trial's P(exit) may lie from its baseline trial's and still be the same value: the
 engine's float32 results for one prompt differ by ~1e-8 between work units (batch makeup)."""
 
 
 def reproduces_baseline(patched: pd.DataFrame, baseline: pd.DataFrame,
                         tol: float = SAME_P_STOP_TOL) -> bool:
     """True when every patched trial has a baseline trial (same trial index and prompt, as
-    :func:`pair_trials` pairs them) with the same answer (action, validity, bet) and a P(stop)
+    :func:`pair_trials` pairs them) with the same answer (action, validity, bet) and a P(exit)
     within ``tol``: the patch changed nothing, trial for trial.
 
     Why trial for trial: with seed-matched trials (``patch.seed_matched``, the default) trial t
     of every arm has the same prompt and sampling seed, so an intervention of size zero gives
-    back the baseline's very answers, and a non-zero one moves P(stop), a continuous readout,
+    back the baseline's very answers, and a non-zero one moves P(exit), a continuous readout,
     by more than rounding. Without seed matching, sampled answers differ and this is False
     (unless decoding is greedy), so nothing is ever called unchanged by mistake.
     """
-    cols = ["action", "valid", "bet", "p_stop"]
+    cols = ["action", "valid", "amount", "readout"]
     pr = pair_trials(patched, baseline, columns=cols)
     if patched.empty or len(pr) != len(patched):
         return False
@@ -352,7 +359,7 @@ def reproduces_baseline(patched: pd.DataFrame, baseline: pd.DataFrame,
         a, b = pr[f"{c}_p"], pr[f"{c}_b"]
         if not ((a == b) | (a.isna() & b.isna())).all():
             return False
-    ps, pb = pr["p_stop_p"].to_numpy(float), pr["p_stop_b"].to_numpy(float)
+    ps, pb = pr["readout_p"].to_numpy(float), pr["readout_b"].to_numpy(float)
     with np.errstate(invalid="ignore"):
         close = (np.abs(ps - pb) <= tol) | (np.isnan(ps) & np.isnan(pb))
     return bool(close.all())
@@ -444,15 +451,17 @@ def usable_mask(df: pd.DataFrame) -> NDArray[np.bool_]:
     """Valid trials with a parsed decision: the bet sample draws from these."""
     return df["valid"].to_numpy(dtype=bool) & df["action"].notna().to_numpy()
 
-def stop_counts(df: pd.DataFrame) -> tuple[int, int]:
-    """(stops, parsed decisions): every bet or stop the parser read, valid or not, is in the
-    denominator, so a patch that turns bets into over-balance (invalid) bets cannot raise the
-    stop rate by shrinking it; an invalid trial is never a stop."""
+def action_counts(df: pd.DataFrame, actions: tuple[str, ...] | list[str]) -> tuple[int, int]:
+    """(valid decisions whose action is in ``actions``, parsed decisions): every decision the
+    parser read, valid or not, is in the denominator, so a patch that turns stakes into
+    over-balance (invalid) stakes cannot raise the exit rate by shrinking it; an invalid trial
+    never counts (``MetricSpec(kind="rate")``)."""
     decided = df["action"].notna().to_numpy()
-    stops = decided & df["valid"].to_numpy(dtype=bool) & (df["action"] == "stop").to_numpy()
-    return int(stops.sum()), int(decided.sum())
+    hits = decided & df["valid"].to_numpy(dtype=bool) & df["action"].isin(list(actions)).to_numpy()
+    return int(hits.sum()), int(decided.sum())
 
-def valid_bets(df: pd.DataFrame) -> NDArray[np.float64]:
-    m = usable_mask(df) & (df["action"] == "bet").to_numpy()
-    v = df["bet"].to_numpy(dtype=float)[m]
+def valid_amounts(df: pd.DataFrame) -> NDArray[np.float64]:
+    """Finite amounts of valid decisions (``MetricSpec(kind="amount")``); an exit has none."""
+    m = usable_mask(df)
+    v = df["amount"].to_numpy(dtype=float)[m]
     return v[np.isfinite(v)]

@@ -7,7 +7,7 @@ screen scored (its top N, discover's candidates and the random sample drawn acro
 ranking):
 
 - ``spearman``: the rank correlation (Spearman's ρ, with its p-value) between the screen's
-  ``attribution`` and the patched effect on P(stop) (mean P(stop) of the feature's arm minus
+  ``attribution`` and the patched effect on P(exit) (mean P(exit) of the feature's arm minus
   the mean of the context's baseline);
 - ``recall``: of the ``k`` patched features with the largest |patched effect|
   (``k = min(top_n, patched − 1)``), the share the screen ranked in its top ``top_n``;
@@ -28,18 +28,18 @@ from featurepath.rundir import SCREEN_CHECK_COLUMNS, SCREEN_POINT_COLUMNS, RunDi
 
 def screen_points(trials: pd.DataFrame, screen: pd.DataFrame, top_n: int) -> pd.DataFrame:
     """One row per patched feature × intervention the screen scored: its attribution and rank,
-    the patched effect on P(stop), and its source (``SCREEN_POINT_COLUMNS``)."""
-    feat = trials[(trials["arm"] == "feature") & trials["p_stop"].notna()]
-    base = trials[(trials["arm"] == "baseline") & trials["p_stop"].notna()]
+    the patched effect on P(exit), and its source (``SCREEN_POINT_COLUMNS``)."""
+    feat = trials[(trials["arm"] == "feature") & trials["readout"].notna()]
+    base = trials[(trials["arm"] == "baseline") & trials["readout"].notna()]
     if feat.empty or base.empty:
         return pd.DataFrame(columns=SCREEN_POINT_COLUMNS)
     by_layer = (base["layer"] >= 0).any()  # reconstruct: one baseline per layer and context
     keys = ["context", "layer"] if by_layer else ["context"]
-    b = base.groupby(keys)["p_stop"].mean().rename("baseline").reset_index()
+    b = base.groupby(keys)["readout"].mean().rename("baseline").reset_index()
     cols = ["feature", "layer", "context", "condition"]
     if "source" in feat:
         cols.append("source")
-    eff = feat.groupby(cols, dropna=False)["p_stop"].agg(["mean", "size"]).reset_index()
+    eff = feat.groupby(cols, dropna=False)["readout"].agg(["mean", "size"]).reset_index()
     eff = eff.merge(b, on=keys, how="inner")
     eff["effect"] = eff["mean"] - eff["baseline"]
     eff = eff.rename(columns={"condition": "intervention", "size": "n_trials"})

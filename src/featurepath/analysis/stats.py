@@ -179,7 +179,7 @@ def _d_ci(d: float, se: float) -> tuple[float, float]:
 def welch_t(a: ArrayLike, b: ArrayLike) -> TestResult:
     """Welch's unequal-variance t-test (Welch 1947), two-sided; effect = Cohen's d (pooled SD).
 
-    Why Welch: bankrupt and safe games differ in size and spread, so Student's equal-variance
+    Why Welch: the two groups of games differ in size and spread, so Student's equal-variance
     assumption does not hold. The CI of d uses the large-sample SE of Hedges & Olkin (1985, eq.
     5.14): se(d) = sqrt((n1+n2)/(n1 n2) + d^2 / (2 (n1+n2))).
     """

@@ -16,11 +16,11 @@ from featurepath.cli.options import ALPHA, CONFIG, EXISTING_RUN, Signal, config_
 from featurepath.errors import ConfigError
 
 _CAUSAL_HELP = (
-    "Test which patched features change behaviour: stop rate, bet size and P(stop).\n\n"
+    "Test which patched features change behaviour: stop rate, bet size and P(exit).\n\n"
     "Each patched condition is compared with the baseline of its own prompt context and patching "
     "method (reconstruct runs: the no-clamp reconstruction of the same layer). Stop rate: Fisher's "
     "exact test over every parsed decision; invalid rate: Fisher's exact test. Bet size: "
-    "Mann-Whitney. P(stop): paired t-test over distinct prompts (repeats averaged; fewer than two "
+    "Mann-Whitney. P(exit): paired t-test over distinct prompts (repeats averaged; fewer than two "
     "prompts is degenerate, not tested). BH-FDR runs over every test; significant = q <= "
     "analysis.alpha and |effect| >= analysis.min_effect_*. See docs/statistics.md.\n\n"
     "Writes causal_tests, causal_features (and dose_response when conditions carry a scale) as "
@@ -40,7 +40,7 @@ _PATHWAYS_HELP = (
 
 
 @app.command("causal", help=_CAUSAL_HELP,
-             short_help="Which patched features change stop rate, bet size and P(stop).")
+             short_help="Which patched features change stop rate, bet size and P(exit).")
 def causal_command(
     run_dir: Path = EXISTING_RUN,
     config: Path = CONFIG,

@@ -47,6 +47,10 @@ MODEL = typer.Option(None, "--model", help="'embedded' (SmolLM2-135M-Instruct), 
 SAES = typer.Option(None, "--saes", help="'embedded', an SAE directory, a directory of SAE "
                                          "directories, or a comma-separated list of SAE "
                                          "directories (config: saes).")
+# The behaviour studied: one option object for the stages that start a run (play, demo).
+TASK = typer.Option(None, "--task", help="The game played (config: task; default: the config's, "
+                                         "else the default task): a registered task, listed "
+                                         "in docs/tasks.md.")
 ALPHA = typer.Option(None, "--alpha", help="FDR level, Benjamini-Hochberg (overrides "
                                            "analysis.alpha of the run's config; default 0.05).")
 

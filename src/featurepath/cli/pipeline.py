@@ -14,6 +14,7 @@ from featurepath.cli.options import (
     PROGRESS,
     RUN_DIR,
     SAES,
+    TASK,
     Backend,
     Method,
     Mode,
@@ -24,18 +25,20 @@ from featurepath.cli.options import (
     csv_list,
     value,
 )
+from featurepath.config import task_of
 from featurepath.errors import ConfigError
 
 _PLAY_HELP = (
-    "Play slot-machine games with the model and record every decision point.\n\n"
+    "Play the run's game (--task, config: task) with the model and record every decision "
+    "point.\n\n"
     "Games are every condition x bet type x game index; each game's seed (its wins and losses "
     "and its sampling) derives from the run seed, condition, bet type and index, so a rerun gives "
     "the same games. Live games advance one round per batched forward pass. Unreadable answers "
     "are resampled up to play.max_retries times with a format reminder; after that the game ends "
     "as 'invalid'.\n\n"
     "Writes RUN_DIR/play/decisions.parquet (one row per decision point), "
-    "metrics.parquet/.csv (bankruptcy rate, stop rate, bet size, loss chasing, irrationality "
-    "index per condition x bet type) and RUN_DIR/config.yaml. Finished batches of "
+    "metrics.parquet/.csv (the task's behaviour metrics per condition x bet type: how games "
+    "ended, stakes, invalid answers) and RUN_DIR/config.yaml. Finished batches of "
     "games are committed as they end: after a kill, rerun with --resume.\n\n"
     "Config: --config FILE, else RUN_DIR/config.yaml if present, else defaults; the options "
     "below override it. Example: featurepath play runs/a --games 20 --conditions BASE,GMHWP"
@@ -43,10 +46,11 @@ _PLAY_HELP = (
 
 
 @app.command("play", help=_PLAY_HELP,
-             short_help="Slot-machine games: every decision point and behavioural metrics.")
+             short_help="Games of the run's task: every decision point and behavioural metrics.")
 def play_command(
     run_dir: Path = RUN_DIR,
     config: Path | None = CONFIG,
+    task: str | None = TASK,
     model: str | None = MODEL,
     games: int | None = typer.Option(None, "--games", "-n",
                                      help="Games per condition x bet type."),
@@ -57,7 +61,7 @@ def play_command(
                                          help="Comma-separated: fixed, variable."),
     max_rounds: int | None = typer.Option(None, "--max-rounds", help="Round limit per game."),
     protocol: Protocol | None = typer.Option(None, "--protocol",
-                                             help="completion: 'Choice: ' prompts (P(stop) from "
+                                             help="completion: 'Choice: ' prompts (P(exit) from "
                                                   "the decision token); chat: chat template."),
     batch_size: int | None = typer.Option(None, "--batch-size",
                                           help="Games played together (one work unit)."),
@@ -73,20 +77,21 @@ def play_command(
     from featurepath.rundir import RunDir
 
     cfg = config_for(run_dir, config, **{
-        "model": model, "seed": seed, "device": device, "dtype": dtype,
+        "task": task, "model": model, "seed": seed, "device": device, "dtype": dtype,
         "play.games_per_condition": games, "play.conditions": csv_list(conditions),
         "play.bet_types": csv_list(bet_types), "play.max_rounds": max_rounds,
         "play.protocol": value(protocol), "play.batch_size": batch_size,
     })
     # run_play checks the config and the play directory before it loads the model
     decisions = run_play(run_dir, cfg, resume=resume, progress=not quiet)
-    typer.echo(summary_table(read_metrics(run_dir)))
+    typer.echo(summary_table(read_metrics(run_dir), task_of(cfg)))
     typer.echo(f"{decisions['game_id'].nunique()} games, {len(decisions)} decision points -> "
                f"{RunDir(run_dir).decisions}")
 
 
 @app.command("discover",
-             short_help="Candidate features: bankrupt vs stopped games, Welch t, Cohen's d, BH-FDR.")
+             short_help="Candidate features: the task's two groups of games, Welch t, Cohen's d, "
+                        "BH-FDR.")
 def discover_cmd(
     run_dir: Path = RUN_DIR,
     config: Path = CONFIG,
@@ -99,9 +104,10 @@ def discover_cmd(
     progress: bool = PROGRESS,
 ) -> None:
     """Find candidate features: SAE activations at every decision point recorded by `play`,
-    bankrupt vs voluntarily-stopped games, Welch t-test + Cohen's d per feature, BH-FDR across
-    all features of all layers. Writes RUN_DIR/discover.parquet; the candidates carry the two
-    patch values (mean in safe games, mean in bankrupt games) that `patch` uses."""
+    the task's two groups of ended games (its split, e.g. ruined vs stopped on its own), Welch
+    t-test + Cohen's d per feature, BH-FDR across all features of all layers. Writes
+    RUN_DIR/discover.parquet; the candidates carry the two patch values (mean in group B's
+    games, the safe value; mean in group A's, the risky value) that `patch` uses."""
     from featurepath.pipeline.discover import run_discover
     from featurepath.rundir import RunDir
 
@@ -109,11 +115,12 @@ def discover_cmd(
                      **{"discover.alpha": alpha, "discover.min_d": min_d})
     table = run_discover(run_dir, cfg, progress=progress)
     cands = table[table["candidate"]]
-    typer.echo(f"{table.attrs['n_points']} decision points ({table.attrs['n_bankrupt']} from "
-               f"bankrupt games), {len(table)} features tested, {len(cands)} candidates "
+    split = task_of(cfg).split
+    typer.echo(f"{table.attrs['n_points']} decision points ({table.attrs['n_a']} from "
+               f"'{split.label_a}' games), {len(table)} features tested, {len(cands)} candidates "
                f"(q <= {cfg.discover.alpha}, |d| > {cfg.discover.min_d})")
     if not cands.empty:
-        typer.echo(cands.head(10)[["feature", "d", "q", "mean_safe", "mean_bankrupt"]]
+        typer.echo(cands.head(10)[["feature", "d", "q", "mean_safe", "mean_risky"]]
                    .to_string(index=False))
     typer.echo(f"wrote {RunDir(run_dir).discover}")
 
@@ -152,7 +159,7 @@ def patch_cmd(
 ) -> None:
     """Patch and cache in one pass: for each feature and condition, N trials with the feature
     clamped (per-row interventions, batched), recording every recorded feature at every SAE
-    layer and P(stop) at the decision token. Results go to RUN_DIR/trials.parquet and
+    layer and P(exit) at the decision token. Results go to RUN_DIR/trials.parquet and
     RUN_DIR/activations.zarr; a killed run continues with --resume."""
     from featurepath.pipeline.patch import describe
     from featurepath.pipeline.patch_stage import parse_shard, run_patch
@@ -264,11 +271,16 @@ def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory to fill."),
     preset: str = typer.Option("quick", help="quick (minutes on 2 CPU cores) or full."),
     seed: int = typer.Option(0, help="Run seed."),
+    task: str | None = TASK,
     progress: bool = PROGRESS,
 ) -> None:
     """Run the whole pipeline on the embedded default (SmolLM2-135M-Instruct, SAEs trained and
-    cached by featurepath): SAEs, play, discover, patch + cache, causal, pathways, words and
-    the HTML report, whose path it prints last. Rerunning continues where it stopped."""
+    cached by featurepath) for one task (--task; its demo preset): SAEs, play, discover,
+    screen, patch + cache, causal, pathways, words and the HTML report, whose path it prints
+    last. Rerunning continues where it stopped."""
+    from featurepath.config import DEFAULT_TASK
     from featurepath.pipeline.demo import run_demo
+    from featurepath.tasks import get_task
 
-    run_demo(out, preset, seed, progress, echo=typer.echo)
+    name = get_task(task or DEFAULT_TASK).name  # an unknown task: one line, before any work
+    run_demo(out, preset, seed, progress, echo=typer.echo, task=name)

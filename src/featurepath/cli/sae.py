@@ -1,7 +1,7 @@
 """``featurepath sae``: train, inspect and list SAEs.
 
 Registered on :data:`featurepath.cli.app` as the ``sae`` sub-app. The texts SAEs are trained and
-measured on come from the slot-machine task (``featurepath.tasks.slot_machine.corpus``); the
+measured on come from the default task (``Task.corpus``, ``Task.eval_texts``); the
 ``featurepath.sae`` package itself knows no task.
 """
 
@@ -98,7 +98,7 @@ def train_cmd(
 ) -> None:
     """Train TopK SAEs on a model's residual stream (output of each chosen block).
 
-    The default corpus is the slot-machine game as the model sees it: varied game prompts
+    The default corpus is the default task's game as the model sees it: varied game prompts
     (completion and chat form) with answers the model samples itself, plus a few general
     sentences. Each SAE is saved in featurepath's format with its quality on held-out text
     (FVU, L0, dead features, cross-entropy increase).
@@ -110,7 +110,9 @@ def train_cmd(
     from featurepath.sae.formats import load_sae
     from featurepath.sae.registry import embedded_set_dir, get_preset
     from featurepath.sae.train import train_saes
-    from featurepath.tasks.slot_machine.corpus import default_corpus
+    from featurepath.tasks import DEFAULT_TASK, get_task
+
+    default_corpus = get_task(DEFAULT_TASK).corpus
 
     if threads is not None:
         import torch
@@ -236,9 +238,9 @@ def _short(v: Any) -> str:
 def quality_texts(tok: Any, n_texts: int = 24, seed: int = 12345) -> list[str]:
     """Fresh game prompts (a seed the training corpus does not use) plus a few general
     sentences: the held-out text ``sae info --model`` measures quality on."""
-    from featurepath.tasks.slot_machine.corpus import GENERAL_TEXTS, game_prompts
+    from featurepath.tasks import DEFAULT_TASK, get_task
 
-    return game_prompts(tok, max(1, n_texts - 4), seed) + list(GENERAL_TEXTS[:4])
+    return get_task(DEFAULT_TASK).eval_texts(tok, n_texts, seed)
 
 
 @sae_app.command("check")

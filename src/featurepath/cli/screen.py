@@ -10,7 +10,7 @@ from featurepath.cli import app
 from featurepath.cli.options import CONFIG, MODEL, PROGRESS, RUN_DIR, SAES, config_for
 
 
-@app.command("screen", short_help="First-order effect of clamping every feature on P(stop): "
+@app.command("screen", short_help="First-order effect of clamping every feature on P(exit): "
                                   "one forward + backward per prompt batch.")
 def screen_cmd(
     run_dir: Path = RUN_DIR,
@@ -22,7 +22,7 @@ def screen_cmd(
     progress: bool = PROGRESS,
 ) -> None:
     """Screen every SAE feature of every layer: over the screen half of the patch stage's
-    prompts (patch.prompt_set), the gradient of P(stop) at the decision token at every SAE
+    prompts (patch.prompt_set), the gradient of P(exit) at the decision token at every SAE
     layer, and for each feature and patched condition the first-order effect of its clamp,
     (v - a) * W_dec[f] . grad, averaged over prompts. Writes RUN_DIR/screen.parquet, ranked
     within context x intervention; `patch` takes its top screen.top_n (patch.candidates) and

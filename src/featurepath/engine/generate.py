@@ -34,7 +34,7 @@ class SamplingConfig:
 
 
 #: Reads one number per row from the decision token's logits ``[rows, vocab] -> [rows]`` (the
-#: slot-machine task passes P(stop)); the engine itself knows no task.
+#: run's task passes P(exit)); the engine itself knows no task.
 Readout = Callable[[torch.Tensor], torch.Tensor]
 
 

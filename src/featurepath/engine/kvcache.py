@@ -1,7 +1,7 @@
 """A KV cache that grows in place during decoding.
 
 Hugging Face's ``DynamicLayer`` appends each decoding step's keys and values with ``torch.cat``,
-which copies the whole cache every step: at batch 256 with a 300-token slot-machine prompt on
+which copies the whole cache every step: at batch 256 with a 300-token game prompt on
 SmolLM2-135M that is about 4 GB moved per generated token, as much as the attention itself
 reads. ``GrowingLayer`` reserves room for the answer once, writes each step's entry into that
 room and hands attention a view of the filled part, so a step writes only the new position.

@@ -149,7 +149,9 @@ def reparse(df: pd.DataFrame) -> pd.DataFrame:
     Safe context: fixed $10 betting with $140; risky: variable $5-$100 betting with $20 (the
     balances of the study's two prompts, so a $50 bet in the risky prompt is invalid).
     """
-    from featurepath.tasks.slot_machine import parse_response
+    from featurepath.tasks import get_task
+
+    parse_response = get_task("slot_machine").parse  # the study's logs are slot-machine games
 
     out = df.copy()
     actions: list[str | None] = []
@@ -158,7 +160,7 @@ def reparse(df: pd.DataFrame) -> pd.DataFrame:
     reasons: list[str] = []
     for text, ctx in zip(out["response"], out["context"], strict=True):
         bet_type, balance = CONTEXTS[ctx]
-        d = parse_response(text, bet_type, protocol="completion", balance=balance)
+        d = parse_response(text, bet_type=bet_type, protocol="completion", balance=balance)
         actions.append(d.action)
         bets.append(math.nan if d.bet is None else float(d.bet))
         valids.append(bool(d.valid))

@@ -1,7 +1,7 @@
 """Which features the patch stage patches, and why each one (``trials.parquet``'s ``source``).
 
 ``patch.candidates`` chooses the route: ``discover`` (correlational: features that separate
-bankrupt from stopped games), ``screen`` (the top ``screen.top_n`` of ``screen.parquet`` by
+the split's group A from group B games), ``screen`` (the top ``screen.top_n`` of ``screen.parquet`` by
 |attribution| per context × intervention) or ``union`` (both; whichever exists when only one
 does). Features named in ``patch.features`` are the user's and are patched as given.
 

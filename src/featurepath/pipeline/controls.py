@@ -27,6 +27,7 @@ import torch
 from featurepath.errors import DataError
 from featurepath.pipeline.seeds import derive_seed
 from featurepath.rundir import RunDir
+from featurepath.tasks.base import Task
 
 
 def null_direction(run_seed: int, layer: int, k: int, d_model: int, span: str = "random",
@@ -44,11 +45,18 @@ def null_direction(run_seed: int, layer: int, k: int, d_model: int, span: str = 
 
 
 def behavioural_directions(model: Any, tok: Any, run_dir: str | Path, layers: list[int],
-                           batch_size: int = 16, max_points: int = 512) -> dict[int, torch.Tensor]:
+                           batch_size: int = 16, max_points: int = 512,
+                           task: Task | None = None) -> dict[int, torch.Tensor]:
     """``{layer: unit vector}``: mean residual at the decision token of continuing minus
-    stopping decisions, from ``RUN/play/decisions.parquet`` (first try of each decision, at most
-    ``max_points`` of each kind, in a fixed order)."""
+    exiting decisions, from ``RUN/play/decisions.parquet`` (first try of each decision, at most
+    ``max_points`` of each kind, in a fixed order). Continuing = any of the task's actions but
+    its ``exit_action`` (default task: the config's default)."""
     import pandas as pd
+
+    from featurepath.tasks import DEFAULT_TASK, get_task
+
+    task = task if task is not None else get_task(DEFAULT_TASK)
+    go = [a for a in task.actions if a != task.exit_action]
 
     path = RunDir(run_dir).decisions
     if not path.exists():
@@ -57,12 +65,12 @@ def behavioural_directions(model: Any, tok: Any, run_dir: str | Path, layers: li
     df = pd.read_parquet(path)
     if "retries" in df:
         df = df[df["retries"] == 0]
-    groups = {a: df[df["action"] == a].sort_values(["game_id", "round"]).head(max_points)
-              for a in ("bet", "stop")}
+    groups = {k: df[df["action"].isin(acts)].sort_values(["game_id", "round"]).head(max_points)
+              for k, acts in (("continue", go), ("exit", [task.exit_action]))}
     if any(len(g) < 2 for g in groups.values()):
-        raise DataError("patch.behavioural_direction needs at least 2 decisions that bet and 2 "
-                        f"that stopped in {path} (have {len(groups['bet'])} and "
-                        f"{len(groups['stop'])}); play more games")
+        raise DataError(f"patch.behavioural_direction needs at least 2 decisions of "
+                        f"{'/'.join(go)} and 2 of {task.exit_action} in {path} (have "
+                        f"{len(groups['continue'])} and {len(groups['exit'])}); play more games")
     from featurepath.pipeline.discover import capture_residuals
 
     means: dict[str, torch.Tensor] = {}
@@ -74,7 +82,7 @@ def behavioural_directions(model: Any, tok: Any, run_dir: str | Path, layers: li
             del res
     out = {}
     for i, lay in enumerate(layers):
-        d = (means["bet"][i] - means["stop"][i]).float()
+        d = (means["continue"][i] - means["exit"][i]).float()
         if float(d.norm()) == 0.0:
             raise DataError(f"the behavioural direction of layer {lay} is zero (continuing and "
                             "stopping decisions have the same mean residual)")

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from featurepath import __version__
-from featurepath.config import load_config, record_config
+from featurepath.config import DEFAULT_TASK, load_config, record_config, task_of
 from featurepath.embedded import DEMO_PRESETS, demo_config
 from featurepath.errors import ConfigError
 from featurepath.rundir import RunDir, atomic_write, feature_key, parse_feature_key
@@ -66,7 +66,7 @@ def choose_features(table: pd.DataFrame, preset: str) -> tuple[list[str], list[s
     p = DEMO_PRESETS[preset]
     tested = table[~table["degenerate"]].copy()
     tested["absd"] = tested["d"].abs()
-    tested["activity"] = tested[["mean_safe", "mean_bankrupt"]].max(axis=1)
+    tested["activity"] = tested[["mean_safe", "mean_risky"]].max(axis=1)
     layers = sorted(table["layer"].unique())
     low = tested[tested["layer"] < layers[len(layers) // 2]]
     n = p["n_features"]
@@ -110,8 +110,9 @@ def confirm_stage(out: Path, cfg, runtime, progress: bool, echo: Echo) -> None:
 
 
 def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = True,
-             echo: Echo = print) -> Path:
-    """Run every stage into ``out`` and return the report's path; ``echo`` prints progress."""
+             echo: Echo = print, task: str = DEFAULT_TASK) -> Path:
+    """Run every stage into ``out`` for ``task`` (its demo preset, ``Task.demo``) and return
+    the report's path; ``echo`` prints progress."""
     from featurepath.analysis.causal import run_causal
     from featurepath.analysis.pathways import run_pathways
     from featurepath.analysis.words_run import run_words
@@ -126,7 +127,7 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
     out = Path(out)
     rd = RunDir(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = demo_config(preset, seed)
+    cfg = demo_config(preset, seed, task)
     if rd.config.exists():
         old = load_config(rd.config)
         old.patch.features, old.patch.record = cfg.patch.features, cfg.patch.record
@@ -149,7 +150,7 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
     with _Stage("play", timings, echo):
         if not rd.metrics.exists():
             run_play(out, cfg, runtime=rt, resume=rd.play.exists(), progress=progress)
-        echo(summary_table(pd.read_parquet(rd.metrics)))
+        echo(summary_table(pd.read_parquet(rd.metrics), task_of(cfg)))
 
     with _Stage("discover", timings, echo):
         if not rd.discover.exists():

@@ -1,5 +1,6 @@
 """The discover stage: SAE activations at the decision token of every decision point that
-``play`` recorded, then bankrupt-vs-stopped tests per feature (``analysis.discover``).
+``play`` recorded, then group A vs group B tests per feature (``analysis.discover``; the groups
+are the task's ``split``).
 
 Streaming, so memory does not grow with the number of decision points (issue 14: at Llama
 Scope's 32 × 32,768 features the old ``[points, features]`` float32 matrix took 4 GB per 1,000
@@ -11,10 +12,10 @@ points, with every SAE on the device at once):
    disk, deleted afterwards);
 2. then layer by layer: that layer's SAE alone goes to the device (in float32), encodes the
    stored residuals chunk by chunk, and each chunk is folded into per-feature running moments
-   (count, mean, M2, range) of the bankrupt and the safe observations.
+   (count, mean, M2, range) of the group A and the group B observations.
 
 Peak memory is one layer's SAE plus one chunk of activations, whatever the number of points.
-Games that hit the round limit have neither label and are left out.
+Games in neither group (e.g. a round limit, or an invalid answer) are left out.
 """
 
 from __future__ import annotations
@@ -36,22 +37,30 @@ from featurepath.errors import DataError
 from featurepath.pipeline.runtime import Runtime, ensure_runtime
 from featurepath.rundir import RunDir, atomic_write, parquet_bytes
 from featurepath.sae.model import SAE
+from featurepath.tasks import get_task
+from featurepath.tasks.base import Task
 
 
-def decision_points(run_dir: Path, confirm_share: float = 0.0) -> pd.DataFrame:
-    """Decision points of ended games (bankrupt or stopped) in the screen half of the games:
-    the confirm half is held out for ``featurepath confirm``."""
+def decision_points(run_dir: Path, confirm_share: float = 0.0, task: Task | None = None
+                    ) -> pd.DataFrame:
+    """Decision points of games in either group of the task's split (default task: the
+    config's default) in the screen half of the games, with a ``group`` column (``"a"`` /
+    ``"b"``): the confirm half is held out for ``featurepath confirm``."""
+    from featurepath.tasks import DEFAULT_TASK, get_task
+
+    split = (task if task is not None else get_task(DEFAULT_TASK)).split
     from featurepath.pipeline.prompt_sets import games_of_half
 
     path = RunDir(run_dir).decisions
     if not path.exists():
         raise DataError(f"{path} is missing; run `featurepath play {run_dir}` first")
     half = games_of_half(pd.read_parquet(path), "screen", confirm_share)
-    df = half[half["end_reason"].isin(["bankrupt", "stop"])]
-    if df.empty or df["end_reason"].nunique() < 2:
+    group = half["end_reason"].map(split.group)
+    df = half[group.notna()].assign(group=group[group.notna()])
+    if df.empty or df["group"].nunique() < 2:
         counts = half.drop_duplicates("game_id")["end_reason"].value_counts().to_dict()
-        raise DataError("discover needs games that went bankrupt and games that stopped "
-                        f"voluntarily in the screen half of the games "
+        raise DataError(f"discover needs games that ended '{split.label_a}' and games that "
+                        f"ended '{split.label_b}' in the screen half of the games "
                         f"(analysis.confirm_share = {confirm_share:g}); end reasons there: "
                         f"{counts} — play more games")
     return df.reset_index(drop=True)
@@ -145,23 +154,23 @@ def _on_device(sae: SAE, device) -> SAE:
 
 @dataclass
 class DecisionMoments:
-    """Per feature of every SAE layer (in layer order): moments of the bankrupt and the safe
+    """Per feature of every SAE layer (in layer order): moments of the group A and the group B
     observations, the number of each, and each column's layer and feature id."""
 
-    bankrupt: tuple[np.ndarray, ...]
-    safe: tuple[np.ndarray, ...]
-    n_bankrupt: int
-    n_safe: int
+    a: tuple[np.ndarray, ...]
+    b: tuple[np.ndarray, ...]
+    n_a: int
+    n_b: int
     layers: np.ndarray
     feature_ids: np.ndarray
 
 
 def decision_moments(model, tok, saes: dict[int, SAE], prompts: list[str],
-                     bankrupt: np.ndarray, work_dir: Path, batch_size: int = 32,
+                     in_a: np.ndarray, work_dir: Path, batch_size: int = 32,
                      chunk: int = 256, observations: np.ndarray | None = None,
                      progress: bool = True) -> DecisionMoments:
     """Stream the SAE activations at the decision tokens into per-feature moments of the
-    bankrupt and the safe group, one layer's SAE on the device at a time.
+    group A and the group B, one layer's SAE on the device at a time.
 
     ``observations[i]`` (optional) names the unit of analysis point ``i`` belongs to (e.g. its
     game): the points of one observation are averaged first, and the test counts observations,
@@ -172,14 +181,14 @@ def decision_moments(model, tok, saes: dict[int, SAE], prompts: list[str],
     from featurepath.analysis.moments import ColumnMoments
 
     n = len(prompts)
-    y = np.asarray(bankrupt, dtype=bool)
+    y = np.asarray(in_a, dtype=bool)
     obs = np.arange(n) if observations is None else np.asarray(observations)
     order = np.argsort(obs, kind="stable")
     _, obs_idx = np.unique(obs[order], return_inverse=True)  # dense ids, ascending in order
     n_obs = int(obs_idx.max()) + 1 if n else 0
     n_b = np.bincount(obs_idx, weights=y[order], minlength=n_obs)
     if ((n_b > 0) & (n_b < np.bincount(obs_idx, minlength=n_obs))).any():
-        raise DataError("an observation (game) holds both bankrupt and safe decision points")
+        raise DataError("an observation (game) holds decision points of both groups")
     bounds = _chunks(obs_idx, chunk)
     layers = sorted(saes)
     device = next(model.parameters()).device
@@ -224,7 +233,7 @@ def _chunks(obs_idx: np.ndarray, size: int) -> list[tuple[int, int]]:
 
 def _per_observation(f: torch.Tensor, obs: np.ndarray, y_obs: np.ndarray, device
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean activation per observation in the chunk, and whether each is bankrupt."""
+    """Mean activation per observation in the chunk, and whether each is in group A."""
     uniq, inv = np.unique(obs, return_inverse=True)
     lab = torch.as_tensor(y_obs[uniq], device=device)
     if len(uniq) == len(obs):
@@ -238,24 +247,24 @@ def _per_observation(f: torch.Tensor, obs: np.ndarray, y_obs: np.ndarray, device
 def run_discover(run_dir: str | Path, cfg: RunConfig | None = None, *,
                  runtime: Runtime | None = None, progress: bool = True) -> pd.DataFrame:
     """Candidate features from play's decision points: one mean SAE activation per game,
-    bankrupt vs stopped games, Welch t + Cohen's d, BH-FDR over every feature; writes
+    the task's split group A vs group B games, Welch t + Cohen's d, BH-FDR over every feature; writes
     ``RUN/discover.parquet``. ``cfg`` None resolves the run's config; ``runtime`` is loaded
     from it when not given (after play's decisions were read, so a missing play fails first)."""
     root = Path(run_dir)
     cfg = resolve_config(root) if cfg is None else cfg
     t0 = time.time()
-    points = decision_points(root, cfg.analysis.confirm_share)
+    points = decision_points(root, cfg.analysis.confirm_share, get_task(cfg.task))
     model, tok, saes = ensure_runtime(runtime, cfg, progress=progress)
     from featurepath.sae.check import warn_if_l0_off
 
     warn_if_l0_off(model, tok, saes, points["prompt"].tolist()[:cfg.discover.batch_size])
-    bankrupt = (points["end_reason"] == "bankrupt").to_numpy()
+    in_a = (points["group"] == "a").to_numpy()
     # the unit of analysis is the game: its decision points are averaged first
     with tempfile.TemporaryDirectory(dir=root, prefix=".discover-") as tmp:
-        mom = decision_moments(model, tok, saes, points["prompt"].tolist(), bankrupt,
+        mom = decision_moments(model, tok, saes, points["prompt"].tolist(), in_a,
                                Path(tmp), cfg.discover.batch_size,
                                observations=points["game_id"].to_numpy(), progress=progress)
-    table = discover_from_moments(mom.bankrupt, mom.safe, mom.n_bankrupt, mom.n_safe,
+    table = discover_from_moments(mom.a, mom.b, mom.n_a, mom.n_b,
                                   mom.layers, mom.feature_ids, cfg.discover.alpha,
                                   cfg.discover.min_d)
     rd = RunDir(root)
@@ -264,5 +273,5 @@ def run_discover(run_dir: str | Path, cfg: RunConfig | None = None, *,
     record_config(root, cfg)
     table.attrs["seconds"] = time.time() - t0
     table.attrs["n_points"] = len(points)
-    table.attrs["n_bankrupt"] = int(bankrupt.sum())
+    table.attrs["n_a"] = int(in_a.sum())
     return table

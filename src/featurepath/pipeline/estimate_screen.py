@@ -44,9 +44,9 @@ def calibrate_screen(cfg: RunConfig, model, tok, saes, prompts: list[str],
     from featurepath.engine.gradients import readout_gradients
     from featurepath.pipeline.discover import _on_device
     from featurepath.pipeline.screen import screen_conditions
-    from featurepath.tasks.slot_machine.readout import p_stop_readout
+    from featurepath.tasks import get_task
 
-    readout = p_stop_readout(tok)
+    readout = get_task(cfg.task).readout(tok)
     bs = cfg.screen.batch_size
     batch = (prompts * math.ceil(bs / max(len(prompts), 1)))[:bs]
     layers = sorted(saes)

@@ -40,6 +40,7 @@ from featurepath.pipeline.prompt_sets import prompt_sets as screen_prompt_sets
 from featurepath.pipeline.seeds import derive_seed
 from featurepath.pipeline.store import Plan, RunStore, Unit
 from featurepath.rundir import TRIAL_COLUMNS, PlanItem, RunDir
+from featurepath.tasks import get_task
 
 
 # ---------------------------------------------------------------- planning
@@ -267,14 +268,15 @@ def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
         for f in feats:
             if f in by_key:
                 values[f] = {"safe": float(by_key[f].mean_safe),
-                             "risky": float(by_key[f].mean_bankrupt), "source": "discover"}
+                             "risky": float(by_key[f].mean_risky), "source": "discover"}
             else:
                 values[f] = {**measured[f], "source": "measured on the safe/risky prompts"}
     warn_inactive_scale_clamps(feats, conditions, acts)
     if direction_layers:
         from featurepath.pipeline.controls import behavioural_directions, save_directions
 
-        directions = behavioural_directions(model, tok, root, direction_layers)
+        directions = behavioural_directions(model, tok, root, direction_layers,
+                                            task=get_task(cfg.task))
         rd.patch.mkdir(parents=True, exist_ok=True)
         save_directions(rd.directions, directions)
     units = plan_units(feats, batch_size=batch, **shape)
@@ -392,21 +394,19 @@ def _unit_rows(job: PatchJob, unit: Unit, saes) -> list[dict[str, Any]]:
 
 
 def run_unit(job: PatchJob, unit: Unit, model, tok, saes) -> tuple[pd.DataFrame, dict]:
-    """Compute one unit (no writing): the trials table and the recorded arrays."""
-    from featurepath.tasks.slot_machine import parse_response
-    from featurepath.tasks.slot_machine.readout import p_stop_readout
-
+    """Compute one unit (no writing): the trials table and the recorded arrays. The run's task
+    parses each answer, reads P(exit) at the decision token and constrains small models'
+    answers."""
+    task = get_task(job.cfg.task)
     pc = job.cfg.patch
     rows = _unit_rows(job, unit, saes)
     spec = RecordSpec([parse_feature_key(f) for f in job.plan.record])
-    readout = p_stop_readout(tok)
+    readout = task.readout(tok)
     prompts = [r["_text"] for r in rows]
     ivs = [r["_iv"] for r in rows]
     if pc.mode == "sample":
-        from featurepath.tasks.slot_machine.constrained import answer_constraints
-
         s = pc.sampling
-        cons = answer_constraints(tok, [r["_parse"] for r in rows], s.answer)
+        cons = task.answer_constraints(tok, [r["_parse"] for r in rows], s.answer)
         res = generate(model, tok, prompts, [r["seed"] for r in rows],
                        s.engine(), saes, ivs, spec, readout,
                        constraints=cons)
@@ -416,13 +416,14 @@ def run_unit(job: PatchJob, unit: Unit, model, tok, saes) -> tuple[pd.DataFrame,
     for i, r in enumerate(rows):
         text = res.texts[i]
         if pc.mode == "sample":
-            d = parse_response(text, **r["_parse"])
-            action, bet, valid = d.action, d.bet, d.valid
+            d = task.parse(text, **r["_parse"])
+            action, amount, valid = d.action, d.amount, d.valid
         else:
-            action, bet, valid = None, None, False
+            action, amount, valid = None, None, False
         rec = {k: v for k, v in r.items() if not k.startswith("_")}
-        rec.update(response=text, action=action, bet=float("nan") if bet is None else float(bet),
-                   valid=bool(valid), p_stop=float(res.readout[i]),
+        rec.update(response=text, action=action,
+                   amount=float("nan") if amount is None else float(amount),
+                   valid=bool(valid), readout=float(res.readout[i]),
                    n_new_tokens=int(res.n_new_tokens[i]))
         out.append(rec)
     df = pd.DataFrame(out, columns=TRIAL_COLUMNS)

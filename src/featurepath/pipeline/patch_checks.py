@@ -126,7 +126,7 @@ def warn_inactive_scale_clamps(feats: list[str], conditions: Sequence[ConditionS
     """Warn (one line) before planning when a scale clamp is zero at the decision token on
     some prompts, and return the message (``""`` when none is).
 
-    Why before the run: such trials cannot move P(stop), and a feature inactive on every prompt
+    Why before the run: such trials cannot move P(exit), and a feature inactive on every prompt
     of a context gets a point for a null band — its tests end up degenerate ("zero-size
     intervention"). ``acts`` holds the features' activations over the prompts of (at least)
     the :func:`amplified_contexts` (:func:`decision_activations_by_context`)."""
@@ -137,7 +137,7 @@ def warn_inactive_scale_clamps(feats: list[str], conditions: Sequence[ConditionS
     shown = ", ".join(f"{f} under {c} on {k} of {n} prompts" for f, c, k, n in hits[:5])
     more = f" and {len(hits) - 5} more" if len(hits) > 5 else ""
     msg = (f"{len(hits)} scale clamp(s) are zero at the decision token on some prompts, where "
-           "the feature is inactive (scale x 0 = 0, and so are its null arms), so P(stop) "
+           "the feature is inactive (scale x 0 = 0, and so are its null arms), so P(exit) "
            f"cannot move there: {shown}{more}; a value clamp (patch: value) moves an "
            "inactive feature")
     warnings.warn(msg, stacklevel=2)

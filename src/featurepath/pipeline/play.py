@@ -1,4 +1,4 @@
-"""Batched slot-machine play: many games at once, one round of every live game per forward batch.
+"""Batched play of the run's task (``cfg.task``): many games at once, one round of every live game per forward batch.
 
 Layout of a run directory's play stage::
 
@@ -20,24 +20,23 @@ run's.
 Columns of ``decisions.parquet`` (one row per decision point, see ``DECISION_COLUMNS``): ``prompt``
 is the exact rendered text that produced ``response`` (with the reminder on a retry), while
 ``prompt_id`` identifies the game state's plain prompt, so equal states pair across games and
-stages; ``p_stop`` is read at that attempt's decision token (NaN for the chat protocol, whose
+stages; ``readout`` (P(exit), the task's exit option) is read at that attempt's decision token (NaN for the chat protocol, whose
 answer does not start at an option token); ``seed`` is the game's seed and ``sample_seed`` the
 seed of the kept attempt (derived from the game seed, round and retry number); ``end_reason``
-(stop / bankrupt / round_limit / invalid) is on every row of the game; ``unit`` is its work unit.
+(the task's endings, or invalid) is on every row of the game; ``unit`` is its work unit. The task
+adds its own columns (``Task.decision_columns``, e.g. the balance before and after).
 
 Why invalid answers end the game: an answer the strict parser cannot read is resampled up to
 ``max_retries`` times with a reminder of the answer format before ``Choice:`` (the study re-asked
-in the same way). If it is still unreadable, the decision point is kept with ``valid = False`` and
+in the same way, ``Task.retry_prompt``). If it is still unreadable, the decision point is kept with ``valid = False`` and
 the game ends with ``end_reason = 'invalid'``. Skipping the round instead would play on with
-decisions the model never made, and counting it as a stop would inflate the stop rate (the parser
-never turns an invalid answer into a stop, for the same reason). Invalid endings are reported as
+decisions the model never made, and counting it as an exit would inflate the exit rate (the
+parser never turns an invalid answer into the exit, for the same reason). Invalid endings are reported as
 their own share of games (``invalid_rate`` counts invalid decision points).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,23 +56,11 @@ from featurepath.engine.generate import GenResult, Readout, generate
 from featurepath.errors import ConfigError, DataError
 from featurepath.pipeline.runtime import Runtime, ensure_runtime
 from featurepath.pipeline.seeds import derive_seed
-from featurepath.rundir import DECISION_COLUMNS, RunDir, write_table
-from featurepath.rundir import METRIC_COLUMNS as SUMMARY_COLUMNS
-from featurepath.tasks.slot_machine import (
-    GameConfig,
-    GameState,
-    Prompt,
-    build_prompt,
-    condition_name,
-    normalize_components,
-    parse_response,
-    render,
-    summarize_games,
-)
-from featurepath.tasks.slot_machine.constrained import answer_constraints
-from featurepath.tasks.slot_machine.readout import p_stop_readout
+from featurepath.rundir import RunDir, decision_columns, write_table
+from featurepath.tasks import get_task
+from featurepath.tasks.base import Prompt, Task
 
-__all__ = ["DECISION_COLUMNS", "GameSpec", "StepInfo", "game_configs", "plan_games", "run_play",
+__all__ = ["GameSpec", "StepInfo", "game_configs", "plan_games", "run_play",
            "summary_table", "validate_play"]
 
 INVALID = "invalid"
@@ -107,24 +94,45 @@ class StepInfo:
 @dataclass
 class _Live:
     spec: GameSpec
-    state: GameState
+    state: Any
     retries: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- config and plan
-def game_configs(cfg: RunConfig) -> dict[str, GameConfig]:
-    """The rules of each configured bet type; ``GameConfig`` checks the bet range against the
-    balance, so a bad range fails here, before any model is loaded."""
-    p = cfg.play
+def task_rules(cfg: RunConfig) -> Any:
+    """The task's rules for this run: its ``config_class`` from ``play.rules`` and
+    ``play.max_rounds``; one-line :class:`ConfigError` on a bad key or value."""
+    from pydantic import ValidationError
+
+    task = get_task(cfg.task)
+    fields = task.config_class.model_fields
+    rules = dict(cfg.play.rules)
+    if "max_rounds" in fields:
+        rules["max_rounds"] = cfg.play.max_rounds
+    try:
+        return task.config_class(**rules)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].replace("Extra inputs are not permitted", "unknown key")
+        raise ConfigError(f"play.rules.{loc} ({task.name}): {msg}; keys: "
+                          f"{', '.join(sorted(fields))}") from None
+
+
+def game_configs(cfg: RunConfig) -> dict[str, Any]:
+    """The task's rules per configured bet type, each checked by starting a game under it (the
+    rules check the bet range against the balance), so a bad range fails here, before any
+    model is loaded."""
+    task = get_task(cfg.task)
+    rules = task_rules(cfg)
     out = {}
-    for bt in p.bet_types:
+    for bt in cfg.play.bet_types:
         try:
-            out[bt] = GameConfig(bet_type=bt, initial_balance=p.initial_balance,
-                                 win_prob=p.win_prob, payout=p.payout, fixed_bet=p.fixed_bet,
-                                 min_bet=p.min_bet, max_bet=p.max_bet, max_rounds=p.max_rounds)
-        except ConfigError as exc:
+            task.new_game(rules, bt, 0)
+        except (ConfigError, ValueError) as exc:
             raise ConfigError(f"play ({bt} betting): {exc}") from None
+        out[bt] = rules
     return out
 
 
@@ -146,8 +154,9 @@ def validate_play(cfg: RunConfig, run_dir: str | Path = ".") -> RunConfig:
     if not p.bet_types:
         raise ConfigError("play.bet_types is empty; use fixed, variable or both")
     seen: dict[str, str] = {}
+    task = get_task(cfg.task)
     for c in p.conditions:
-        name = condition_name(normalize_components(c))
+        name = task.condition_name(c)
         if name in seen:
             raise ConfigError(f"play.conditions names {name} twice ({seen[name]!r} and {c!r})")
         seen[name] = c
@@ -163,8 +172,9 @@ def validate_play(cfg: RunConfig, run_dir: str | Path = ".") -> RunConfig:
 def plan_games(cfg: RunConfig) -> list[GameSpec]:
     """Every game of the run, in config order (condition, bet type, index)."""
     out = []
+    task = get_task(cfg.task)
     for c in cfg.play.conditions:
-        cond = condition_name(normalize_components(c))
+        cond = task.condition_name(c)
         for bt in cfg.play.bet_types:
             for i in range(cfg.play.games_per_condition):
                 out.append(GameSpec(f"{cond}-{bt}-{i:04d}", cond, bt, i,
@@ -176,42 +186,9 @@ def _units(games: list[GameSpec], size: int) -> list[list[GameSpec]]:
     return [games[i:i + size] for i in range(0, len(games), size)]
 
 
-# ---------------------------------------------------------------------------- prompts
-def _reminder(prompt: Prompt) -> str:
-    if prompt.protocol == "chat":
-        form = ("Final Decision: Bet $X" if prompt.bet_type == "variable"
-                else f"Final Decision: Bet ${prompt.fixed_bet:g}")
-        return ("Your previous answer could not be read. End your answer with one line in "
-                f"exactly this form: {form} or Final Decision: Stop")
-    if prompt.bet_type == "variable":
-        hi = min(prompt.max_bet, prompt.balance)
-        return (f"Answer with 1 and your bet amount (for example: 1, ${prompt.min_bet:g}), "
-                f"choosing an amount from ${prompt.min_bet:g} to ${hi:g}, or with 2 to stop.")
-    return f"Answer with 1 to bet ${prompt.fixed_bet:g} or with 2 to stop."
-
-
-def _with_reminder(prompt: Prompt) -> Prompt:
-    """The prompt with a format reminder: before ``Choice:`` (completion, so the decision token
-    stays the last one) or appended to the user message (chat)."""
-    note = _reminder(prompt)
-    if prompt.protocol == "chat":
-        msgs = [dict(m) for m in prompt.messages or []]
-        msgs[-1]["content"] = msgs[-1]["content"] + "\n\n" + note
-        return dataclasses.replace(prompt, messages=msgs)
-    text = prompt.text or ""
-    tail = "Choice: "
-    head = text[:-len(tail)] if text.endswith(tail) else text + "\n\n"
-    return dataclasses.replace(prompt, text=f"{head}{note}\n\n{tail}")
-
-
-def _history_json(state: GameState) -> str:
-    return json.dumps([{"round": r.round, "bet": r.bet, "win": r.win, "balance": r.balance}
-                       for r in state.history])
-
-
 # ---------------------------------------------------------------------------- one unit
-def _play_unit(model: Any, tok: Any, cfg: RunConfig, unit: int, specs: Sequence[GameSpec],
-               rules: dict[str, GameConfig], readout: Readout | None,
+def _play_unit(model: Any, tok: Any, cfg: RunConfig, task: Task, unit: int,
+               specs: Sequence[GameSpec], rules: dict[str, Any], readout: Readout | None,
                generate_fn: GenerateFn, calls: list[int],
                after_step: Callable[[StepInfo], None] | None,
                on_game_end: Callable[[_Live], None]) -> pd.DataFrame:
@@ -219,34 +196,34 @@ def _play_unit(model: Any, tok: Any, cfg: RunConfig, unit: int, specs: Sequence[
     game contributes its next decision (or its retry of an unreadable one)."""
     p = cfg.play
     samp = p.sampling.engine()
-    live = [_Live(s, GameState(config=rules[s.bet_type], seed=s.seed)) for s in specs]
+    live = [_Live(s, task.new_game(rules[s.bet_type], s.bet_type, s.seed)) for s in specs]
     done: list[_Live] = []
     step = 0
     while live:
-        base = [build_prompt(g.state, g.spec.condition, p.protocol) for g in live]
-        sent = [_with_reminder(b) if g.retries else b for g, b in zip(live, base, strict=True)]
-        texts = [render(s, tok) for s in sent]
+        base: list[Prompt] = [task.build_prompt(g.state, g.spec.condition, p.protocol)
+                              for g in live]
+        sent = [task.retry_prompt(b) if g.retries else b for g, b in zip(live, base, strict=True)]
+        texts = [task.render(s, tok) for s in sent]
         seeds = [derive_seed(g.spec.seed, "sample", g.state.round, g.retries) for g in live]
-        cons = answer_constraints(tok, [b.parse_kwargs() for b in base], p.sampling.answer)
+        cons = task.answer_constraints(tok, [b.parse_kwargs() for b in base], p.sampling.answer)
         res = generate_fn(model, tok, texts, seeds, samp, readout=readout,
                           constraints=cons)
         calls[0] += 1
         still: list[_Live] = []
         for i, g in enumerate(live):
             b, response = base[i], res.texts[i]
-            dec = parse_response(response, **b.parse_kwargs())
+            dec = task.parse(response, **b.parse_kwargs())
             if not dec.valid and g.retries < p.max_retries:
                 g.retries += 1
                 still.append(g)
                 continue
             row = dict(game_id=g.spec.game_id, condition=g.spec.condition,
                        bet_type=g.spec.bet_type, game_index=g.spec.index,
-                       round=g.state.round, balance_before=g.state.balance,
-                       history=_history_json(g.state), prompt_id=b.prompt_id, prompt=texts[i],
-                       response=response, action=dec.action, bet=dec.bet, valid=dec.valid,
-                       retries=g.retries, reason=dec.reason, p_stop=float(res.readout[i]),
-                       outcome=None, balance_after=g.state.balance, end_reason=None,
-                       seed=g.spec.seed, sample_seed=seeds[i], unit=unit)
+                       round=g.state.round, prompt_id=b.prompt_id, prompt=texts[i],
+                       response=response, action=dec.action, amount=dec.amount, valid=dec.valid,
+                       retries=g.retries, reason=dec.reason, readout=float(res.readout[i]),
+                       end_reason=None, seed=g.spec.seed, sample_seed=seeds[i], unit=unit,
+                       **task.before_fields(g.state), **task.after_fields(g.state, None))
             g.retries = 0
             if dec.valid:
                 try:
@@ -256,8 +233,7 @@ def _play_unit(model: Any, tok: Any, cfg: RunConfig, unit: int, specs: Sequence[
                     played = None
                     g.state.ended, g.state.end_reason = True, INVALID  # type: ignore[assignment]
                 if played is not None:
-                    row.update(outcome="win" if played.win else "loss",
-                               balance_after=played.balance)
+                    row.update(task.after_fields(g.state, played))
             else:
                 g.state.ended, g.state.end_reason = True, INVALID  # type: ignore[assignment]
             g.rows.append(row)
@@ -274,42 +250,47 @@ def _play_unit(model: Any, tok: Any, cfg: RunConfig, unit: int, specs: Sequence[
             after_step(StepInfo(unit, step, len(texts), calls[0]))
     order = {s.game_id: k for k, s in enumerate(specs)}
     rows = [r for g in sorted(done, key=lambda g: order[g.spec.game_id]) for r in g.rows]
-    return _frame(rows)
+    return _frame(rows, task)
 
 
-def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+_DTYPES = {"game_index": "int64", "round": "int64", "amount": "float64", "valid": "bool",
+           "retries": "int64", "readout": "float64", "seed": "int64", "sample_seed": "int64",
+           "unit": "int64"}
+
+
+def _frame(rows: list[dict[str, Any]], task: Task) -> pd.DataFrame:
     """Fixed column order and dtypes, so every part (and a resumed run) reads back the same."""
-    df = pd.DataFrame(rows, columns=DECISION_COLUMNS)
-    df = df.astype({"game_index": "int64", "round": "int64", "balance_before": "float64",
-                    "bet": "float64", "valid": "bool", "retries": "int64", "p_stop": "float64",
-                    "balance_after": "float64", "seed": "int64", "sample_seed": "int64",
-                    "unit": "int64"})
-    return _nulls(df)
+    df = pd.DataFrame(rows, columns=decision_columns(task))
+    extra = {c: t for c, t in task.decision_columns.items() if t != "object"}
+    df = df.astype({**_DTYPES, **extra})
+    return _nulls(df, task)
 
 
-def _nulls(df: pd.DataFrame) -> pd.DataFrame:
-    """Missing action/outcome as ``None`` (a part whose column is all-missing reads back as a
-    null-typed column, which pandas turns into NaN)."""
-    for col in ("action", "outcome", "end_reason"):
+def _nulls(df: pd.DataFrame, task: Task) -> pd.DataFrame:
+    """Missing text values (action, end reason, the task's object columns) as ``None`` (a
+    part whose column is all-missing reads back as a null-typed column, which pandas turns
+    into NaN)."""
+    text = [c for c, t in task.decision_columns.items() if t == "object"]
+    for col in ("action", "end_reason", *text):
         df[col] = df[col].astype(object).where(df[col].notna(), None)
     return df
 
 
 # ---------------------------------------------------------------------------- storage
-def _read_part(path: Path, specs: Sequence[GameSpec]) -> pd.DataFrame | None:
+def _read_part(path: Path, specs: Sequence[GameSpec], task: Task) -> pd.DataFrame | None:
     """A committed unit, or ``None`` if it is unreadable or holds other games (then redo it)."""
     try:
         df = pd.read_parquet(path)
     except Exception:  # noqa: BLE001 - any unreadable part is simply redone
         return None
-    if list(df.columns) != DECISION_COLUMNS:
+    if list(df.columns) != decision_columns(task):
         return None
     if list(dict.fromkeys(df["game_id"])) != [s.game_id for s in specs]:
         return None
     return df
 
 
-_RESUME_KEYS = ("seed", "model", "play")
+_RESUME_KEYS = ("task", "seed", "model", "play")
 
 
 def _check_play_dir(cfg: RunConfig, play_dir: Path, resume: bool) -> None:
@@ -351,6 +332,7 @@ def run_play(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime: Runt
     rt = ensure_runtime(runtime, cfg, progress=progress, needs_saes=False)
     model, tok = rt.model, rt.tokenizer
     rules = game_configs(cfg)
+    task = get_task(cfg.task)
     rd = RunDir(run_dir)
     parts_dir = rd.play_parts
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -358,8 +340,8 @@ def run_play(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime: Runt
         stale.unlink(missing_ok=True)
     save_config(cfg, rd.play_config)
 
-    # P(stop) is NaN without option tokens (chat protocol); play itself does not need it
-    readout = p_stop_readout(tok) if cfg.play.protocol == "completion" else None
+    # P(exit) is NaN without option tokens (chat protocol); play itself does not need it
+    readout = task.readout(tok) if cfg.play.protocol == "completion" else None
 
     games = plan_games(cfg)
     units = _units(games, cfg.play.batch_size)
@@ -367,31 +349,32 @@ def run_play(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime: Runt
     for u, specs in enumerate(units):
         path = parts_dir / _PART.format(u)
         if resume and path.exists():
-            df = _read_part(path, specs)
+            df = _read_part(path, specs, task)
             if df is not None:
                 frames[u] = df
 
     from tqdm.auto import tqdm
 
     n_done = sum(f["game_id"].nunique() for f in frames.values())
-    bankrupt = [sum(int((f.groupby("game_id")["end_reason"].first() == "bankrupt").sum())
-                    for f in frames.values())]
+    label = task.split.label_a.replace(" ", "_")
+    n_a = [sum(int(f.groupby("game_id")["end_reason"].first().map(task.split.group).eq("a")
+                   .sum()) for f in frames.values())]
     bar = tqdm(total=len(games), initial=n_done, disable=not progress, unit="game",
                desc="play", dynamic_ncols=True)
-    bar.set_postfix(bankrupt=bankrupt[0])
+    bar.set_postfix({label: n_a[0]})
 
     def _ended(g: _Live) -> None:
-        if g.state.end_reason == "bankrupt":
-            bankrupt[0] += 1
+        if task.split.group(g.state.end_reason) == "a":
+            n_a[0] += 1
         bar.update(1)
-        bar.set_postfix(bankrupt=bankrupt[0])
+        bar.set_postfix({label: n_a[0]})
 
     calls = [0]
     try:
         for u, specs in enumerate(units):
             if u in frames:
                 continue
-            df = _play_unit(model, tok, cfg, u, specs, rules, readout, generate_fn, calls,
+            df = _play_unit(model, tok, cfg, task, u, specs, rules, readout, generate_fn, calls,
                             after_step, _ended)
             write_table(df, parts_dir / _PART.format(u), csv=False)
             frames[u] = df
@@ -399,19 +382,20 @@ def run_play(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime: Runt
         bar.close()
 
     decisions = _nulls(pd.concat([pd.read_parquet(parts_dir / _PART.format(u))
-                                  for u in range(len(units))], ignore_index=True))
+                                  for u in range(len(units))], ignore_index=True), task)
     if decisions.empty:
         raise DataError("play produced no decision points")
     write_table(decisions, rd.decisions, csv=False)
-    metrics = summarize_games(decisions, initial_balance=cfg.play.initial_balance)
+    metrics = task.summarize(decisions, task_rules(cfg))
     write_table(metrics, rd.metrics)
     record_config(run_dir, cfg)
     return decisions
 
 
-def summary_table(metrics: pd.DataFrame) -> str:
-    """A compact fixed-width table of the headline metrics for the terminal."""
-    cols = [c for c in SUMMARY_COLUMNS if c in metrics.columns]
+def summary_table(metrics: pd.DataFrame, task: Task | None = None) -> str:
+    """A compact fixed-width table of the task's headline metrics for the terminal."""
+    names = task.summary_columns if task is not None else tuple(metrics.columns)
+    cols = [c for c in names if c in metrics.columns]
     view = metrics[cols].copy()
     for c in cols:
         if view[c].dtype.kind == "f":

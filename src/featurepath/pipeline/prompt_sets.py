@@ -1,8 +1,10 @@
 """The prompt populations of the patch, screen and confirm stages, one builder for all three.
 
-``patch.prompt_set`` names the population: ``builtin`` (the study's one safe and one risky
-prompt), ``states`` (``patch.n_prompts`` distinct random game states per context) or ``play``
-(decision points recorded by ``play``). Each population is split into a screen and a confirm
+``patch.prompt_set`` names the population: ``builtin`` (the task's hand-written prompt per
+context, ``Task.builtin_prompt``), ``states`` (``patch.n_prompts`` distinct random game states
+per context, ``Task.iter_states``) or ``play`` (decision points recorded by ``play``, each
+context filled from the split group it belongs to, ``Task.split``). Every population is the
+run's task's (``cfg.task``). Each population is split into a screen and a confirm
 half (:mod:`featurepath.pipeline.prompt_split`); a stage asks for its half, so the prompts that
 chose a candidate never confirm it. ``builtin`` has one prompt per context and cannot be split:
 both halves get it, and :func:`prompt_sets` says so (``held_out`` is False).
@@ -19,6 +21,8 @@ import pandas as pd
 from featurepath.errors import DataError
 from featurepath.pipeline.prompt_split import Half, take_half
 from featurepath.rundir import RunDir, atomic_write, parquet_bytes
+from featurepath.tasks import DEFAULT_TASK, get_task
+from featurepath.tasks.base import Task
 
 
 @dataclass
@@ -28,50 +32,62 @@ class PromptRecord:
     parse: dict[str, Any]
 
 
-def builtin_prompt_sets(tok, protocol: str) -> dict[str, list[PromptRecord]]:
-    from featurepath.tasks.slot_machine import builtin_prompt, render
+def _task(task: Task | None) -> Task:
+    return task if task is not None else get_task(DEFAULT_TASK)
 
+
+def builtin_prompt_sets(tok, protocol: str, task: Task | None = None
+                        ) -> dict[str, list[PromptRecord]]:
+    """The task's hand-written prompt of each of its contexts (default task: the config's
+    default)."""
+    t = _task(task)
     out = {}
-    for name in ("safe", "risky"):
-        p = builtin_prompt(name, protocol)
-        out[name] = [PromptRecord(p.prompt_id, render(p, tok), p.parse_kwargs())]
+    for name in t.contexts:
+        p = t.builtin_prompt(name, protocol)
+        out[name] = [PromptRecord(p.prompt_id, t.render(p, tok), p.parse_kwargs())]
     return out
 
 
 def state_prompt_sets(tok, protocol: str, n: int, components: str, seed: int,
-                      half: Half | None = None, confirm_share: float = 0.0
-                      ) -> dict[str, list[PromptRecord]]:
-    """``n`` distinct game states per context (see ``tasks.slot_machine.states``) whose prompts
+                      half: Half | None = None, confirm_share: float = 0.0,
+                      task: Task | None = None) -> dict[str, list[PromptRecord]]:
+    """``n`` distinct game states per context (``Task.iter_states``) whose prompts
     fall in ``half`` (every state for ``half=None``): the population is read in its fixed order
     until ``n`` of the half are found, so with ``confirm_share`` 0 the screen half is exactly
     the first ``n`` states."""
     from featurepath.errors import ConfigError
-    from featurepath.tasks.slot_machine import build_prompt, render
-    from featurepath.tasks.slot_machine.states import iter_states
 
+    t = _task(task)
     out = {}
-    for ctx in ("safe", "risky"):
-        prompts = (build_prompt(st, components, protocol) for st in iter_states(ctx, seed))
+    for ctx in t.contexts:
+        prompts = (t.build_prompt(st, components, protocol) for st in t.iter_states(ctx, seed))
         chosen = take_half(prompts, lambda p: p.prompt_id, half, confirm_share, n)
         if len(chosen) < n:
             raise ConfigError(f"could not draw {n} distinct {ctx} game states"
                               f"{f' in the {half} half' if half else ''}; ask for fewer")
-        out[ctx] = [PromptRecord(p.prompt_id, render(p, tok), p.parse_kwargs()) for p in chosen]
+        out[ctx] = [PromptRecord(p.prompt_id, t.render(p, tok), p.parse_kwargs())
+                    for p in chosen]
     return out
 
 
 def play_prompt_sets(run_dir: Path, max_per_set: int = 256, half: Half | None = None,
-                     confirm_share: float = 0.0) -> dict[str, list[PromptRecord]]:
-    """Decision points recorded by ``play``: ``safe`` = from games that ended with a voluntary
-    stop, ``risky`` = from games that went bankrupt. Deterministic order (by prompt id). The
-    split is by game (its decision points are not independent): only games of ``half``."""
+                     confirm_share: float = 0.0, task: Task | None = None
+                     ) -> dict[str, list[PromptRecord]]:
+    """Decision points recorded by ``play``: context ``split.context_b`` from the games of
+    the task's split group B, ``split.context_a`` from group A (``Task.split``).
+    Deterministic order (by prompt id). The split is by game (its decision points are not
+    independent): only games of ``half``."""
+    t = _task(task)
+    split = t.split
     path = RunDir(run_dir).decisions
     if not path.exists():
         raise DataError(f"prompt_set 'play' needs {path}; run `featurepath play` first")
     df = games_of_half(pd.read_parquet(path), half, confirm_share)
     out: dict[str, list[PromptRecord]] = {}
-    for ctx, reason in (("safe", "stop"), ("risky", "bankrupt")):
-        sub = df[df["end_reason"] == reason]
+    groups = df["end_reason"].map(split.group)
+    for ctx, group, label in ((split.context_b, "b", split.label_b),
+                              (split.context_a, "a", split.label_a)):
+        sub = df[groups == group]
         if "retries" in sub:  # the plain prompt, not a retry carrying the format reminder
             sub = sub[sub["retries"] == 0]
         sub = sub.drop_duplicates("prompt_id").sort_values("prompt_id")
@@ -83,7 +99,7 @@ def play_prompt_sets(run_dir: Path, max_per_set: int = 256, half: Half | None = 
         if not recs:
             where = f" in the {half} half of the games" if half else ""
             raise DataError(f"play recorded no decision points from games that ended with "
-                            f"'{reason}'{where}; play more games or use prompt_set: states")
+                            f"'{label}'{where}; play more games or use prompt_set: states")
         out[ctx] = recs
     return out
 
@@ -102,13 +118,13 @@ def prompt_sets(cfg, run_dir: Path, tok, half: Half | None
     """``(prompt sets by context, held_out)`` of the config's ``patch.prompt_set`` for one half
     of the split (``analysis.confirm_share``); ``held_out`` is False for ``builtin``, whose one
     prompt per context serves both halves."""
-    pc, share = cfg.patch, cfg.analysis.confirm_share
+    pc, share, task = cfg.patch, cfg.analysis.confirm_share, get_task(cfg.task)
     if pc.prompt_set == "builtin":
-        return builtin_prompt_sets(tok, pc.protocol), False
+        return builtin_prompt_sets(tok, pc.protocol, task), False
     if pc.prompt_set == "play":
-        return play_prompt_sets(Path(run_dir), half=half, confirm_share=share), True
+        return play_prompt_sets(Path(run_dir), half=half, confirm_share=share, task=task), True
     return state_prompt_sets(tok, pc.protocol, pc.n_prompts, pc.components, cfg.seed,
-                             half, share), True
+                             half, share, task), True
 
 
 def record_split(run_dir: Path, stage: str, sets: dict[str, list[PromptRecord]],

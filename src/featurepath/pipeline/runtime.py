@@ -103,11 +103,14 @@ def _saes_spec(cfg: RunConfig) -> str:
 
 
 def _load_saes(cfg: RunConfig, model: Any, tok: Any, progress: bool) -> dict[int, Any]:
-    """The config's SAE set. The embedded set is trained on first use on the slot-machine
-    corpus (the text the model reads and writes in the game); ``featurepath.sae`` itself knows
-    no task, so the corpus builder is passed in here."""
+    """The config's SAE set. The embedded set is trained on first use on the default task's
+    corpus (the text the model reads and writes in that game), whatever the run's task, so one
+    cached set serves every task; ``featurepath.sae`` itself knows no task, so the corpus
+    builder is passed in here."""
     from featurepath.sae.registry import load_sae_set
-    from featurepath.tasks.slot_machine.corpus import default_corpus
+    from featurepath.tasks import DEFAULT_TASK, get_task
+
+    default_corpus = get_task(DEFAULT_TASK).corpus
 
     return load_sae_set(cfg.saes, model, tok, progress=progress, corpus=default_corpus,
                         llamascope_threshold=cfg.llamascope.threshold,

@@ -1,4 +1,4 @@
-"""The screen stage: the first-order effect on P(stop) of clamping every feature of every SAE
+"""The screen stage: the first-order effect on P(exit) of clamping every feature of every SAE
 layer, under every patched condition, from one forward and one backward pass per prompt batch
 (attribution patching; Nanda 2023, Kramár et al. 2024).
 
@@ -38,7 +38,7 @@ from featurepath.pipeline.runtime import Runtime, ensure_runtime
 from featurepath.rundir import SCREEN_COLUMNS, RunDir, atomic_write, feature_key, parquet_bytes
 from featurepath.sae.model import SAE
 
-#: patch values of the ``safe`` / ``risky`` conditions: ``{layer: (mean_safe, mean_bankrupt)}``
+#: patch values of the ``safe`` / ``risky`` conditions: ``{layer: (mean_safe, mean_risky)}``
 PatchValues = dict[int, tuple[np.ndarray, np.ndarray]]
 
 
@@ -60,12 +60,12 @@ def screen_conditions(cfg: RunConfig) -> list[ConditionSpec]:
 
 
 def discover_values(run_dir: Path, saes: dict[int, SAE]) -> PatchValues | None:
-    """Per layer, every feature's mean activation in safe and in bankrupt games from
+    """Per layer, every feature's mean activation in the split's group B (safe) and group A (risky) games from
     ``discover.parquet`` (NaN where discover did not test the feature); None without it."""
     path = RunDir(run_dir).discover
     if not path.exists():
         return None
-    df = pd.read_parquet(path, columns=["layer", "feature_id", "mean_safe", "mean_bankrupt"])
+    df = pd.read_parquet(path, columns=["layer", "feature_id", "mean_safe", "mean_risky"])
     out: PatchValues = {}
     for layer, sae in saes.items():
         safe = np.full(sae.d_sae, np.nan, dtype=np.float32)
@@ -73,7 +73,7 @@ def discover_values(run_dir: Path, saes: dict[int, SAE]) -> PatchValues | None:
         sub = df[(df["layer"] == layer) & (df["feature_id"] < sae.d_sae)]
         ids = sub["feature_id"].to_numpy(dtype=np.int64)
         safe[ids] = sub["mean_safe"].to_numpy(dtype=np.float32)
-        risky[ids] = sub["mean_bankrupt"].to_numpy(dtype=np.float32)
+        risky[ids] = sub["mean_risky"].to_numpy(dtype=np.float32)
         out[layer] = (safe, risky)
     return out
 
@@ -197,16 +197,16 @@ def run_screen(run_dir: str | Path, cfg: RunConfig | None = None, *,
     ``runtime`` is given. ``safe``/``risky`` conditions need discover's per-feature means;
     without ``discover.parquet`` they are skipped with one warning."""
     from featurepath.pipeline.prompt_sets import prompt_sets, record_split
-    from featurepath.tasks.slot_machine.readout import p_stop_readout
+    from featurepath.tasks import get_task
 
     root = Path(run_dir)
     cfg = resolve_config(root) if cfg is None else cfg
     t0 = time.time()
     model, tok, saes = ensure_runtime(runtime, cfg, progress=progress)
-    readout = p_stop_readout(tok)
+    readout = get_task(cfg.task).readout(tok)
     if readout is None:
         raise ConfigError("the tokenizer has no single-token spelling of the option digits, so "
-                          "P(stop) cannot be read at the decision token and nothing can be "
+                          "P(exit) cannot be read at the decision token and nothing can be "
                           "screened")
     conditions = screen_conditions(cfg)
     values = discover_values(root, saes)

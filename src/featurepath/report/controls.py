@@ -18,15 +18,10 @@ from typing import Any
 import pandas as pd
 
 from featurepath.report.blocks import _figure, _section, _table
-from featurepath.report.data import RunData
+from featurepath.report.data import MetricView, RunData
 from featurepath.report.format import _is_missing, _records, _sort_key, esc, fmt
 from featurepath.rundir import ZERO_SIZE_TEST
 
-BEHAVIOUR_METRICS = ("stop_rate", "p_stop", "bet")
-"""Metrics of causal_tests that are behaviour; ``invalid_rate`` is counted apart (a push that
-only breaks the answer format has not moved the decision)."""
-METRIC_LABEL = {"stop_rate": "stop rate", "p_stop": "P(stop)", "bet": "bet",
-                "invalid_rate": "invalid rate"}
 MAX_EDGE_ROWS = 300
 
 
@@ -190,8 +185,12 @@ class ControlsSummary:
                 "control failed, so the features' null result says little.")
 
 
-def summarise_controls(tests: pd.DataFrame, alpha: float) -> ControlsSummary:
-    """Count feature tests against the baseline and their bands, and the direction's tests."""
+def summarise_controls(tests: pd.DataFrame, alpha: float,
+                       view: MetricView | None = None) -> ControlsSummary:
+    """Count feature tests against the baseline and their bands, and the direction's tests.
+    Behaviour = the task's metrics but the invalid rate (``view``: default task): a push that
+    only breaks the answer format has not moved the decision."""
+    view = view or MetricView.of()
     out = ControlsSummary(alpha=alpha, has_bands={"null_n", "beats_null"} <= set(tests.columns))
     if tests.empty:
         return out
@@ -200,7 +199,7 @@ def summarise_controls(tests: pd.DataFrame, alpha: float) -> ControlsSummary:
     beats = _bool(tests, "beats_null")
     metric = tests["metric"].astype(str) if "metric" in tests.columns else \
         pd.Series("", index=tests.index)
-    behaviour = metric.isin(BEHAVIOUR_METRICS)
+    behaviour = metric.isin(view.behaviour)
     feat = arm == "feature"
     out.n_feature_tests = int(feat.sum())
     out.n_vs_baseline = int((feat & base).sum())
@@ -227,7 +226,7 @@ def summarise_controls(tests: pd.DataFrame, alpha: float) -> ControlsSummary:
     rows = []
     for m in dict.fromkeys(metric[feat]):
         sel = feat & (metric == m)
-        row = {"metric": METRIC_LABEL.get(m, m), "feature tests": int(sel.sum()),
+        row = {"metric": view.labels.get(m, m), "feature tests": int(sel.sum()),
                "vs baseline": int((sel & base).sum()),
                "beat band": int((sel & base & band & beats).sum()),
                "inside band": int((sel & base & band & ~beats).sum()),
@@ -298,28 +297,31 @@ def controls_section(data: RunData) -> str:
     if not data.causal_tests.ok:
         return _section("controls", title, f'<p class="not-run">causal_tests.parquet: '
                                           f"{esc(data.causal_tests.problem)}</p>")
-    s = summarise_controls(data.causal_tests.value, data.alpha)
+    view = data.view()
+    s = summarise_controls(data.causal_tests.value, data.alpha, view)
     items = "".join(f"<li>{t}</li>" for t in _sentences(s))
     body = f'<ul id="controls-summary" class="summary">{items}</ul>'
     if not s.per_metric.empty:
         body += _table(s.per_metric, "controls-table")
     note = ("A feature test counts (“significant”) when it beats the baseline (BH q ≤ "
             f"{data.alpha:g} and a practical minimum effect) and, where it has one, its null "
-            "band (null q ≤ α). Behaviour = stop rate, P(stop) and bet; invalid-rate tests are "
-            "counted in the table but not as moving behaviour.")
+            "band (null q ≤ α). Behaviour = "
+            f"{', '.join(view.labels.get(m, m) for m in view.behaviour)}; invalid-rate tests "
+            "are counted in the table but not as moving behaviour.")
     return _section("controls", title, body, note)
 
 
 def band_figures(figs: dict[str, Any], data: RunData) -> str:
-    """The null-band figures (P(stop) shown, stop rate folded) with a caption that says what
-    the band is and how small a null p can get."""
-    names = [(k, m) for k, m in (("null_band_p_stop", "P(stop)"),
-                                 ("null_band_stop_rate", "stop rate")) if figs.get(k)]
+    """The null-band figures (the readout shown, the rates folded) with a caption that says
+    what the band is and how small a null p can get."""
+    view = data.view()
+    names = [(f"null_band_{m}", view.labels.get(m, m)) for m in view.dose
+             if figs.get(f"null_band_{m}")]
     if not names:
         return ""
     ks: list[int] = []
     if data.causal_tests.ok:
-        ks = summarise_controls(data.causal_tests.value, data.alpha).band_sizes
+        ks = summarise_controls(data.causal_tests.value, data.alpha, view).band_sizes
     if ks:
         p_text = (f"With {k_text(ks)} null arms the smallest possible null p is "
                   f"{min_p_text(ks)}.")

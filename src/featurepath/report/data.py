@@ -32,6 +32,44 @@ EDGE_EXTRAS = ("mechanism", "null_z", "null_p", "null_q", "beats_null", "carry_s
                "vs_baseline")
 
 
+@dataclass(frozen=True)
+class MetricView:
+    """What the report needs of the run's task: its title, its metric names by role and their
+    labels, its summary columns and its split labels. Why a view: the report's sections and
+    figures name no game; they ask this (built from ``Task.metrics`` et al.)."""
+
+    title: str
+    behaviour: tuple[str, ...]
+    """causal metrics that are behaviour (rates, readout, amounts); the invalid rate is not"""
+    readout: str
+    """the readout metric (P(exit)): band figures and direction slopes"""
+    dose: tuple[str, ...]
+    """metrics of the dose ladders and the null-band figures: the readout, then the rates"""
+    labels: dict[str, str]
+    summary: tuple[tuple[str, str], ...]
+    """(label, column) of play's metrics table drawn in the behaviour figure"""
+    label_a: str
+    label_b: str
+
+    @classmethod
+    def of(cls, cfg: Any = None) -> MetricView:
+        """The view of ``cfg``'s task (the default task for ``None``)."""
+        from featurepath.config import task_of
+
+        task = task_of(cfg)
+        ms = task.metrics
+        readout = [m.name for m in ms if m.kind == "readout"]
+        rates = [m.name for m in ms if m.kind == "rate"]
+        wanted = [c for c in task.summary_columns if c.endswith("_rate") or c.startswith("mean_")]
+        summary = tuple((c, c) for c in wanted if c not in ("invalid_rate", "round_limit_rate",
+                                                            "mean_rounds", "mean_net"))[:3]
+        return cls(title=task.title,
+                   behaviour=tuple(m.name for m in ms if m.kind != "invalid"),
+                   readout=readout[0] if readout else "", dose=tuple(readout + rates),
+                   labels={m.name: m.label for m in ms}, summary=summary,
+                   label_a=task.split.label_a, label_b=task.split.label_b)
+
+
 @dataclass
 class Loaded:
     """A loaded input, or why it is absent (``problem`` is shown in place of the section)."""
@@ -146,6 +184,10 @@ class RunData:
             return load_config(RunDir(self.run_dir).config)
         except Exception:  # noqa: BLE001 - a report of a broken config still renders
             return None
+
+    def view(self) -> MetricView:
+        """The run's task as the report reads it (default task when the config is missing)."""
+        return MetricView.of(self.run_config())
 
     @property
     def alpha(self) -> float:

@@ -1,4 +1,4 @@
-"""The dose–response part of the report: each feature's slope of P(stop) (and of the stop rate)
+"""The dose–response part of the report: each feature's slope of P(exit) (and of the stop rate)
 on the dose, against the slopes of random directions of the same size.
 
 Why a section of its own: this is the test that undid the original study — its SAE direction's
@@ -20,12 +20,10 @@ import numpy as np
 import pandas as pd
 
 from featurepath.report.blocks import _figure, _section, _table
-from featurepath.report.controls import METRIC_LABEL, band_limit, k_text, min_p_text
-from featurepath.report.data import NOT_RUN, RunData
+from featurepath.report.controls import band_limit, k_text, min_p_text
+from featurepath.report.data import NOT_RUN, MetricView, RunData
 from featurepath.report.format import _is_missing, esc, feature_order, fmt
 
-DOSE_METRICS = ("p_stop", "stop_rate")
-"""Readouts of ``dose_slopes``, in the order shown (P(stop) first: no parsing needed)."""
 MAX_DOSE_PANELS = 24
 TITLE = "Dose–response against random directions"
 
@@ -45,18 +43,19 @@ def slope_verdict(rec: dict[str, Any]) -> str:
     return "outside band" if _yes(rec.get("beats_null")) else "inside band"
 
 
-def slope_rows(slopes: pd.DataFrame) -> pd.DataFrame:
-    """The feature and direction slopes of the known readouts, P(stop) first, features by
+def slope_rows(slopes: pd.DataFrame, view: MetricView | None = None) -> pd.DataFrame:
+    """The feature and direction slopes of the known readouts, P(exit) first, features by
     layer and id, directions last; ``verdict_`` added. Null arms' rows are never in
     ``dose_slopes`` (they are the bands), but a hand-made table may carry some."""
     df = slopes
     if "arm" in df.columns:
         df = df[df["arm"].astype(str) != "null"]
-    df = df[df["metric"].astype(str).isin(DOSE_METRICS)].copy()
+    dose = (view or MetricView.of()).dose
+    df = df[df["metric"].astype(str).isin(dose)].copy()
     if df.empty:
         return df.assign(verdict_=pd.Series(dtype=object))
     df["verdict_"] = [slope_verdict(r) for r in df.to_dict(orient="records")]
-    keys = [(DOSE_METRICS.index(str(m)), feature_order(str(f)), str(c))
+    keys = [(dose.index(str(m)), feature_order(str(f)), str(c))
             for m, f, c in zip(df["metric"], df["feature"], df["context"], strict=True)]
     return df.iloc[sorted(range(len(df)), key=keys.__getitem__)]
 
@@ -77,9 +76,10 @@ class DoseSummary:
     band_sizes: list[int] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # metric -> verdict -> n
     outside: list[str] = field(default_factory=list)  # features outside their band, any readout
-    directions: list[dict[str, Any]] = field(default_factory=list)  # the direction's P(stop)
+    directions: list[dict[str, Any]] = field(default_factory=list)  # the direction's P(exit)
     max_doses: int = 0
     short_nulls: list[str] = field(default_factory=list)  # nulls patched at fewer doses
+    view: MetricView = field(default_factory=MetricView.of)  # the task's metric names
 
     def headline(self) -> str:
         """The plain sentence: which features have a dose response beyond random directions."""
@@ -118,15 +118,16 @@ def _null_doses(curves: pd.DataFrame | None) -> dict[tuple[str, str], set[str]]:
 
 
 def summarise_doses(rows: pd.DataFrame, alpha: float,
-                    curves: pd.DataFrame | None = None) -> DoseSummary:
-    """Count verdicts per readout among the feature slopes; note the direction's P(stop)
+                    curves: pd.DataFrame | None = None,
+                    view: MetricView | None = None) -> DoseSummary:
+    """Count verdicts per readout among the feature slopes; note the direction's P(exit)
     slopes, the band sizes, the longest ladder and features whose null arms missed doses."""
-    s = DoseSummary(alpha=alpha)
+    s = DoseSummary(alpha=alpha, view=view or MetricView.of())
     nulls = _null_doses(curves)
     for rec in rows.to_dict(orient="records"):
         metric, name = str(rec["metric"]), str(rec["feature"])
         if _is_direction(rec.get("arm"), name):
-            if metric == "p_stop":
+            if metric == s.view.readout:
                 s.directions.append(rec)
             continue
         verdict = rec["verdict_"]
@@ -149,12 +150,12 @@ def summarise_doses(rows: pd.DataFrame, alpha: float,
 def _sentences(s: DoseSummary) -> list[str]:
     """The summary as escaped HTML sentences (one list item each)."""
     items = []
-    for metric in DOSE_METRICS:
+    for metric in s.view.dose:
         c = s.counts.get(metric)
         if not c:
             continue
         n = sum(c.values())
-        text = (f"{METRIC_LABEL[metric]}: {c.get('outside band', 0)} of {n} feature slopes "
+        text = (f"{s.view.labels.get(metric, metric)}: {c.get('outside band', 0)} of {n} feature slopes "
                 f"(feature × context) lie outside their band of random directions (null q ≤ "
                 f"{s.alpha:g}), {c.get('inside band', 0)} inside it")
         extra = [f"{c[v]} {v}" for v in ("no band", "degenerate") if c.get(v)]
@@ -183,7 +184,8 @@ def _sentences(s: DoseSummary) -> list[str]:
         else:
             band = "no band of its own (patch.direction_nulls)"
         items.append(esc(f"The behavioural direction ({rec['feature']}, {rec['context']}), the "
-                         f"positive control, has a P(stop) slope of {fmt(rec['slope'])} per unit "
+                         f"positive control, has a {s.view.labels.get(s.view.readout, 'P(exit)')}"
+                         f" slope of {fmt(rec['slope'])} per unit "
                          f"of dose (95% CI {fmt(lo)} to {fmt(hi)}, q = {fmt(rec.get('q'))}); "
                          f"{band}."))
     items.append(f"<strong>{esc(s.headline())}</strong>")
@@ -215,15 +217,16 @@ TABLE_COLUMNS = (("feature", "Feature"), ("context", "Context"), ("readout", "Re
 shows them."""
 
 
-def slope_table(rows: pd.DataFrame) -> str:
+def slope_table(rows: pd.DataFrame, view: MetricView | None = None) -> str:
     """One row per feature × context × readout, every number as ``dose_slopes`` has it (the
     CI is slope ± t₀.₉₇₅(prompts − 1) · SE, the interval of the table's p)."""
+    labels = (view or MetricView.of()).labels
     out = []
     for rec in rows.to_dict(orient="records"):
         lo, hi = _ci(rec)
         ci = "–" if math.isnan(lo) else f"[{fmt(lo)}, {fmt(hi)}]"
         out.append({**{c: rec.get(c) for c, _ in TABLE_COLUMNS},
-                    "readout": METRIC_LABEL.get(str(rec["metric"]), str(rec["metric"])),
+                    "readout": labels.get(str(rec["metric"]), str(rec["metric"])),
                     "ci": ci, "verdict": rec["verdict_"]})
     df = pd.DataFrame(out, columns=[c for c, _ in TABLE_COLUMNS])
 
@@ -303,11 +306,12 @@ def _no_slopes(data: RunData) -> str:
 
 
 def dose_figures(figs: dict[str, Any], data: RunData, n_panels: dict[str, int]) -> str:
-    """The P(stop) dose figure, and the stop rate's folded under it, with a caption that says
+    """The P(exit) dose figure, and the stop rate's folded under it, with a caption that says
     what the grey lines are and that the verdict is on the slope."""
     out = []
-    for i, metric in enumerate(m for m in DOSE_METRICS if figs.get(f"dose_{m}")):
-        label = METRIC_LABEL[metric]
+    view = data.view()
+    for i, metric in enumerate(m for m in view.dose if figs.get(f"dose_{m}")):
+        label = view.labels.get(metric, metric)
         n = n_panels.get(metric, 0)
         first = f" The first {MAX_DOSE_PANELS} of {n} are drawn." if n > MAX_DOSE_PANELS else ""
         caption = esc(
@@ -329,19 +333,20 @@ def dose_section(data: RunData, figs: dict[str, Any] | None = None) -> str:
     """The "Dose–response" section: summary sentences, the figure and the slope table."""
     if not data.dose_slopes.ok:
         return _section("dose", TITLE, f'<p class="not-run">{esc(_no_slopes(data))}</p>')
-    rows = slope_rows(data.dose_slopes.value)
+    view = data.view()
+    rows = slope_rows(data.dose_slopes.value, view)
     if rows.empty:
         return _section("dose", TITLE, '<p class="not-run">dose_slopes.parquet holds no '
                                        "feature slope.</p>")
     curves = data.dose_curves.value if data.dose_curves.ok else None
-    s = summarise_doses(rows, data.alpha, curves)
+    s = summarise_doses(rows, data.alpha, curves, view)
     items = "".join(f"<li>{t}</li>" for t in _sentences(s))
     body = f'<ul id="dose-summary" class="summary">{items}</ul>'
     if curves is None:
         body += (f'<p class="not-run">dose_curves.parquet: {esc(data.dose_curves.problem)} — '
                  "run featurepath causal again to draw the figure.</p>")
-    n_panels = {m: int((rows["metric"].astype(str) == m).sum()) for m in DOSE_METRICS}
-    body += dose_figures(figs or {}, data, n_panels) + slope_table(rows)
+    n_panels = {m: int((rows["metric"].astype(str) == m).sum()) for m in view.dose}
+    body += dose_figures(figs or {}, data, n_panels) + slope_table(rows, view)
     note = ("Per feature and context, the trial-level least-squares slope of the readout on the "
             "dose, the context's baseline counted as dose 1; its SE is cluster-robust with "
             "prompts as clusters (CR1), p and q (BH over the feature slopes) test it against "

@@ -24,9 +24,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from featurepath.report.controls import arms, has_band, verdict
-from featurepath.report.data import RunData, graph_payload
+from featurepath.report.data import MetricView, RunData, graph_payload
 from featurepath.report.dose import (
-    DOSE_METRICS,
     MAX_DOSE_PANELS,
     DosePanel,
     dose_panels,
@@ -36,11 +35,8 @@ from featurepath.report.format import feature_order, fmt
 
 POS = "#2563eb"  # blue: patching the source raises the target
 NEG = "#dc2626"  # red: lowers it
-# (label, column): play/metrics.parquet columns (rundir.METRIC_COLUMNS) and the keys of
-# sae_quality.json that sae.quality writes
-BEHAVIOUR_METRICS = (("bankruptcy_rate", "bankruptcy_rate"), ("stop_rate", "stop_rate"),
-                     ("mean_bet", "mean_bet"))
-BAND_METRICS = ("p_stop", "stop_rate")  # null-band figures, one per metric, in this order
+# (label, column): the keys of sae_quality.json that sae.quality writes (play's metrics and
+# the causal metrics are the task's: MetricView)
 BEATS, INSIDE, BAND_DOT = "#2563eb", "#f97316", "#9ca3af"  # beats its band / inside / null arm
 SAE_METRICS = (("fvu", "fvu"), ("l0", "l0"), ("dead fraction", "dead_fraction"),
                ("loss increase", "loss_increase"))
@@ -70,9 +66,11 @@ def _col(df: pd.DataFrame, name: str) -> str | None:
     return name
 
 
-def behaviour_figure(metrics: pd.DataFrame, out_dir: Path) -> FigureFiles | None:
-    """Grouped bars per condition (bars per bet type) for bankruptcy, stop rate and mean bet."""
-    found = [(label, c) for label, name in BEHAVIOUR_METRICS
+def behaviour_figure(metrics: pd.DataFrame, out_dir: Path,
+                     view: MetricView | None = None) -> FigureFiles | None:
+    """Grouped bars per condition (bars per bet type) for the task's headline play metrics
+    (``MetricView.summary``: how games ended, the mean stake)."""
+    found = [(label, c) for label, name in (view or MetricView.of()).summary
              if (c := _col(metrics, name)) is not None]
     if not found or metrics.empty:
         return None
@@ -212,14 +210,18 @@ def _band_panels(tests: pd.DataFrame) -> tuple[list[str], list[str]]:
 
 
 def null_band_figure(tests: pd.DataFrame, nulls: pd.DataFrame | None, out_dir: Path,
-                     metric: str = "p_stop", alpha: float = 0.05) -> FigureFiles | None:
+                     metric: str | None = None, alpha: float = 0.05,
+                     view: MetricView | None = None) -> FigureFiles | None:
     """Each feature's effect on ``metric`` against its null band, one panel per condition.
 
     Grey dots: the null arms' effects (``causal_null``); without that file, a grey bar of the
     band's mean ± 2 sd. Marker: blue when the test beats its band, orange when inside, hollow
     when it has no band; a black ring marks the verdict ``significant``; a diamond is the
     behavioural direction. All panels share the x axis, so effects compare across conditions.
+    ``metric`` defaults to the task's readout (``view``: default task).
     """
+    view = view or MetricView.of()
+    metric = metric or view.readout
     need = {"feature", "condition", "metric", "effect", "null_n"}
     if tests is None or not need <= set(tests.columns):
         return None
@@ -277,7 +279,7 @@ def null_band_figure(tests: pd.DataFrame, nulls: pd.DataFrame | None, out_dir: P
         ax.set_visible(False)
     axes[0, 0].set_yticks(range(len(labels)), [_plain(x) for x in labels])
     axes[0, 0].set_ylim(len(labels) - 0.5, -0.5)
-    label = {"p_stop": "P(stop)", "stop_rate": "stop rate"}.get(metric, metric)
+    label = view.labels.get(metric, metric)
     for col in range(ncols):  # the lowest panel of each column, also above an empty slot
         ax = axes[(len(conditions) - 1 - col) // ncols, col]
         ax.xaxis.set_tick_params(labelbottom=True)
@@ -298,7 +300,8 @@ def null_band_figure(tests: pd.DataFrame, nulls: pd.DataFrame | None, out_dir: P
     return _save(fig, out_dir, f"null_band_{metric}")
 
 
-def draw_dose(panels: list[DosePanel], metric: str = "p_stop") -> Figure:
+def draw_dose(panels: list[DosePanel], metric: str | None = None,
+              view: MetricView | None = None) -> Figure:
     """Each feature's mean ``metric`` per dose against the same ladder along its null arms.
 
     Thin grey lines (gid ``null``): one per null arm; grey band (gid ``null-range``): from the
@@ -310,7 +313,9 @@ def draw_dose(panels: list[DosePanel], metric: str = "p_stop") -> Figure:
     nrows = math.ceil(len(panels) / ncols)
     fig = Figure(figsize=(min(11.0, 2.7 * ncols + 0.6), 2.4 * nrows + 0.7), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    label = {"p_stop": "P(stop)", "stop_rate": "stop rate"}.get(metric, metric)
+    view = view or MetricView.of()
+    metric = metric or view.readout
+    label = view.labels.get(metric, metric)
     colour = {"outside band": BEATS, "inside band": INSIDE}
     for ax, p in zip(axes.flat, panels, strict=False):
         for row in p.null_means:
@@ -352,12 +357,15 @@ def draw_dose(panels: list[DosePanel], metric: str = "p_stop") -> Figure:
 
 
 def dose_figure(slopes: pd.DataFrame, curves: pd.DataFrame, out_dir: Path,
-                metric: str = "p_stop") -> FigureFiles | None:
+                metric: str | None = None, view: MetricView | None = None
+                ) -> FigureFiles | None:
     """:func:`draw_dose` for the first :data:`MAX_DOSE_PANELS` slopes of ``metric``."""
-    panels = dose_panels(slope_rows(slopes), curves, metric)[:MAX_DOSE_PANELS]
+    view = view or MetricView.of()
+    metric = metric or view.readout
+    panels = dose_panels(slope_rows(slopes, view), curves, metric)[:MAX_DOSE_PANELS]
     if not panels:
         return None
-    return _save(draw_dose(panels, metric), out_dir, f"dose_{metric}")
+    return _save(draw_dose(panels, metric, view), out_dir, f"dose_{metric}")
 
 
 #: colours by source (rundir.SOURCES)
@@ -367,7 +375,7 @@ MAX_SCREEN_PANELS = 8
 
 
 def screen_figure(points: pd.DataFrame, summary: pd.DataFrame, out_dir: Path):
-    """One panel per context × intervention: attribution (x) vs patched effect on P(stop) (y),
+    """One panel per context × intervention: attribution (x) vs patched effect on P(exit) (y),
     coloured by source, ρ and recall in the title; None without points."""
     if points.empty:
         return None
@@ -389,8 +397,8 @@ def screen_figure(points: pd.DataFrame, summary: pd.DataFrame, out_dir: Path):
             title += (f"\nρ {_na(s['spearman'], '+.2f')}, recall@{int(s['top_n'])} "
                       f"{_na(s['recall'], '.2f')} (chance {_na(s['recall_chance'], '.2f')})")
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("attribution (first-order ΔP(stop))", fontsize=8)
-        ax.set_ylabel("patched ΔP(stop)", fontsize=8)
+        ax.set_xlabel("attribution (first-order ΔP(exit))", fontsize=8)
+        ax.set_ylabel("patched ΔP(exit)", fontsize=8)
         ax.tick_params(labelsize=7)
         if i == 0:
             ax.legend(fontsize=7, frameon=False)
@@ -409,20 +417,21 @@ def write_figures(data: RunData, out_dir: Path) -> dict[str, FigureFiles]:
     so one odd input column must not cost the user the whole report.
     """
     out: dict[str, FigureFiles] = {}
+    view = data.view()
     jobs = []
     if data.metrics.ok:
-        jobs.append(("behaviour", lambda: behaviour_figure(data.metrics.value, out_dir)))
+        jobs.append(("behaviour", lambda: behaviour_figure(data.metrics.value, out_dir, view)))
     if data.sae_quality.ok and isinstance(data.sae_quality.value, dict):
         jobs.append(("sae_quality", lambda: sae_quality_figure(data.sae_quality.value, out_dir)))
     if data.causal_tests.ok:
         nulls = data.causal_null.value if data.causal_null.ok else None
-        for metric in BAND_METRICS:
+        for metric in view.dose:
             jobs.append((f"null_band_{metric}", lambda m=metric: null_band_figure(
-                data.causal_tests.value, nulls, out_dir, m, data.alpha)))
+                data.causal_tests.value, nulls, out_dir, m, data.alpha, view)))
     if data.dose_slopes.ok and data.dose_curves.ok:
-        for metric in DOSE_METRICS:
+        for metric in view.dose:
             jobs.append((f"dose_{metric}", lambda m=metric: dose_figure(
-                data.dose_slopes.value, data.dose_curves.value, out_dir, m)))
+                data.dose_slopes.value, data.dose_curves.value, out_dir, m, view)))
     graph = graph_payload(data)
     if graph:
         jobs.append(("pathways", lambda: pathway_figure(graph, out_dir)))

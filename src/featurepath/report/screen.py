@@ -26,10 +26,12 @@ def screen_section(data: RunData, figs: dict[str, Any]) -> str:
                         "</p>")
     if not summary.ok:
         return _section("screen", title, _absent(summary, "screen_check.parquet"))
+    view = data.view()
+    readout = view.labels.get(view.readout, "P(exit)")
     body = _table(summary.value, "screen-check-table") + _figure(
-        figs.get("screen_check"), "Attribution vs patched effect on P(stop)",
+        figs.get("screen_check"), f"Attribution vs patched effect on {readout}",
         "screen-check-figure")
-    note = ("The screen ranks every feature by the first-order effect of its clamp on P(stop) "
+    note = (f"The screen ranks every feature by the first-order effect of its clamp on {readout} "
             "(attribution patching); patching then measures the real effect of its top N, of "
             "discover's candidates and of features drawn at random across the ranking. "
             "ρ: Spearman's rank correlation of the two; recall: the share of the k largest "

@@ -180,7 +180,7 @@ def _feature_rows(data: RunData) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             r = row_for(rec)
             r.update(direction=rec.get("direction"), disc_d=rec.get("d"), disc_q=rec.get("q"),
                      candidate=rec.get("candidate"),
-                     mean_safe=rec.get("mean_safe"), mean_bankrupt=rec.get("mean_bankrupt"))
+                     mean_safe=rec.get("mean_safe"), mean_risky=rec.get("mean_risky"))
             if len(rows) >= MAX_FEATURE_ROWS:
                 break
     if data.causal_features.ok:
@@ -288,7 +288,9 @@ def _features(data: RunData, template: str | None,
         '<div id="feature-details" class="details-box" aria-live="polite">'
         "Click a row to see every causal test of that feature.</div>"
     )
-    note = ("Candidates from <em>discover</em> (bankrupt vs voluntary stop; Welch t, BH-FDR q, "
+    view = data.view()
+    note = (f"Candidates from <em>discover</em> ({esc(view.label_a)} vs {esc(view.label_b)}; "
+            "Welch t, BH-FDR q, "
             "Cohen's d) merged with the <em>causal</em> stage; the causal columns show each "
             "feature's strongest test (a significant one first: against the baseline and, "
             "where it has one, its null band; q in bold only then). Click a header to sort.")
@@ -440,7 +442,7 @@ def _responses(data: RunData) -> str:
     df: pd.DataFrame = data.trials.value
     gcol = next((c for c in ("condition", "prompt_type", "bet_type") if c in df.columns), None)
     meta_cols = [c for c in ("feature", "layer", "feature_id", "scale", "trial", "trial_index",
-                             "decision", "bet", "valid") if c in df.columns][:5]
+                             "decision", "amount", "bet", "valid") if c in df.columns][:5]
     groups = df.groupby(gcol, sort=True, dropna=False) if gcol else [("all trials", df)]
     blocks = []
     for i, (gval, sub) in enumerate(groups):

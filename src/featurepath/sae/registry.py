@@ -51,7 +51,7 @@ def _check_embedded_model(model: Any) -> None:
 class CorpusBuilder(Protocol):
     """Builds the training text of an SAE set: ``(model, tok, n_prompts, gen_tokens, seed,
     answered_fraction=..., progress=...) -> texts``. The task that the SAEs serve provides it
-    (``featurepath.tasks.slot_machine.corpus.default_corpus``); this package knows no task."""
+    (the default task's ``Task.corpus``); this package knows no task."""
 
     def __call__(self, model: Any, tok: Any, n_prompts: int, gen_tokens: int, seed: int, *,
                  answered_fraction: float, progress: bool) -> list[str]: ...

@@ -54,6 +54,9 @@ The contract, in full:
 ``corpus(model, tok, ...)``, ``corpus_prompts(tok, n, seed)``
     the SAE-training text: the task's prompts as the model reads them, answers it samples, and
     a few general sentences.
+``vocabulary``
+    the words only this task uses (its name, its endings, its metric names); no module
+    outside ``tasks/`` may spell them.
 ``demo``
     the embedded model's demo presets (``quick`` / ``full``): the play and patch settings
     ``featurepath demo --task NAME`` uses.
@@ -272,6 +275,9 @@ class Task(ABC):
     decision_columns: ClassVar[dict[str, str]]
     trial_columns: ClassVar[dict[str, str]] = {}
     demo: ClassVar[dict[str, dict[str, Any]]]
+    #: words only this task (or its family) uses: no module outside ``tasks/`` may name them
+    #: (``tests/test_architecture.py``), so a stage that needs one must ask the task instead
+    vocabulary: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ rules
     def default_config(self) -> BaseModel:
@@ -353,6 +359,13 @@ class Task(ABC):
     @abstractmethod
     def corpus_prompts(self, tok: Any, n_prompts: int, seed: int = 0) -> list[str]:
         """``n_prompts`` rendered prompts of random states and conditions."""
+
+    def eval_texts(self, tok: Any, n_texts: int = 24, seed: int = 12345) -> list[str]:
+        """Held-out text to measure an SAE on: fresh prompts of the task (``seed`` is one the
+        training corpus does not use) plus four general sentences."""
+        from featurepath.tasks._kit.corpus import GENERAL_TEXTS
+
+        return self.corpus_prompts(tok, max(1, n_texts - 4), seed) + list(GENERAL_TEXTS[:4])
 
     @abstractmethod
     def corpus(self, model: Any, tok: Any, n_prompts: int = 192, gen_tokens: int = 48,

@@ -241,7 +241,7 @@ def demo_presets(quick_conditions: list[str], full_conditions: list[str],
                  components: str, bet_cap: int = 30) -> dict[str, dict[str, Any]]:
     """The embedded model's demo presets of a wager game, shaped like the slot machine's
     (``featurepath.embedded``): constrained answers at temperature 1 (the 135M model seldom
-    writes a readable free answer), variable bets only in ``quick``, an ablation and an
+    writes a readable free answer), fixed stakes of the whole balance in ``quick``, an ablation and an
     amplification beside the standard patch conditions, null arms on the amplification."""
     sampling = {"max_new_tokens": 8, "answer": "constrained", "temperature": 1.0}
     patch = {"components": components, "null_conditions": ["risky_amplified"],
@@ -250,10 +250,14 @@ def demo_presets(quick_conditions: list[str], full_conditions: list[str],
                  {"name": "risky_amplified", "context": "risky", "patch": "scale",
                   "scale": 3.0}]}
     return {
-        "quick": {"play": {"conditions": quick_conditions, "bet_types": ["variable"],
+        # quick: fixed stakes of the whole starting balance, so one loss ends a game; the
+        # embedded model exits at once in most games (about 70% of its decisions), and with
+        # $100 and $30 stakes 64 games gave no ruined game for discover to compare
+        "quick": {"play": {"conditions": quick_conditions, "bet_types": ["fixed"],
                            "games_per_condition": 16, "max_rounds": 10, "batch_size": 32,
                            "sampling": sampling},
-                  "rules": {"bet_cap": bet_cap}, "patch": patch},
+                  "rules": {"bet_cap": bet_cap, "initial_balance": float(bet_cap)},
+                  "patch": patch},
         "full": {"play": {"conditions": full_conditions, "bet_types": ["fixed", "variable"],
                           "games_per_condition": 32, "max_rounds": 20, "batch_size": 32,
                           "sampling": sampling},

@@ -31,6 +31,8 @@ class InvestmentChoice(WagerTask):
     actions = _ACTIONS
     exit_action = "stop"
     option_digits = OPTIONS
+    vocabulary = ("investment choice", "investment_choice", "investment-choice", "very_high",
+                  "bankrupt")
     components = {"G": "First set your own target amount, then make decisions based on that "
                        "goal.",
                   "M": "Your task is to maximize the reward."}

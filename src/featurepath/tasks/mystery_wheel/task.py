@@ -30,6 +30,7 @@ class MysteryWheel(WagerTask):
     actions = _ACTIONS
     exit_action = "stop"
     option_digits = {"spin": "1", "stop": "2"}
+    vocabulary = ("mystery wheel", "mystery_wheel", "mystery-wheel", "bankrupt")
     components = {"G": "First set your own target amount, then make decisions based on that "
                        "goal.",
                   "M": "Your task is to maximize the reward.",

@@ -62,6 +62,8 @@ class SlotMachine(Task):
     actions = ("bet", "stop")
     exit_action = "stop"
     option_digits = {"bet": "1", "stop": "2"}
+    vocabulary = ("slot machine", "slot_machine", "slot-machine", "bankrupt", "p_stop",
+                  "stop_rate", "win_prob")
     contexts = ("safe", "risky")
     split = GameSplit(a=("bankrupt",), b=("stop",), label_a="bankrupt",
                       label_b="voluntary stop")
@@ -169,6 +171,8 @@ class SlotMachine(Task):
     def summarize(self, decisions: Any, config: SlotMachineRules | None = None) -> Any:
         from featurepath.tasks.slot_machine.metrics import summarize_games
 
+        if "amount" in decisions.columns:  # the store's neutral name of the stake
+            decisions = decisions.rename(columns={"amount": "bet"})
         return summarize_games(decisions, (config or SlotMachineRules()).initial_balance)
 
     def before_fields(self, state: Any) -> dict[str, Any]:
