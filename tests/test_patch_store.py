@@ -94,7 +94,7 @@ def test_replay_mode_and_reconstruct_baselines(tmp_path, tiny, tiny_saes):
     trials, arrays = _run(tmp_path, tiny, tiny_saes, _cfg(mode="replay", method="reconstruct"))
     base = trials[trials.condition == "safe_baseline"]
     assert set(base["layer"]) == {1, 2}
-    assert trials["p_stop"].notna().all()
+    assert trials["readout"].notna().all()
     # replay is deterministic per prompt: identical prompt & patch -> identical activations
     a = arrays["decision"][trials[(trials.feature == "L1-3") &
                                   (trials.condition == "safe_with_risky_patch")]["row"]]

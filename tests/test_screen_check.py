@@ -15,12 +15,12 @@ def _trials(effects: dict[str, float], sources: dict[str, str]) -> pd.DataFrame:
     rows = []
     for t in range(4):
         rows.append(dict(feature="", layer=-1, context="safe", condition="safe_baseline",
-                         arm="baseline", p_stop=0.5 + 0.01 * t, source=""))
+                         arm="baseline", readout=0.5 + 0.01 * t, source=""))
         for f, e in effects.items():
             rows.append(dict(feature=f, layer=int(f[1]), context="safe", condition="safe_v",
-                             arm="feature", p_stop=0.5 + 0.01 * t + e, source=sources[f]))
+                             arm="feature", readout=0.5 + 0.01 * t + e, source=sources[f]))
             rows.append(dict(feature=f, layer=int(f[1]), context="safe", condition="safe_v",
-                             arm="null", p_stop=0.9, source=sources[f]))  # not an effect
+                             arm="null", readout=0.9, source=sources[f]))  # not an effect
     return pd.DataFrame(rows)
 
 

@@ -285,14 +285,8 @@ class RunDir:
     def config(self) -> Path:
         return self.root / "config.yaml"
 
-    @property
-    def run_json(self) -> Path:
-        return self.root / "run.json"
-
-    @property
-    def sae_quality(self) -> Path:
-        return self.root / "sae_quality.json"
-
+    run_json = property(lambda self: self.root / "run.json")
+    sae_quality = property(lambda self: self.root / "sae_quality.json")
     # play
     @property
     def play(self) -> Path:
@@ -433,14 +427,8 @@ class RunDir:
     def edges(self) -> Path:
         return self.pathways / "edges.parquet"
 
-    @property
-    def chains(self) -> Path:
-        return self.pathways / "chains.parquet"
-
-    @property
-    def graph_json(self) -> Path:
-        return self.pathways / "graph.json"
-
+    chains = property(lambda self: self.pathways / "chains.parquet")
+    graph_json = property(lambda self: self.pathways / "graph.json")
     @property
     def words(self) -> Path:
         return self.table("words")
@@ -452,14 +440,8 @@ class RunDir:
     verdicts = property(lambda self: self.root / "confirm" / "verdicts.parquet")
 
     # report
-    @property
-    def report(self) -> Path:
-        return self.root / "report.html"
-
-    @property
-    def figures(self) -> Path:
-        return self.root / "figures"
-
+    report = property(lambda self: self.root / "report.html")
+    figures = property(lambda self: self.root / "figures")
     def require_dir(self) -> RunDir:
         """Itself, or a :class:`DataError` when the directory does not exist."""
         from featurepath.errors import DataError

@@ -45,7 +45,7 @@ CONFIRM_COLUMNS = [
 paired t over prompts (one-sided when a sign was pre-registered); ``p_null``: the sequential
 Monte Carlo p against random directions (``null_draws`` drawn, ``null_exceed`` at least as
 extreme); ``p = max(p_baseline, p_null)`` (intersection–union), ``q`` its BH over the tests;
-``significant``: not degenerate, q <= alpha, |effect| >= ``analysis.min_effect_p_stop`` and in
+``significant``: not degenerate, q <= alpha, |effect| >= the readout's practical minimum (``analysis``) and in
 the pre-registered direction. The parquet metadata also holds ``prereg_sha256``."""
 CONFIRM_DRAW_COLUMNS = ["feature", "condition", "draw", "null_effect"]
 """``confirm/rounds/L<layer>-r<round>.parquet``: the mean null effect of each draw for each

@@ -29,7 +29,7 @@ from featurepath.sae.model import SAE
 class DecisionPrefix:
     """The prompts' prefixes (every token but the last), prefilled once, unpatched, in groups
     of ``prompt_batch``; :meth:`readouts` then runs any number of arms from them. Keep one per
-    prompt set for a whole confirmation: on a CPU the prefill of 24 slot-machine prompts on
+    prompt set for a whole confirmation: on a CPU the prefill of 24 game prompts on
     SmolLM2-135M costs as much as hundreds of decision-token rows."""
 
     @torch.no_grad()

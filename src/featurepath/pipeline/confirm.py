@@ -110,7 +110,7 @@ def choose_features(run_dir: Path, cfg: RunConfig, features: Sequence[str] | Non
             parse_feature_key(f)
         return list(dict.fromkeys(explicit)), "explicit"
     names = [c.name for c in cp.confirm_conditions(cfg)]
-    return cp.top_features(run_dir, top or cfg.confirm.top_n, names)
+    return cp.top_features(run_dir, top or cfg.confirm.top_n, names, cfg.confirm.metric)
 
 
 def _interventions(t: cp.ConfirmTest, positions: str, direction=None) -> Intervention:
@@ -142,12 +142,12 @@ def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=No
 
     validate_features(feats, [], saes)
     if readout is None:
-        from featurepath.tasks.slot_machine.readout import p_stop_readout
+        from featurepath.tasks import get_task
 
-        readout = p_stop_readout(tok)
+        readout = get_task(cfg.task).readout(tok)
         if readout is None:
-            raise DataError("the tokenizer has no single-token option digits, so P(stop) "
-                            "cannot be read; confirm needs it as the primary metric")
+            raise DataError("the tokenizer has no single-token option digits, so the task's "
+                            "readout cannot be read; confirm needs it as the primary metric")
     sets, held_out = prompt_sets(cfg, root, tok, "confirm")
     if not held_out:
         warnings.warn("patch.prompt_set builtin has one prompt per context and cannot be split: "
@@ -168,7 +168,7 @@ def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=No
         return measure_patch_values(fs, fs, acts)
 
     values = cp.clamp_values(root, cfg, feats, conditions, measure)
-    tests = cp.build_tests(root, feats, conditions, values)
+    tests = cp.build_tests(root, feats, conditions, values, cfg.confirm.metric)
     ids = {ctx: [r.prompt_id for r in recs] for ctx, recs in sets.items()
            if ctx in {c.context for c in conditions}}
     prereg = cp.preregistration(cfg, tests, source, ids, held_out)
@@ -186,7 +186,7 @@ def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=No
     finally:
         engine.close()
     rows = verdict_rows([t.key for t in tests], pairs, seq, cfg.analysis.alpha,
-                        cfg.analysis.min_effect_p_stop)
+                        cfg.analysis.min_effect_by_kind()["readout"])
     table = pd.DataFrame([{
         "feature": t.feature, "layer": t.layer, "feature_id": t.feature_id,
         "context": t.context, "condition": t.condition, "metric": cfg.confirm.metric,
@@ -255,19 +255,19 @@ class _Engine:
                 for a, key in enumerate([("", "")] + keys):
                     for i, pid in enumerate(self.ids[ctx]):
                         recs.append(dict(context=ctx, feature=key[0], condition=key[1],
-                                         prompt_id=pid, p_stop=float(vals[a, i])))
+                                         prompt_id=pid, readout=float(vals[a, i])))
             df = pd.DataFrame(recs)
             atomic_write(path, parquet_bytes(df))
         out = {}
         for ctx, g in df.groupby("context"):
-            base = g[g["feature"] == ""].set_index("prompt_id")["p_stop"]
+            base = g[g["feature"] == ""].set_index("prompt_id")["readout"]
             self.base[str(ctx)] = base.loc[self.ids[str(ctx)]].to_numpy()
         for k, t in self.tests.items():
             g = df[(df["feature"] == k[0]) & (df["condition"] == k[1])]
             if g.empty:
                 raise DataError(f"{path} lacks {k[0]} under {k[1]}; it belongs to another "
                                 "confirmation — move RUN/confirm aside and rerun")
-            out[k] = Paired(g.set_index("prompt_id")["p_stop"].loc[self.ids[t.context]]
+            out[k] = Paired(g.set_index("prompt_id")["readout"].loc[self.ids[t.context]]
                             .to_numpy(), self.base[t.context])
         return out
 

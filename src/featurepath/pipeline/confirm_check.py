@@ -21,16 +21,19 @@ from featurepath.pipeline.confirm import ConfirmResult, run_confirm
 from featurepath.rundir import RunDir, parse_feature_key
 
 
-def readout_direction(model, tok) -> torch.Tensor:
-    """Unit vector in the residual stream that raises P(stop) most directly: the final norm's
-    gain times (mean unembedding of the stop option − of the continue option). It ignores the
-    layers above the write and the norm's scale, so it is an approximation (good near the top)."""
-    from featurepath.tasks.slot_machine.readout import option_token_ids
+def readout_direction(model, tok, task_name: str) -> torch.Tensor:
+    """Unit vector in the residual stream that raises the task's readout (P(exit)) most
+    directly: the final norm's gain times (mean unembedding of the exit option − of the other
+    options). It ignores the layers above the write and the norm's scale, so it is an
+    approximation (good near the top)."""
+    from featurepath.tasks import get_task
 
-    ids = option_token_ids(tok)
+    task = get_task(task_name)
+    ids = task.option_token_ids(tok)
     W = model.get_output_embeddings().weight.detach().float().cpu()
     gain = model.model.norm.weight.detach().float().cpu()
-    r = gain * (W[ids["stop"]].mean(0) - W[ids["bet"]].mean(0))
+    other = [i for a, toks in ids.items() if a != task.exit_action for i in toks]
+    r = gain * (W[ids[task.exit_action]].mean(0) - W[other].mean(0))
     return r / r.norm()
 
 
@@ -76,7 +79,7 @@ def planted_check(run_dir: str | Path, cfg: RunConfig, runtime, feature: str,
     """Confirm ``feature`` with its decoder row along the readout direction, in
     ``RUN/planted_check/`` (two-sided: no earlier stage predicts its sign there)."""
     model, tok, saes = runtime
-    planted = planted_saes(saes, feature, readout_direction(model, tok), weight)
+    planted = planted_saes(saes, feature, readout_direction(model, tok, cfg.task), weight)
     out = Path(run_dir) / "planted_check"
     src = RunDir(run_dir).decisions
     if cfg.patch.prompt_set == "play" and src.exists():  # the same confirm half of play's games

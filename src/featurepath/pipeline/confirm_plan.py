@@ -19,9 +19,12 @@ import numpy as np
 import pandas as pd
 
 from featurepath.analysis.confirm import TIE_TOL, default_cap
-from featurepath.config import ConditionSpec, RunConfig
+from featurepath.config import ConditionSpec, ConfirmSection, RunConfig
 from featurepath.errors import ConfigError
 from featurepath.rundir import RunDir, atomic_write, feature_key, parse_feature_key
+
+#: The primary metric when none is named: the config's default (the task's readout metric).
+PRIMARY = ConfirmSection.model_fields["metric"].default
 
 #: Where a ``--top N`` ranking comes from, in order of preference.
 SOURCES = ("screen", "discover", "causal")
@@ -59,8 +62,8 @@ def screen_path(run_dir: Path) -> Path:
     return Path(run_dir) / "screen.parquet"
 
 
-def top_features(run_dir: Path, n: int, conditions: list[str] | None = None
-                 ) -> tuple[list[str], str]:
+def top_features(run_dir: Path, n: int, conditions: list[str] | None = None,
+                 metric: str = PRIMARY) -> tuple[list[str], str]:
     """``(the n best-ranked features, source)``: the screen's ``rank`` (1 = largest
     |attribution| within a context × intervention; only the interventions to be confirmed when
     the screen scored them), else discover's candidates in its order, else the first patch
@@ -83,7 +86,7 @@ def top_features(run_dir: Path, n: int, conditions: list[str] | None = None
                     for r in df.head(n).itertuples()], "discover"
     if rd.causal_tests.exists():
         df = pd.read_parquet(rd.causal_tests)
-        df = df[(df["arm"] == "feature") & (df["metric"] == "p_stop") & (df["feature"] != "")]
+        df = df[(df["arm"] == "feature") & (df["metric"] == metric) & (df["feature"] != "")]
         if not df.empty:
             df = df.assign(_a=-df["effect"].abs()).sort_values("_a", kind="mergesort")
             return list(dict.fromkeys(df["feature"].astype(str)))[:n], "causal"
@@ -118,7 +121,8 @@ def check_design(cfg: RunConfig) -> None:
                           "last or prompt (a clamp at every position changes the prefix)")
 
 
-def predicted_sign(run_dir: Path, feature: str, cond: ConditionSpec) -> tuple[int, str]:
+def predicted_sign(run_dir: Path, feature: str, cond: ConditionSpec, metric: str = PRIMARY
+                   ) -> tuple[int, str]:
     """The direction an earlier stage (screen half only) predicts for this test: the screen's
     attribution of the feature in the condition's context, else the first patch round's P(stop)
     effect under the same condition; ``(0, "none")`` when neither says (two-sided)."""
@@ -137,7 +141,7 @@ def predicted_sign(run_dir: Path, feature: str, cond: ConditionSpec) -> tuple[in
     if ct.exists():
         df = pd.read_parquet(ct)
         df = df[(df["feature"] == feature) & (df["condition"] == cond.name)
-                & (df["metric"] == "p_stop") & (df["arm"] == "feature")]
+                & (df["metric"] == metric) & (df["arm"] == "feature")]
         if not df.empty and np.isfinite(df["effect"].iloc[0]) and \
                 abs(float(df["effect"].iloc[0])) > TIE_TOL:
             return int(np.sign(float(df["effect"].iloc[0]))), "patch"
@@ -158,7 +162,7 @@ def clamp_values(run_dir: Path, cfg: RunConfig, features: list[str],
         for r in df.itertuples():
             f = feature_key(int(r.layer), int(r.feature_id))
             if f in features:
-                out[f] = {"safe": float(r.mean_safe), "risky": float(r.mean_bankrupt)}
+                out[f] = {"safe": float(r.mean_safe), "risky": float(r.mean_risky)}
     if rd.plan.exists():
         from featurepath.pipeline.store import RunStore
 
@@ -172,14 +176,15 @@ def clamp_values(run_dir: Path, cfg: RunConfig, features: list[str],
 
 
 def build_tests(run_dir: Path, features: list[str], conditions: list[ConditionSpec],
-                values: dict[str, dict[str, float]]) -> list[ConfirmTest]:
+                values: dict[str, dict[str, float]], metric: str = PRIMARY
+                ) -> list[ConfirmTest]:
     tests = []
     for f in features:
         for c in conditions:
             value = values[f][c.patch] if c.patch in ("safe", "risky") else \
                 (float(c.value) if c.patch == "value" else None)
             scale = float(c.scale) if c.patch == "scale" else None
-            sign, source = predicted_sign(run_dir, f, c)
+            sign, source = predicted_sign(run_dir, f, c, metric)
             tests.append(ConfirmTest(f, c.name, c.context, c.patch, value, scale, sign, source))
     return tests
 
@@ -193,7 +198,7 @@ def preregistration(cfg: RunConfig, tests: list[ConfirmTest], source: str,
     return {
         "format": 1, "model": cfg.model, "saes": cfg.saes, "seed": cfg.seed,
         "candidates_from": source, "metric": cc.metric, "n_tests": n,
-        "alpha": cfg.analysis.alpha, "min_effect": cfg.analysis.min_effect_p_stop,
+        "alpha": cfg.analysis.alpha, "min_effect": cfg.analysis.min_effect_by_kind()["readout"],
         "tests": [asdict(t) for t in tests],
         "intervention": {"method": cfg.patch.method, "positions": "decision token"},
         "null_design": {
