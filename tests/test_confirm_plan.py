@@ -33,7 +33,7 @@ def test_top_n_prefers_the_screen_then_discover_then_causal(tmp_path) -> None:
                   "metric": "p_stop"}).to_parquet(RunDir(tmp_path).causal_tests)
     assert cp.top_features(tmp_path, 1) == (["L3-5"], "causal")
     pd.DataFrame({"layer": [8, 3], "feature_id": [2, 9], "candidate": [True, True],
-                  "mean_safe": 0.0, "mean_bankrupt": 1.0}).to_parquet(RunDir(tmp_path).discover)
+                  "mean_safe": 0.0, "mean_risky": 1.0}).to_parquet(RunDir(tmp_path).discover)
     assert cp.top_features(tmp_path, 5) == (["L8-2", "L3-9"], "discover")
     _screen(tmp_path)
     # rank within the confirmed intervention; the safe_ablated row does not count for it

@@ -30,7 +30,7 @@ def confirm_cmd(
 ) -> None:
     """Writes RUN_DIR/confirm/preregistration.json (features, conditions, the primary metric,
     predicted signs, N, alpha, the null design, the confirm prompts; with its SHA-256) before
-    the first trial, then reads P(stop) on the held-out confirm prompts under each feature's
+    the first trial, then reads P(exit) on the held-out confirm prompts under each feature's
     clamp and under random directions of the same per-row size, drawn in rounds until each
     test is decided (Besag & Clifford sequential p-values), and writes
     RUN_DIR/confirm/verdicts.parquet: p = max(p_baseline, p_null), BH over the tests. A killed

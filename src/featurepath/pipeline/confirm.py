@@ -124,7 +124,7 @@ def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=No
                 readout=None, source: str | None = None) -> ConfirmResult:
     """Pre-register, run and judge a confirmation; see the module docstring. ``runtime``: a
     :class:`~featurepath.pipeline.runtime.Runtime` (or ``(model, tokenizer, saes)``) already
-    loaded; ``readout`` overrides the task's P(stop)
+    loaded; ``readout`` overrides the task's P(exit)
     readout (tests); ``source`` names where explicit ``features`` came from (the demo: its
     discover-chosen candidates)."""
     t0 = time.time()
@@ -210,7 +210,7 @@ class _Engine:
         self.readout, self.tests = readout, {t.key: t for t in tests}
         self.texts = {ctx: [r.text for r in recs] for ctx, recs in sets.items()}
         self.ids = {ctx: [r.prompt_id for r in recs] for ctx, recs in sets.items()}
-        self.positions = "prompt"  # the decision token: what P(stop) reads under last or prompt
+        self.positions = "prompt"  # the decision token: what P(exit) reads under last or prompt
         self.rows = 0
         self.base: dict[str, np.ndarray] = {}
         self._prefix: dict[str, object] = {}

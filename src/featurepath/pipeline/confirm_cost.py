@@ -27,7 +27,7 @@ def expected_null_draws(h: int, cap: int) -> float:
 @dataclass
 class ConfirmCost:
     """Counts of one confirmation: ``n_tests`` tests on ``n_prompts`` prompts each; a draw of
-    the primary metric P(stop) is one decision-token row per prompt (``rows_per_prompt``
+    the primary metric P(exit) is one decision-token row per prompt (``rows_per_prompt``
     sampled trials per prompt for a sampled metric)."""
 
     n_tests: int

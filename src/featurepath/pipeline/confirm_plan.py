@@ -67,7 +67,7 @@ def top_features(run_dir: Path, n: int, conditions: list[str] | None = None,
     """``(the n best-ranked features, source)``: the screen's ``rank`` (1 = largest
     |attribution| within a context × intervention; only the interventions to be confirmed when
     the screen scored them), else discover's candidates in its order, else the first patch
-    round's largest |P(stop) effect|."""
+    round's largest |P(exit) effect|."""
     rd = RunDir(run_dir)
     if screen_path(run_dir).exists():
         df = pd.read_parquet(screen_path(run_dir))
@@ -117,14 +117,14 @@ def check_design(cfg: RunConfig) -> None:
     if cfg.patch.method != "delta":
         raise ConfigError("confirm needs patch.method delta (null directions are delta arms)")
     if cfg.patch.positions == "all":
-        raise ConfigError("confirm reads P(stop) at the decision token: patch.positions must be "
+        raise ConfigError("confirm reads P(exit) at the decision token: patch.positions must be "
                           "last or prompt (a clamp at every position changes the prefix)")
 
 
 def predicted_sign(run_dir: Path, feature: str, cond: ConditionSpec, metric: str = PRIMARY
                    ) -> tuple[int, str]:
     """The direction an earlier stage (screen half only) predicts for this test: the screen's
-    attribution of the feature in the condition's context, else the first patch round's P(stop)
+    attribution of the feature in the condition's context, else the first patch round's P(exit)
     effect under the same condition; ``(0, "none")`` when neither says (two-sided)."""
     sp = screen_path(run_dir)
     if sp.exists():
