@@ -264,7 +264,7 @@ def planned_features(run_dir: Path, cfg, saes, n_features: int | None,
                      n_record: int | None) -> tuple[list[str], list[str]]:
     """The features the run would patch and record: stand-ins when counts are given, else the
     config's, else discover's candidates (as ``prepare`` chooses them)."""
-    from featurepath.pipeline.patch import candidate_features
+    from featurepath.pipeline.candidates import discover_candidates
     from featurepath.rundir import feature_key, parse_feature_key
 
     if n_features is not None:
@@ -274,7 +274,7 @@ def planned_features(run_dir: Path, cfg, saes, n_features: int | None,
     else:
         feats = list(cfg.patch.features)
         if not feats:
-            cands = candidate_features(run_dir, cfg.discover.max_candidates) \
+            cands = discover_candidates(run_dir, cfg.discover.max_candidates) \
                 if run_dir.exists() else None
             if cands is None or cands.empty:
                 raise ConfigError("no features to plan: give --n-features N, features in the "

@@ -150,16 +150,6 @@ def _digest(cfg: RunConfig) -> str:
 
 
 # ---------------------------------------------------------------- features
-def candidate_features(run_dir: Path, limit: int) -> pd.DataFrame | None:
-    path = RunDir(run_dir).discover
-    if not path.exists():
-        return None
-    df = pd.read_parquet(path)
-    if "candidate" in df:
-        df = df[df["candidate"]]
-    return df.head(limit)
-
-
 def measure_patch_values(features: list[str], feats: list[str],
                          acts: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """Fallback patch values when discover has not run: each of ``features``' mean activation
@@ -230,11 +220,11 @@ def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
     pause_point("patch-planning")  # tests kill here: lock held, nothing written yet
     rd = RunDir(root)
     pc = cfg.patch
-    from featurepath.pipeline.candidates import choose_candidates
+    from featurepath.pipeline.candidates import choose_candidates, discover_candidates
 
     chosen = choose_candidates(root, cfg, features, discover_features)
     feats = chosen.features
-    cands = candidate_features(root, cfg.discover.max_candidates)
+    cands = discover_candidates(root, cfg.discover.max_candidates)
     record = list(pc.record) or sorted(
         set(feats) | ({feature_key(int(r.layer), int(r.feature_id)) for r in cands.itertuples()}
                       if cands is not None else set()), key=lambda k: parse_feature_key(k))
