@@ -187,11 +187,12 @@ def prepare(run_dir: str | Path, cfg: RunConfig, model, tok, saes, resume: bool 
     root.mkdir(parents=True, exist_ok=True)
     store = RunStore(root)
     if cfg.patch.batch_size == "auto":  # the planned size on resume, else the stage's rule
-        from featurepath.pipeline.memory import with_batch_size
+        from featurepath.pipeline.memory import choose_batch_size
 
+        size = load_config(RunDir(root).patch_config).patch.batch_size if store.exists() \
+            else choose_batch_size(model, cfg, None)[0]
         cfg = cfg.model_copy(deep=True)
-        cfg.patch.batch_size = load_config(RunDir(root).patch_config).patch.batch_size \
-            if store.exists() else with_batch_size(model, cfg)[0].patch.batch_size
+        cfg.patch.batch_size = size
     with store.planning_lock() as waited:
         if store.exists():
             return _resume_job(root, store, cfg, resume or waited)

@@ -15,7 +15,7 @@ points all go to one half).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Literal, TypeVar
 
 Half = Literal["screen", "confirm"]
@@ -46,8 +46,7 @@ def take_half(items: Iterable[T], key: Callable[[T], str], half: Half | None,
     ``items`` may be a lazy, endless stream (a state generator): it is read only until ``n``
     items of the half have been found."""
     out: list[T] = []
-    it: Iterator[T] = iter(items)
-    for item in it:
+    for item in items:
         if half is None or half_of(key(item), confirm_share) == half:
             out.append(item)
             if n is not None and len(out) == n:
