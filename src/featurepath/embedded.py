@@ -57,15 +57,20 @@ DEMO_PRESETS: dict[str, dict[str, Any]] = {
     # answers (option tokens, then a legal amount, sampled from the model) at temperature 1.
     # Patch samples free text, so the word analysis has something to read; causal also uses
     # P(exit), which needs no parsing.
+    # The patch round's null band only describes (the claim is confirm's, with sequential null
+    # directions), so the quick preset gives it 8 directions and 2 random checks: the patch
+    # step is ~3,600 trials instead of ~6,500 (35 min on a contended 2-core machine).
     "quick": {
         "sae_preset": "quick", "n_features": 4, "trials": 24, "max_candidates": 8,
         "record_per_layer": 8,
-        "patch_tokens": 16, "null_directions": 16, "screen_top_n": 1, "check_random": 4,
+        "patch_tokens": 16, "null_directions": 8, "screen_top_n": 1, "check_random": 2,
+        "confirm_top_n": 4,
     },
     "full": {
         "sae_preset": "full", "n_features": 16, "trials": 30, "max_candidates": 32,
         "record_per_layer": 32,
         "patch_tokens": 24, "null_directions": 32, "screen_top_n": 2, "check_random": 8,
+        "confirm_top_n": 8,
     },
 }
 
@@ -108,4 +113,7 @@ def demo_config(preset: str, seed: int = 0, task: str = DEFAULT_TASK) -> RunConf
     # intervention, and a random sample across the screen's ranking that checks it
     cfg.patch.candidates = "union"
     cfg.screen.top_n, cfg.screen.check_random = p["screen_top_n"], p["check_random"]
+    # Confirmation (issue 22): the top N of the screen's ranking on the held-out prompts; N = 4
+    # gives a cap of 159 null directions, and 1/160 still passes BH at alpha / N = 0.0125
+    cfg.confirm.top_n = p["confirm_top_n"]
     return cfg

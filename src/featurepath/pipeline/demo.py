@@ -102,7 +102,11 @@ def confirm_stage(out: Path, cfg, runtime, progress: bool, echo: Echo) -> None:
         return
     feature = planted_feature(cfg, out, runtime, str(v["context"].iloc[0]))
     pc = planted_check(out, cfg, runtime, feature, progress=progress).verdicts.iloc[0]
-    found = "CONFIRMED: the same code finds a feature that writes P(stop)" \
+    from featurepath.tasks import get_task
+
+    readout = next((m.label for m in get_task(cfg.task).metrics if m.kind == "readout"),
+                   "the readout")
+    found = f"CONFIRMED: the same code finds a feature that writes {readout}" \
         if pc["significant"] else "not confirmed either: this setup could not have found it"
     echo(f"   planted check: {feature} (the top SAE layer's most active feature) with its "
          f"decoder row along the readout direction (in-memory SAE copy): effect {pc['effect']:+.4f}, p_null {pc['p_null']:.3g} after "
