@@ -193,6 +193,20 @@ class PatchSection(_Strict):
         True, description="the behavioural direction also gets the null arms (in the null "
         "conditions that clamp by scale): the same per-row magnitude along the same random "
         "directions, so the positive control is measured against a band of its own size too")
+    direction_from: str | None = Field(
+        None, description="cross-task transfer: another run directory of the same model (any "
+        "task) whose behavioural direction (continue minus exit of its own task) is patched "
+        "here instead of this run's; implies behavioural_direction (see docs/tasks.md)")
+    transfer_features: bool = Field(
+        False, description="with direction_from: also patch the other run's confirmed "
+        "features (confirm/verdicts.parquet, significant), labelled 'transfer'; needs the "
+        "same SAEs")
+
+    @model_validator(mode="after")
+    def _transfer_needs_source(self):
+        if self.transfer_features and not self.direction_from:
+            raise ValueError("transfer_features needs direction_from (the run to take them from)")
+        return self
 
     @model_validator(mode="after")
     def _constrained_needs_completion(self):

@@ -97,7 +97,7 @@ baseline carries its layer. ``row`` indexes the Zarr arrays. ``arm`` says what w
 why a feature was patched (:data:`SOURCES`; ``""`` on baseline and direction rows; runs made
 before it existed lack the column)."""
 
-SOURCES = ("discover", "screen", "both", "random-check", "user")
+SOURCES = ("discover", "screen", "both", "random-check", "user", "transfer")
 """Why a feature is patched (see ``pipeline/candidates.py``)."""
 
 ARMS = ("baseline", "feature", "null", "direction")
@@ -369,6 +369,8 @@ class RunDir:
     def directions(self) -> Path:
         """The behavioural direction per patched layer (``patch.behavioural_direction``)."""
         return self.patch / "directions.safetensors"
+
+    direction_source = property(lambda self: self.patch / "direction_source.json")  # transfer
 
     @property
     def trials(self) -> Path:

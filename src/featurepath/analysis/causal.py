@@ -320,6 +320,7 @@ class CausalResult:
     slopes: pd.DataFrame = field(default_factory=pd.DataFrame)
     screen_check: pd.DataFrame | None = None  # the screen against the patch (screen_check.py)
     metrics: tuple = ()  # the task's MetricSpecs (default: the default task's)
+    direction_source: str = ""  # "transferred from ..." (patch.direction_from), else ""
 
     def _readout(self) -> tuple[str, str]:
         """(name, label) of the task's readout metric."""
@@ -354,7 +355,8 @@ class CausalResult:
         direction = t[t["arm"] == "direction"]
         if not direction.empty:
             moved = bool(direction["significant"].any())
-            line += "; the behavioural direction " + (
+            line += "; the behavioural direction" + (
+                f" ({self.direction_source})" if self.direction_source else "") + " " + (
                 "moved behaviour against the baseline" if moved else "did not move behaviour")
             if moved and beat == 0:
                 line += " and no feature did"
@@ -409,5 +411,8 @@ def run_causal(run_dir: str | Path, cfg: RunConfig | None = None) -> CausalResul
 
     check = run_screen_check(rd.root, trials, cfg.screen.top_n)  # None: the run has no screen
     record_config(rd.root, cfg)
+    from featurepath.analysis.direction_source import read_source, source_text
+
     return CausalResult(tests, features, dose, a.alpha, nulls, slopes,
-                        None if check is None else check[1], metrics)
+                        None if check is None else check[1], metrics,
+                        source_text(read_source(rd.root)))

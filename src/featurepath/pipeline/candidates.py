@@ -134,6 +134,11 @@ def choose_candidates(run_dir: Path, cfg: RunConfig, features: list[str] | None 
             sources[f] = "discover"
         for f in scr:
             sources[f] = "both" if f in sources else "screen"
+    if pc.direction_from and pc.transfer_features:  # another run's confirmed features
+        from featurepath.pipeline.transfer import transfer_features
+
+        for f in transfer_features(pc.direction_from, cfg):
+            sources.setdefault(f, "transfer")
     if not sources and screen is None:
         raise ConfigError("no features to patch: give --features L12-345,... or run "
                           "`featurepath discover` or `featurepath screen` first")

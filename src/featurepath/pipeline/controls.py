@@ -46,11 +46,13 @@ def null_direction(run_seed: int, layer: int, k: int, d_model: int, span: str = 
 
 def behavioural_directions(model: Any, tok: Any, run_dir: str | Path, layers: list[int],
                            batch_size: int = 16, max_points: int = 512,
-                           task: Task | None = None) -> dict[int, torch.Tensor]:
+                           task: Task | None = None,
+                           work_dir: str | Path | None = None) -> dict[int, torch.Tensor]:
     """``{layer: unit vector}``: mean residual at the decision token of continuing minus
     exiting decisions, from ``RUN/play/decisions.parquet`` (first try of each decision, at most
     ``max_points`` of each kind, in a fixed order). Continuing = any of the task's actions but
-    its ``exit_action`` (default task: the config's default)."""
+    its ``exit_action`` (default task: the config's default). Scratch files go under
+    ``work_dir`` (default ``run_dir``), so a transfer never writes into the run it reads."""
     import pandas as pd
 
     from featurepath.tasks import DEFAULT_TASK, get_task
@@ -74,7 +76,8 @@ def behavioural_directions(model: Any, tok: Any, run_dir: str | Path, layers: li
     from featurepath.pipeline.discover import capture_residuals
 
     means: dict[str, torch.Tensor] = {}
-    with tempfile.TemporaryDirectory(dir=RunDir(run_dir).root, prefix=".directions-") as tmp:
+    scratch = Path(work_dir) if work_dir is not None else RunDir(run_dir).root
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=".directions-") as tmp:
         for action, g in groups.items():
             res = capture_residuals(model, tok, layers, g["prompt"].astype(str).tolist(),
                                     Path(tmp) / f"{action}.bin", batch_size, progress=False)

@@ -98,7 +98,8 @@ def plan_shape(cfg: RunConfig, features: list[str]) -> dict[str, Any]:
     return {"conditions": pc.all_conditions(), "trials": pc.trials, "method": pc.method,
             "null_directions": pc.null_directions, "null_conditions": pc.null_conditions,
             "direction_layers": sorted({parse_feature_key(f)[0] for f in features})
-            if pc.behavioural_direction else [], "direction_nulls": pc.direction_nulls}
+            if pc.behavioural_direction or pc.direction_from else [],
+            "direction_nulls": pc.direction_nulls}
 
 
 def plan_units(features: list[str], conditions: list[ConditionSpec], trials: int,
@@ -266,10 +267,20 @@ def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
     if direction_layers:
         from featurepath.pipeline.controls import behavioural_directions, save_directions
 
-        directions = behavioural_directions(model, tok, root, direction_layers,
-                                            task=get_task(cfg.task))
+        if pc.direction_from:  # cross-task transfer: another run's direction, recorded
+            from featurepath.pipeline.transfer import transferred_directions
+
+            directions, source = transferred_directions(pc.direction_from, cfg, model, tok,
+                                                        direction_layers, root)
+        else:
+            directions = behavioural_directions(model, tok, root, direction_layers,
+                                                task=get_task(cfg.task))
         rd.patch.mkdir(parents=True, exist_ok=True)
         save_directions(rd.directions, directions)
+        if pc.direction_from:
+            from featurepath.pipeline.transfer import record_source
+
+            record_source(rd, source)
     units = plan_units(feats, batch_size=batch, **shape)
     plan = Plan(units, batch, record, _digest(cfg), {
         "features": feats, "values": values, "sources": chosen.sources,

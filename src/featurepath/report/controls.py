@@ -299,7 +299,17 @@ def controls_section(data: RunData) -> str:
                                           f"{esc(data.causal_tests.problem)}</p>")
     view = data.view()
     s = summarise_controls(data.causal_tests.value, data.alpha, view)
-    items = "".join(f"<li>{t}</li>" for t in _sentences(s))
+    sentences = _sentences(s)
+    from featurepath.analysis.direction_source import read_source, source_text
+
+    origin = source_text(read_source(data.run_dir))
+    if origin and s.directions:  # a transferred direction is another question: say so first
+        sentences.insert(0, esc(
+            f"The behavioural direction is {origin} (patch.direction_from): its tests ask "
+            "whether that task's continue-minus-exit direction moves this task, against random "
+            "directions of its size."))
+    items = "".join(f'<li class="direction-source">{t}</li>' if origin and i == 0 and s.directions
+                    else f"<li>{t}</li>" for i, t in enumerate(sentences))
     body = f'<ul id="controls-summary" class="summary">{items}</ul>'
     if not s.per_metric.empty:
         body += _table(s.per_metric, "controls-table")

@@ -370,7 +370,8 @@ def dose_figure(slopes: pd.DataFrame, curves: pd.DataFrame, out_dir: Path,
 
 #: colours by source (rundir.SOURCES)
 SOURCE_COLOURS = {"screen": "#2563eb", "both": "#7c3aed", "discover": "#f97316",
-                  "random-check": "#6b7280", "user": "#059669", "": "#9ca3af"}
+                  "random-check": "#6b7280", "user": "#059669", "transfer": "#db2777",
+                  "": "#9ca3af"}
 MAX_SCREEN_PANELS = 8
 
 
