@@ -137,7 +137,7 @@ def warn_inactive_scale_clamps(feats: list[str], conditions: Sequence[ConditionS
     shown = ", ".join(f"{f} under {c} on {k} of {n} prompts" for f, c, k, n in hits[:5])
     more = f" and {len(hits) - 5} more" if len(hits) > 5 else ""
     msg = (f"{len(hits)} scale clamp(s) are zero at the decision token on some prompts, where "
-           "the feature is inactive (scale x 0 = 0, and so are its null arms), so P(exit) "
+           "the feature is inactive (scale x 0 = 0, and so are its null arms), so the readout "
            f"cannot move there: {shown}{more}; a value clamp (patch: value) moves an "
            "inactive feature")
     warnings.warn(msg, stacklevel=2)

@@ -375,9 +375,11 @@ SOURCE_COLOURS = {"screen": "#2563eb", "both": "#7c3aed", "discover": "#f97316",
 MAX_SCREEN_PANELS = 8
 
 
-def screen_figure(points: pd.DataFrame, summary: pd.DataFrame, out_dir: Path):
-    """One panel per context × intervention: attribution (x) vs patched effect on P(exit) (y),
-    coloured by source, ρ and recall in the title; None without points."""
+def screen_figure(points: pd.DataFrame, summary: pd.DataFrame, out_dir: Path,
+                  readout: str = "P(exit)"):
+    """One panel per context × intervention: attribution (x) vs patched effect on the task's
+    readout (y; ``readout`` is its label), coloured by source, ρ and recall in the title; None
+    without points."""
     if points.empty:
         return None
     groups = list(points.groupby(["context", "intervention"], sort=True))[:MAX_SCREEN_PANELS]
@@ -398,8 +400,8 @@ def screen_figure(points: pd.DataFrame, summary: pd.DataFrame, out_dir: Path):
             title += (f"\nρ {_na(s['spearman'], '+.2f')}, recall@{int(s['top_n'])} "
                       f"{_na(s['recall'], '.2f')} (chance {_na(s['recall_chance'], '.2f')})")
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("attribution (first-order ΔP(exit))", fontsize=8)
-        ax.set_ylabel("patched ΔP(exit)", fontsize=8)
+        ax.set_xlabel(f"attribution (first-order Δ{readout})", fontsize=8)
+        ax.set_ylabel(f"patched Δ{readout}", fontsize=8)
         ax.tick_params(labelsize=7)
         if i == 0:
             ax.legend(fontsize=7, frameon=False)
@@ -438,7 +440,9 @@ def write_figures(data: RunData, out_dir: Path) -> dict[str, FigureFiles]:
         jobs.append(("pathways", lambda: pathway_figure(graph, out_dir)))
     check, pts = data.screen_check, data.screen_points
     if check.ok and pts.ok:
-        jobs.append(("screen_check", lambda: screen_figure(pts.value, check.value, out_dir)))
+        label = view.labels.get(view.readout, "P(exit)")
+        jobs.append(("screen_check", lambda: screen_figure(pts.value, check.value, out_dir,
+                                                           label)))
     for name, job in jobs:
         try:
             fig = job()
