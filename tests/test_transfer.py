@@ -169,3 +169,12 @@ def test_cli_names_a_missing_source_in_one_line(tmp_path) -> None:
     err = [x for x in r.stderr.strip().splitlines() if x.startswith("error")]
     assert len(err) == 1 and "direction_from" in err[0] and "missing" in err[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_demo_refuses_a_missing_source_before_any_work(tmp_path) -> None:
+    r = subprocess.run([sys.executable, "-m", "featurepath", "demo", "--task", "mystery_wheel",
+                        "--direction-from", str(tmp_path / "nowhere"), "--out",
+                        str(tmp_path / "wheel")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: patch.direction_from: {tmp_path / 'nowhere'} is not a directory"]
+    assert not (tmp_path / "wheel").exists()

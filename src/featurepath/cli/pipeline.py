@@ -272,15 +272,25 @@ def demo_cmd(
     preset: str = typer.Option("quick", help="quick (minutes on 2 CPU cores) or full."),
     seed: int = typer.Option(0, help="Run seed."),
     task: str | None = TASK,
+    direction_from: Path | None = typer.Option(
+        None, "--direction-from", metavar="RUN",
+        help="Cross-task transfer: patch the behavioural direction of another run of the same "
+             "model (e.g. the slot-machine demo) instead of this run's own "
+             "(patch.direction_from)."),
     progress: bool = PROGRESS,
 ) -> None:
     """Run the whole pipeline on the embedded default (SmolLM2-135M-Instruct, SAEs trained and
     cached by featurepath) for one task (--task; its demo preset): SAEs, play, discover,
-    screen, patch + cache, causal, pathways, words and the HTML report, whose path it prints
-    last. Rerunning continues where it stopped."""
+    screen, patch + cache, causal, confirm, pathways, words and the HTML report, whose path it
+    prints last. Rerunning continues where it stopped."""
     from featurepath.config import DEFAULT_TASK
     from featurepath.pipeline.demo import run_demo
     from featurepath.tasks import get_task
 
     name = get_task(task or DEFAULT_TASK).name  # an unknown task: one line, before any work
-    run_demo(out, preset, seed, progress, echo=typer.echo, task=name)
+    if direction_from is not None:  # a wrong source: one line, before any work
+        from featurepath.pipeline.transfer import source_config
+
+        source_config(direction_from)
+    run_demo(out, preset, seed, progress, echo=typer.echo, task=name,
+             direction_from=None if direction_from is None else str(direction_from))

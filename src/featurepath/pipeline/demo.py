@@ -114,9 +114,12 @@ def confirm_stage(out: Path, cfg, runtime, progress: bool, echo: Echo) -> None:
 
 
 def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = True,
-             echo: Echo = print, task: str = DEFAULT_TASK) -> Path:
+             echo: Echo = print, task: str = DEFAULT_TASK,
+             direction_from: str | None = None) -> Path:
     """Run every stage into ``out`` for ``task`` (its demo preset, ``Task.demo``) and return
-    the report's path; ``echo`` prints progress."""
+    the report's path; ``echo`` prints progress. ``direction_from``: another run whose
+    behavioural direction is patched instead of this run's own (cross-task transfer,
+    :mod:`featurepath.pipeline.transfer`)."""
     from featurepath.analysis.causal import run_causal
     from featurepath.analysis.pathways import run_pathways
     from featurepath.analysis.words_run import run_words
@@ -132,6 +135,8 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
     rd = RunDir(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = demo_config(preset, seed, task)
+    if direction_from:
+        cfg.patch.direction_from = str(Path(direction_from).resolve())
     if rd.config.exists():
         old = load_config(rd.config)
         old.patch.features, old.patch.record = cfg.patch.features, cfg.patch.record
@@ -180,6 +185,10 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
         job = prepare(out, cfg, model, tok, saes, resume=store.exists(),
                       discover_features=picked)
         echo("   " + describe(job))
+        if cfg.patch.direction_from:
+            from featurepath.analysis.direction_source import read_source, source_text
+
+            echo(f"   behavioural direction {source_text(read_source(out))}")
         summary = run_local(job, runtime=rt, progress=progress)
         record_config(out, cfg)
         n_trials = len(store.trials())
