@@ -47,3 +47,8 @@ def test_behavioural_direction_gets_its_own_null_band(tmp_path, capsys):
     # a condition without null arms leaves the direction without a band
     other = tests[(tests["arm"] == "direction") & (tests["condition"] == "safe_dose3")]
     assert (other["null_n"] == 0).all()
+    # pathways reads both signals of a run with null arms, each with its maxT table (two
+    # frames carrying a table in .attrs once made pandas' concat fail)
+    assert main(["pathways", str(run)]) == 0
+    maxt = pd.read_parquet(RunDir(run).pathways / "edges_maxt.parquet")
+    assert set(maxt["signal"]) == {"decision", "gen_mean"}

@@ -435,8 +435,9 @@ def run_pathways(run_dir: str | Path, cfg: RunConfig | None = None, *,
         e = pathway_edges(trials, acts, rec_layer, rec_feature, signal=sig, alpha=a.alpha,
                           min_d=a.min_d, forward_only=forward_only, carry=carry)
         graphs[sig] = build_graph(e, signal=sig)
-        if e.attrs.get("maxt") is not None:
-            maxt_frames.append(e.attrs["maxt"])
+        maxt = e.attrs.pop("maxt", None)  # a table in .attrs would break pandas' concat
+        if maxt is not None:
+            maxt_frames.append(maxt)
         frames.append(e)
         chains.append(find_chains(graphs[sig], min_len=min_chain_len, signal=sig))
     if not graphs:
