@@ -178,3 +178,14 @@ def test_demo_refuses_a_missing_source_before_any_work(tmp_path) -> None:
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f"error: patch.direction_from: {tmp_path / 'nowhere'} is not a directory"]
     assert not (tmp_path / "wheel").exists()
+
+
+def test_plans_stored_before_the_transfer_keys_still_resume() -> None:
+    """The new patch keys stay out of the plan's digest at their defaults: the default
+    config's digest is the one featurepath computed before they existed (frozen from commit
+    81a735e), so a run planned then resumes."""
+    from featurepath.pipeline.patch import _digest
+
+    assert _digest(RunConfig()) == "1c1060bd1eae632e"
+    moved = RunConfig.model_validate({"patch": {"direction_from": "runs/slot"}})
+    assert _digest(moved) != "1c1060bd1eae632e"

@@ -19,6 +19,7 @@ import pandas as pd
 
 from featurepath.config import (
     ConditionSpec,
+    PatchSection,
     RunConfig,
     feature_key,
     load_config,
@@ -139,11 +140,18 @@ def _relevant(cfg: RunConfig) -> dict[str, Any]:
     if cfg.patch.prompt_set != "builtin":  # which prompts the screen half holds
         out["confirm_share"] = cfg.analysis.confirm_share
     out["patch"].pop("candidates", None)  # chooses the features, which the plan stores
+    for key in NEWER_PATCH_KEYS:  # only when set, so plans made before them still resume
+        if out["patch"].get(key) == PatchSection.model_fields[key].default:
+            out["patch"].pop(key, None)
     if cfg.llamascope != type(cfg.llamascope)():  # only when set, so older plans still resume
         out["llamascope"] = cfg.llamascope.model_dump(mode="json")
     if cfg.sae_dtype is not None:  # likewise
         out["sae_dtype"] = cfg.sae_dtype
     return out
+
+
+#: patch keys added after plans were first stored: left out of the digest at their default
+NEWER_PATCH_KEYS = ("direction_from", "transfer_features")
 
 
 def _digest(cfg: RunConfig) -> str:
@@ -206,7 +214,8 @@ def _resume_job(root: Path, store: RunStore, cfg: RunConfig, resume: bool) -> Pa
     if plan.config_digest != _digest(cfg):
         from featurepath.config import diff_configs
 
-        diffs = diff_configs(_relevant(stored), _relevant(cfg))
+        diffs = diff_configs(_relevant(stored), _relevant(cfg)) or [
+            "the same settings, digested by another featurepath version"]
         raise ConfigError(f"{root} was planned with another config ({'; '.join(diffs[:4])}); "
                           "use the same config to resume, or a new run directory")
     if not resume:
