@@ -44,5 +44,4 @@ def confirm_cmd(
                       say=typer.echo)
     for line in res.lines():
         typer.echo(line)
-    typer.echo(f"{res.rows} decision-token rows in {res.seconds:.1f}s "
-               f"({res.draws_per_s:.1f} null draws/s); wrote {run_dir / 'confirm'}")
+    typer.echo(f"{res.cost_line()}; wrote {run_dir / 'confirm'}")

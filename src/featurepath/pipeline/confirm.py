@@ -61,7 +61,14 @@ class ConfirmResult:
     def draws_per_s(self) -> float:
         """Null draws per second this call (a draw = one decision-token forward per prompt)."""
         drawn = int(self.verdicts["null_draws"].sum())
-        return drawn / self.seconds if self.seconds > 0 else float("nan")
+        return drawn / self.seconds if self.seconds > 0 and self.rows > 0 else float("nan")
+
+    def cost_line(self) -> str:
+        """What this call ran, or that every round was already stored (a resumed run)."""
+        if self.rows == 0:
+            return "every round was already stored: nothing run this time"
+        return (f"{self.rows} decision-token rows in {self.seconds:.1f}s "
+                f"({self.draws_per_s:.2f} null draws/s)")
 
     def lines(self) -> list[str]:
         """One line per test, then the count: what the demo and the CLI print."""

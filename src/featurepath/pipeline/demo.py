@@ -96,7 +96,7 @@ def confirm_stage(out: Path, cfg, runtime, progress: bool, echo: Echo) -> None:
                           progress=progress, source="discover (the patched candidates)")
     for line in res.lines():
         echo(f"   {line}")
-    echo(f"   {res.rows} decision-token rows, {res.draws_per_s:.2f} null draws/s")
+    echo(f"   {res.cost_line()}")
     v = res.verdicts
     if v["significant"].any():
         return

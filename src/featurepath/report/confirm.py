@@ -123,9 +123,13 @@ def summary_section(data: RunData) -> str:
         items.append("No confirmation yet: `featurepath confirm RUN` makes the run's claims.")
     if data.causal_tests.ok and "significant" in data.causal_tests.value:
         t = data.causal_tests.value
-        n_sig = int(t["significant"].astype(bool).sum())
-        items.append(esc(f"Exploration (screen-half prompts, not claims): {n_sig} of {len(t)} "
-                         "causal tests passed the baseline and their band."))
+        sig = t["significant"].astype("boolean").fillna(False).astype(bool)
+        banded = pd.to_numeric(t["null_n"], errors="coerce").fillna(0) > 0 \
+            if "null_n" in t else pd.Series(False, index=t.index)
+        items.append(esc(f"Exploration (screen-half prompts, not claims): of {len(t)} causal "
+                         f"tests, {int((sig & banded).sum())} of {int(banded.sum())} with a null "
+                         f"band passed the baseline and the band; {int((sig & ~banded).sum())} "
+                         f"of {int((~banded).sum())} without one passed the baseline only."))
     if data.edges.ok and "edge" in data.edges.value:
         n_edges = int(data.edges.value["edge"].astype(bool).sum())
         items.append(esc(f"Pathways: {n_edges} edges among {len(data.edges.value)} pairs "
