@@ -15,12 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from featurepath.choices import METHODS, MODES, POSITIONS, PROMPT_SETS, PROTOCOLS
 from featurepath.errors import ConfigError
-from featurepath.rundir import (  # noqa: F401 (feature keys re-exported)
-    RunDir,
-    atomic_write,
-    feature_key,
-    parse_feature_key,
-)
+from featurepath.rundir import RunDir, atomic_write, feature_key, parse_feature_key  # noqa: F401
 
 #: The registry key of the task a config without ``task:`` studies (``featurepath.tasks``'
 #: ``DEFAULT_TASK``, spelled here so that importing the config does not import the tasks).
@@ -311,8 +306,12 @@ class ConfirmSection(_Strict):
     conditions: list[str] = Field(
         default_factory=list, description="patched conditions to confirm (default: "
         "patch.null_conditions, else every patched condition); tests = features x conditions")
-    metric: Literal["p_stop"] = Field(
-        "p_stop", description="the one primary metric (P(stop) at the decision token)")
+    metric: str = Field(
+        "p_stop", description="the one primary metric: the task's readout at the decision token "
+        "(p_stop, or the task's readout metric's name; one row per prompt and draw), or its "
+        "sampled exit rate (a metric of kind rate, e.g. stop_rate; trials rows per prompt)")
+    trials: int | None = Field(None, ge=1, description="sampled answers per prompt and arm "
+                                                       "for a sampled metric (default patch.trials)")
     h: int = Field(10, ge=1, description="a feature stops drawing null directions after h "
                                          "null effects at least as extreme as its own")
     round_size: int = Field(16, ge=1, description="null directions per round, shared by every "

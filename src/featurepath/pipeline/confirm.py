@@ -56,6 +56,7 @@ class ConfirmResult:
     rows: int = 0
     seconds: float = 0.0
     tests: list[cp.ConfirmTest] = field(default_factory=list)
+    row_kind: str = "decision-token rows"  # "sampled answers" for a sampled primary metric
 
     @property
     def draws_per_s(self) -> float:
@@ -67,7 +68,7 @@ class ConfirmResult:
         """What this call ran, or that every round was already stored (a resumed run)."""
         if self.rows == 0:
             return "every round was already stored: nothing run this time"
-        return (f"{self.rows} decision-token rows in {self.seconds:.1f}s "
+        return (f"{self.rows} {self.row_kind} in {self.seconds:.1f}s "
                 f"({self.draws_per_s:.2f} null draws/s)")
 
     def lines(self) -> list[str]:
@@ -139,6 +140,7 @@ def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=No
     cfg = cfg or resolve_config(root)
     say = say or (lambda s: None)
     cp.check_design(cfg)
+    metric = cp.primary(cfg)  # the task's readout, or a sampled rate
     feats, chosen_by = choose_features(root, cfg, features, top)
     source = source if source and chosen_by == "explicit" else chosen_by
     conditions = cp.confirm_conditions(cfg)
@@ -175,15 +177,15 @@ def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=No
         return measure_patch_values(fs, fs, acts)
 
     values = cp.clamp_values(root, cfg, feats, conditions, measure)
-    tests = cp.build_tests(root, feats, conditions, values, cfg.confirm.metric)
+    tests = cp.build_tests(root, feats, conditions, values, metric.name)
     ids = {ctx: [r.prompt_id for r in recs] for ctx, recs in sets.items()
            if ctx in {c.context for c in conditions}}
-    prereg = cp.preregistration(cfg, tests, source, ids, held_out)
+    prereg = cp.preregistration(cfg, tests, source, ids, held_out, metric)
     sha, resumed = cp.write_or_check(root, prereg)
     record_split(root, "confirm", sets, "confirm" if held_out else None, held_out)
     say(f"pre-registered {len(tests)} tests ({source}) as {sha[:12]}"
         + (" (resuming)" if resumed else "") + f" -> {RunDir(root).preregistration}")
-    engine = _Engine(root, cfg, model, tok, saes, readout, sets, tests, progress)
+    engine = _Engine(root, cfg, model, tok, saes, readout, sets, tests, progress, metric)
     pairs = engine.arms()
     nd = prereg["null_design"]
     seq = {t.key: SequentialTest(float(np.mean(pairs[t.key].patched - pairs[t.key].baseline)),
@@ -193,7 +195,7 @@ def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=No
     finally:
         engine.close()
     rows = verdict_rows([t.key for t in tests], pairs, seq, cfg.analysis.alpha,
-                        cfg.analysis.min_effect_by_kind()["readout"])
+                        cfg.analysis.min_effect_by_kind()[metric.kind])
     table = pd.DataFrame([{
         "feature": t.feature, "layer": t.layer, "feature_id": t.feature_id,
         "context": t.context, "condition": t.condition, "metric": cfg.confirm.metric,
@@ -204,7 +206,9 @@ def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=No
     table.attrs["prereg_sha256"] = sha
     write_table(table, RunDir(root).verdicts)
     record_config(root, cfg)
-    return ConfirmResult(table, sha, source, resumed, engine.rows, time.time() - t0, tests)
+    return ConfirmResult(table, sha, source, resumed, engine.rows, time.time() - t0, tests,
+                         "decision-token rows" if metric.kind == "readout" else
+                         "sampled answers")
 
 
 class _Engine:
@@ -212,12 +216,16 @@ class _Engine:
     back from ``RUN/confirm/`` when a killed run already wrote it."""
 
     def __init__(self, root: Path, cfg: RunConfig, model, tok, saes, readout, sets,
-                 tests: list[cp.ConfirmTest], progress: bool):
+                 tests: list[cp.ConfirmTest], progress: bool, metric: cp.Primary | None = None):
         self.root, self.cfg, self.model, self.tok, self.saes = root, cfg, model, tok, saes
         self.readout, self.tests = readout, {t.key: t for t in tests}
+        self.metric = metric or cp.Primary(cp.PRIMARY, "readout")
         self.texts = {ctx: [r.text for r in recs] for ctx, recs in sets.items()}
         self.ids = {ctx: [r.prompt_id for r in recs] for ctx, recs in sets.items()}
-        self.positions = "prompt"  # the decision token: what P(exit) reads under last or prompt
+        self.parse = {ctx: [r.parse for r in recs] for ctx, recs in sets.items()}
+        # the decision token (what P(exit) reads under last or prompt); a sampled metric
+        # clamps as the patch stage does, through the generated tokens
+        self.positions = "prompt" if self.metric.kind == "readout" else cfg.patch.positions
         self.rows = 0
         self.base: dict[str, np.ndarray] = {}
         self._prefix: dict[str, object] = {}
@@ -241,12 +249,44 @@ class _Engine:
             if self._bar is not None:
                 self._bar.update(n)
 
+        if self.metric.kind == "rate":
+            return self._sampled(ctx, arms, tick)
         if ctx not in self._prefix:
             self._prefix[ctx] = DecisionPrefix(self.model, self.tok, self.texts[ctx],
                                                prompt_batch(self.cfg))
         return self._prefix[ctx].readouts(arms, self.saes, self.readout,
                                           self.cfg.confirm.max_rows,
                                           tick).numpy().astype(np.float64)
+
+    def _sampled(self, ctx: str, arms: list[Intervention | None], tick) -> np.ndarray:
+        """``[arms, prompts]``: per prompt, the share of ``trials`` sampled answers (among the
+        valid ones; 0 when none is valid) whose action is in the metric's actions. Trial t of
+        a prompt has the same seed in every arm (common random numbers), so arms differ only
+        by their clamp."""
+        from featurepath.engine.generate import generate
+        from featurepath.engine.hooks import RecordSpec
+        from featurepath.tasks import get_task
+
+        task, s, T = get_task(self.cfg.task), self.cfg.patch.sampling, self.metric.trials
+        n = len(self.texts[ctx])
+        rows = [(a, i, t) for a in range(len(arms)) for i in range(n) for t in range(T)]
+        hits = np.zeros((len(arms), n, T))
+        valid = np.zeros((len(arms), n, T))
+        step = self.cfg.confirm.max_rows
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            parse = [self.parse[ctx][i] for _, i, _ in chunk]
+            res = generate(self.model, self.tok, [self.texts[ctx][i] for _, i, _ in chunk],
+                           [derive_seed(self.cfg.seed, "confirm-trial", self.ids[ctx][i], t)
+                            for _, i, t in chunk], s.engine(), self.saes,
+                           [arms[a] for a, _, _ in chunk], RecordSpec([]), None,
+                           constraints=task.answer_constraints(self.tok, parse, s.answer))
+            for (a, i, t), text, kw in zip(chunk, res.texts, parse, strict=True):
+                d = task.parse(text, **kw)
+                valid[a, i, t] = bool(d.valid)
+                hits[a, i, t] = bool(d.valid) and d.action in self.metric.actions
+            tick(len(chunk))
+        return hits.sum(2) / np.maximum(valid.sum(2), 1.0)
 
     def arms(self) -> dict[tuple[str, str], Paired]:
         """Baseline and feature arms on every confirm prompt of the tested contexts."""

@@ -63,13 +63,14 @@ def confirm_cost(n_tests: int, n_prompts: int, alpha: float, h: int = 10,
 
 def cost_of_config(cfg, n_tests: int | None = None) -> ConfirmCost:
     """A config's confirmation: ``confirm.top_n`` (or its features) × its conditions, on
-    ``patch.n_prompts`` prompts per context."""
-    from featurepath.pipeline.confirm_plan import confirm_conditions
+    ``patch.n_prompts`` prompts per context; a sampled primary metric costs its ``trials``
+    sampled answers per prompt where the readout costs one decision-token row."""
+    from featurepath.pipeline.confirm_plan import confirm_conditions, primary
 
     n_feats = len(cfg.confirm.features) or cfg.confirm.top_n
     n = n_tests or n_feats * len(confirm_conditions(cfg))
     return confirm_cost(n, cfg.patch.n_prompts, cfg.analysis.alpha, cfg.confirm.h,
-                        cfg.confirm.cap)
+                        cfg.confirm.cap, primary(cfg).trials)
 
 
 @dataclass

@@ -57,6 +57,37 @@ class ConfirmTest:
         return parse_feature_key(self.feature)[1]
 
 
+@dataclass(frozen=True)
+class Primary:
+    """The pre-registered primary metric as the run's task defines it: ``readout`` (read at the
+    decision token, one row per prompt and arm) or a sampled ``rate`` (the share of ``trials``
+    sampled answers per prompt whose action is in ``actions``)."""
+
+    name: str
+    kind: str
+    actions: tuple[str, ...] = ()
+    trials: int = 1
+
+
+def primary(cfg: RunConfig) -> Primary:
+    """``confirm.metric`` resolved against the run's task (``p_stop``, the default, names
+    whichever readout the task has); ``ConfigError`` naming the choices otherwise."""
+    from featurepath.tasks import get_task
+
+    task = get_task(cfg.task)
+    specs = {m.name: m for m in task.metrics}
+    name = cfg.confirm.metric
+    readout = next((m for m in task.metrics if m.kind == "readout"), None)
+    if readout is not None and (name == PRIMARY or specs.get(name) is readout):
+        return Primary(readout.name, "readout")
+    m = specs.get(name)
+    if m is not None and m.kind == "rate":
+        return Primary(m.name, "rate", tuple(m.actions), cfg.confirm.trials or cfg.patch.trials)
+    allowed = [x.name for x in task.metrics if x.kind in ("readout", "rate")]
+    raise ConfigError(f"confirm.metric {name!r} cannot be a primary metric of task {task.name}; "
+                      f"use one of {', '.join(allowed)} (the readout, or a sampled rate)")
+
+
 def screen_path(run_dir: Path) -> Path:
     """``RUN/screen.parquet``, the attribution screen's ranking (``featurepath screen``)."""
     return Path(run_dir) / "screen.parquet"
@@ -190,11 +221,33 @@ def build_tests(run_dir: Path, features: list[str], conditions: list[ConditionSp
 
 
 def preregistration(cfg: RunConfig, tests: list[ConfirmTest], source: str,
-                    prompts: dict[str, list[str]], held_out: bool) -> dict[str, Any]:
+                    prompts: dict[str, list[str]], held_out: bool,
+                    metric: Primary | None = None) -> dict[str, Any]:
     """Everything the confirmation will do and decide by, as plain JSON (no timestamps: the
-    same design hashes the same)."""
+    same design hashes the same). A sampled primary metric adds its kind, trials, actions and
+    sampling settings (a readout's pre-registration is as it always was, so its hash holds)."""
     cc, n = cfg.confirm, len(tests)
     cap = cc.cap or default_cap(n, cfg.analysis.alpha)
+    out = _prereg(cfg, tests, source, prompts, held_out, cap)
+    if metric is not None and metric.kind == "rate":
+        out.update({
+            "metric_kind": "rate", "rows_per_prompt": metric.trials,
+            "actions": list(metric.actions),
+            "min_effect": cfg.analysis.min_effect_by_kind()["rate"],
+            "intervention": {"method": cfg.patch.method, "positions": cfg.patch.positions},
+            "sampling": cfg.patch.sampling.model_dump(mode="json"),
+            "trial_seeds": "derive_seed(seed, 'confirm-trial', prompt_id, t): the same in "
+                           "every arm (common random numbers)"})
+        out["null_design"]["statistic"] = (
+            f"mean over confirm prompts of the share of {metric.trials} sampled answers whose "
+            f"action is in {list(metric.actions)} (among valid answers; 0 when none is "
+            "valid), arm minus baseline")
+    return out
+
+
+def _prereg(cfg: RunConfig, tests: list[ConfirmTest], source: str,
+            prompts: dict[str, list[str]], held_out: bool, cap: int) -> dict[str, Any]:
+    cc, n = cfg.confirm, len(tests)
     return {
         "format": 1, "model": cfg.model, "saes": cfg.saes, "seed": cfg.seed,
         "candidates_from": source, "metric": cc.metric, "n_tests": n,
@@ -251,6 +304,6 @@ def write_or_check(run_dir: Path, prereg: dict[str, Any]) -> tuple[str, bool]:
     return sha, False
 
 
-__all__ = ["ConfirmTest", "SOURCES", "top_features", "confirm_conditions", "check_design",
+__all__ = ["ConfirmTest", "Primary", "SOURCES", "primary", "top_features", "confirm_conditions", "check_design",
            "predicted_sign", "clamp_values", "build_tests", "preregistration", "digest",
            "write_or_check", "screen_path"]
