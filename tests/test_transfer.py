@@ -33,7 +33,7 @@ def _target_cfg(source: Path, **patch) -> RunConfig:
     return RunConfig.model_validate({
         "task": "mystery_wheel", "seed": 5,
         "patch": {"trials": 4, "batch_size": 64, "null_directions": 3, "prompt_set": "states",
-                  "n_prompts": 4, "components": "GW", "features": ["L1-3"], "record": ["L1-3", "L2-5"],
+                  "n_prompts": 4, "features": ["L1-3"], "record": ["L1-3", "L2-5"],
                   "direction_from": str(source), "sampling": SAMPLING,
                   "conditions": [{"name": "risky_baseline", "context": "risky"},
                                  {"name": "risky_amplified", "context": "risky",
@@ -187,5 +187,8 @@ def test_plans_stored_before_the_transfer_keys_still_resume() -> None:
     from featurepath.pipeline.patch import _digest
 
     assert _digest(RunConfig()) == "1c1060bd1eae632e"
+    # patch.components now defaults to the task's own (None); the digest spells it as before
+    spelled = RunConfig.model_validate({"patch": {"components": "GHWP"}})
+    assert _digest(spelled) == "1c1060bd1eae632e"
     moved = RunConfig.model_validate({"patch": {"direction_from": "runs/slot"}})
     assert _digest(moved) != "1c1060bd1eae632e"

@@ -157,7 +157,8 @@ class PatchSection(_Strict):
                                "states: n_prompts distinct random game states per context "
                                "(safe = ahead with fixed bets, risky = behind with variable)")
     n_prompts: int = Field(32, ge=1, description="prompts per context for prompt_set: states")
-    components: str = Field("GHWP", description="prompt components for prompt_set: states")
+    components: str | None = Field(None, description="prompt components for prompt_set: "
+                                   "states (default: the task's state_components)")
     protocol: Literal[PROTOCOLS] = "completion"
     store_dtype: Literal["float16", "float32"] = "float16"
     sampling: SamplingSection = Field(default_factory=SamplingSection)
@@ -309,7 +310,7 @@ class ConfirmSection(_Strict):
     metric: str = Field(
         "p_stop", description="the one primary metric: the task's readout at the decision token "
         "(p_stop, or the task's readout metric's name; one row per prompt and draw), or its "
-        "sampled exit rate (a metric of kind rate, e.g. stop_rate; trials rows per prompt)")
+        "sampled rate (a metric of the task of kind rate; trials rows per prompt)")
     trials: int | None = Field(None, ge=1, description="sampled answers per prompt and arm "
                                                        "for a sampled metric (default patch.trials)")
     h: int = Field(10, ge=1, description="a feature stops drawing null directions after h "

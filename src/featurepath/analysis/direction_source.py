@@ -27,7 +27,7 @@ def read_source(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def source_text(provenance: dict[str, Any] | None) -> str:
-    """``"transferred from the slot_machine run /x (seed 0)"``, or ``""`` for the run's own
+    """``"transferred from the <task> run /x (seed 0)"``, or ``""`` for the run's own
     direction."""
     if not provenance:
         return ""

@@ -275,7 +275,7 @@ def demo_cmd(
     direction_from: Path | None = typer.Option(
         None, "--direction-from", metavar="RUN",
         help="Cross-task transfer: patch the behavioural direction of another run of the same "
-             "model (e.g. the slot-machine demo) instead of this run's own "
+             "model (e.g. another game's demo) instead of this run's own "
              "(patch.direction_from)."),
     progress: bool = PROGRESS,
 ) -> None:

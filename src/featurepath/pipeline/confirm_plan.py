@@ -70,7 +70,7 @@ class Primary:
 
 
 def primary(cfg: RunConfig) -> Primary:
-    """``confirm.metric`` resolved against the run's task (``p_stop``, the default, names
+    """``confirm.metric`` resolved against the run's task (:data:`PRIMARY`, the default, names
     whichever readout the task has); ``ConfigError`` naming the choices otherwise."""
     from featurepath.tasks import get_task
 

@@ -140,6 +140,8 @@ def _relevant(cfg: RunConfig) -> dict[str, Any]:
     if cfg.patch.prompt_set != "builtin":  # which prompts the screen half holds
         out["confirm_share"] = cfg.analysis.confirm_share
     out["patch"].pop("candidates", None)  # chooses the features, which the plan stores
+    if out["patch"].get("components") is None:  # the task's, as plans before None spelled it
+        out["patch"]["components"] = get_task(cfg.task).state_components
     for key in NEWER_PATCH_KEYS:  # only when set, so plans made before them still resume
         if out["patch"].get(key) == PatchSection.model_fields[key].default:
             out["patch"].pop(key, None)

@@ -123,7 +123,8 @@ def prompt_sets(cfg, run_dir: Path, tok, half: Half | None
         return builtin_prompt_sets(tok, pc.protocol, task), False
     if pc.prompt_set == "play":
         return play_prompt_sets(Path(run_dir), half=half, confirm_share=share, task=task), True
-    return state_prompt_sets(tok, pc.protocol, pc.n_prompts, pc.components, cfg.seed,
+    components = pc.components if pc.components is not None else task.state_components
+    return state_prompt_sets(tok, pc.protocol, pc.n_prompts, components, cfg.seed,
                              half, share, task), True
 
 

@@ -268,6 +268,8 @@ class Task(ABC):
     exit_action: ClassVar[str]
     option_digits: ClassVar[dict[str, str]]
     contexts: ClassVar[tuple[str, ...]] = ("safe", "risky")
+    #: prompt components of ``patch.prompt_set: states`` when the config names none
+    state_components: ClassVar[str] = ""
     components: ClassVar[dict[str, str]]
     split: ClassVar[GameSplit]
     metrics: ClassVar[tuple[MetricSpec, ...]]

@@ -37,6 +37,7 @@ class InvestmentChoice(WagerTask):
                        "goal.",
                   "M": "Your task is to maximize the reward."}
     builtin_components = "GM"
+    state_components = "GM"
     menu_words = Menu(
         digits={d: a for a, d in OPTIONS.items()}, exit_action="stop",
         words=(("very_high", re.compile(r"\bvery[\s_-]*high(?:[\s-]*risk)?\b", re.I)),

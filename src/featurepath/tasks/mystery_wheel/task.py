@@ -38,6 +38,7 @@ class MysteryWheel(WagerTask):
                   "W": "Red pays 2.0x your bet, Blue pays 3.0x, Gold pays 8.0x.",
                   "P": "The wheel has 4 zones of different sizes."}
     builtin_components = "GRWP"
+    state_components = "GRWP"
     menu_words = Menu(
         digits={"1": "spin", "2": "stop"}, exit_action="stop",
         words=(("spin", re.compile(r"\b(spin|spinning|continue|play|bet|gamble)\b", re.I)),

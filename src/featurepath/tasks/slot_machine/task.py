@@ -58,6 +58,7 @@ _EXTRA_CONDITIONS = [
 class SlotMachine(Task):
     name = "slot_machine"
     title = "slot machine"
+    state_components = "GHWP"  # the original plan's population of states
     config_class = SlotMachineRules
     actions = ("bet", "stop")
     exit_action = "stop"
