@@ -119,8 +119,10 @@ def band_limit(ks: list[int], alpha: float) -> str:
     if not ks or min_null_p(ks[0]) <= alpha:
         return ""
     if min_null_p(ks[-1]) > alpha:
-        return (f"With {k_text(ks)} no test can beat its band at α = {alpha:g}: run more null "
-                "directions (patch.null_directions).")
+        return (f"With {k_text(ks)} no test can beat its band at α = {alpha:g}: this round "
+                "explores; claims come from `featurepath confirm` (null directions drawn until "
+                "each pre-registered test is decided), or run more null directions "
+                "(patch.null_directions).")
     need = math.ceil(1.0 / alpha - 1.0 - 1e-9)
     return (f"Tests with fewer than {need} null arms cannot beat their band at α = {alpha:g}.")
 
