@@ -83,3 +83,18 @@ def test_causal_writes_the_check_and_the_report_shows_it(tmp_path):
     assert run_screen_check(tmp_path, trials, 2) is None
     assert not (tmp_path / "screen_check.parquet").exists()
     assert "this run has no screen" in build_report(tmp_path).read_text()
+
+
+def test_the_top_n_is_counted_among_the_features_candidates_could_take():
+    """A feature the candidates leave out (inactive where a scale clamp runs) is not patched;
+    the next one down is the screen's top for that intervention (it was handed to the patch),
+    so recall and its chance count it as the top."""
+    att = {"L1-0": 0.9, "L1-1": -0.5, "L1-2": 0.3}
+    eff = {"L1-1": -0.2, "L1-2": 0.1}
+    pts = screen_points(_trials(eff, dict.fromkeys(eff, "screen")), _screen(att), top_n=1,
+                        exclude={"L1-0"})
+    assert pts.set_index("feature")["in_top"].to_dict() == {"L1-1": True, "L1-2": False}
+    s = screen_summary(pts, 1).iloc[0]
+    assert s["recall"] == 1.0 and s["recall_chance"] == 0.5
+    raw = screen_points(_trials(eff, dict.fromkeys(eff, "screen")), _screen(att), top_n=1)
+    assert not raw["in_top"].any()  # without the exclusion nothing patched is "top"

@@ -409,7 +409,7 @@ def run_causal(run_dir: str | Path, cfg: RunConfig | None = None) -> CausalResul
         _write_or_remove(table, path)
     from featurepath.analysis.screen_check import run_screen_check
 
-    check = run_screen_check(rd.root, trials, cfg.screen.top_n)  # None: the run has no screen
+    check = run_screen_check(rd.root, trials, cfg.screen.top_n, cfg)  # None: the run has no screen
     record_config(rd.root, cfg)
     from featurepath.analysis.direction_source import read_source, source_text
 

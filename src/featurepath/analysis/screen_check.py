@@ -26,9 +26,23 @@ from scipy import stats as sps
 from featurepath.rundir import SCREEN_CHECK_COLUMNS, SCREEN_POINT_COLUMNS, RunDir, write_table
 
 
-def screen_points(trials: pd.DataFrame, screen: pd.DataFrame, top_n: int) -> pd.DataFrame:
+def inactive_where_scaled(screen: pd.DataFrame, cfg) -> set[str]:
+    """Features the screen saw inactive on every prompt of a context that has a scale clamp
+    other than 1: there that clamp is zero-size, whatever the feature does elsewhere, so they
+    are never candidates (:mod:`featurepath.pipeline.candidates`) and the screen's top N is
+    counted without them."""
+    scaled = {c.context for c in cfg.patch.all_conditions()
+              if c.patch == "scale" and c.scale is not None and float(c.scale) != 1.0}
+    sub = screen[screen["context"].isin(scaled)]
+    return set(sub.loc[sub["active_share"] <= 0, "feature"])
+
+
+def screen_points(trials: pd.DataFrame, screen: pd.DataFrame, top_n: int,
+                  exclude: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
     """One row per patched feature × intervention the screen scored: its attribution and rank,
-    the patched effect on P(exit), and its source (``SCREEN_POINT_COLUMNS``)."""
+    the patched effect on P(exit), and its source (``SCREEN_POINT_COLUMNS``). ``in_top``: in
+    the top ``top_n`` of its context × intervention among the features not in ``exclude``
+    (the ones candidates leave out), i.e. what the screen could have handed to the patch."""
     feat = trials[(trials["arm"] == "feature") & trials["readout"].notna()]
     base = trials[(trials["arm"] == "baseline") & trials["readout"].notna()]
     if feat.empty or base.empty:
@@ -46,9 +60,11 @@ def screen_points(trials: pd.DataFrame, screen: pd.DataFrame, top_n: int) -> pd.
     if "source" not in eff:
         eff["source"] = ""
     scr = screen[["feature", "context", "intervention", "attribution", "attribution_se",
-                  "rank"]]
+                  "rank"]].copy()
+    ok = ~scr["feature"].isin(exclude) & scr["attribution"].notna()
+    scr["_k"] = scr[ok].groupby(["context", "intervention"])["rank"].rank(method="first")
     out = eff.merge(scr, on=["feature", "context", "intervention"], how="inner")
-    out["in_top"] = out["rank"] <= top_n
+    out["in_top"] = (out["_k"] <= top_n).fillna(False).astype(bool)
     out["source"] = out["source"].fillna("").astype(str)
     return out[SCREEN_POINT_COLUMNS].sort_values(["context", "intervention", "rank"]) \
         .reset_index(drop=True)
@@ -95,7 +111,7 @@ def check_line(summary: pd.DataFrame) -> str:
     return "screen check: " + "; ".join(parts)
 
 
-def run_screen_check(run_dir: str | Path, trials: pd.DataFrame, top_n: int
+def run_screen_check(run_dir: str | Path, trials: pd.DataFrame, top_n: int, cfg=None
                      ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """Write ``screen_check_points`` and ``screen_check`` when the run has ``screen.parquet``
     (and remove stale ones when it has not); None without a screen."""
@@ -105,11 +121,13 @@ def run_screen_check(run_dir: str | Path, trials: pd.DataFrame, top_n: int
             path.unlink(missing_ok=True)
             path.with_suffix(".csv").unlink(missing_ok=True)
         return None
-    points = screen_points(trials, pd.read_parquet(rd.screen), top_n)
+    screen = pd.read_parquet(rd.screen)
+    exclude = inactive_where_scaled(screen, cfg) if cfg is not None else set()
+    points = screen_points(trials, screen, top_n, exclude)
     summary = screen_summary(points, top_n)
     write_table(points, rd.screen_points)
     write_table(summary, rd.screen_check)
     return points, summary
 
 
-__all__ = ["check_line", "run_screen_check", "screen_points", "screen_summary"]
+__all__ = ["check_line", "inactive_where_scaled", "run_screen_check", "screen_points", "screen_summary"]

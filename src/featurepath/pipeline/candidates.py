@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from featurepath.analysis.screen_check import inactive_where_scaled
 from featurepath.config import RunConfig, feature_key, parse_feature_key
 from featurepath.errors import ConfigError
 from featurepath.pipeline.seeds import derive_seed
@@ -59,15 +60,6 @@ def discover_candidates(run_dir: Path, limit: int) -> pd.DataFrame | None:
 def read_screen(run_dir: Path) -> pd.DataFrame | None:
     path = RunDir(run_dir).screen
     return pd.read_parquet(path) if path.exists() else None
-
-
-def inactive_where_scaled(screen: pd.DataFrame, cfg: RunConfig) -> set[str]:
-    """Features the screen saw inactive on every prompt of a context that has a scale clamp
-    other than 1: there that clamp is zero-size, whatever the feature does elsewhere."""
-    scaled = {c.context for c in cfg.patch.all_conditions()
-              if c.patch == "scale" and c.scale is not None and float(c.scale) != 1.0}
-    sub = screen[screen["context"].isin(scaled)]
-    return set(sub.loc[sub["active_share"] <= 0, "feature"])
 
 
 def screen_top(screen: pd.DataFrame, top_n: int, exclude: set[str]) -> list[str]:
