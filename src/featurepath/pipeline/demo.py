@@ -54,6 +54,22 @@ def _sae_quality(saes) -> dict[str, Any]:
     return out
 
 
+def _accumulated(rd: RunDir, timings: dict[str, float], total: float) -> dict[str, Any]:
+    """``timings_s`` and ``total_s`` summed over every invocation of the demo in this run
+    directory (a resumed demo skips finished stages in a fraction of a second; overwriting
+    would report the resume, not the work), with the count of ``invocations``."""
+    old: dict[str, Any] = {}
+    try:
+        old = json.loads(rd.run_json.read_text(encoding="utf-8")) if rd.run_json.exists() \
+            else {}
+    except (OSError, ValueError):
+        old = {}
+    before = old.get("timings_s") if isinstance(old.get("timings_s"), dict) else {}
+    summed = {k: round(float(before.get(k, 0.0)) + v, 1) for k, v in timings.items()}
+    return {"timings_s": summed, "total_s": round(float(old.get("total_s", 0.0)) + total, 1),
+            "invocations": int(old.get("invocations", 1 if before else 0)) + 1}
+
+
 def choose_features(table: pd.DataFrame, preset: str) -> tuple[list[str], list[str]]:
     """``(patch, record)`` for the demo from discover's table.
 
@@ -231,8 +247,8 @@ def run_demo(out: Path, preset: str = "quick", seed: int = 0, progress: bool = T
     with _Stage("report", timings, echo):
         run = {"model": cfg.model, "saes": cfg.saes, "preset": preset, "seed": seed,
                "featurepath": __version__, "python": platform.python_version(),
-               "timings_s": timings, "n_trials": n_trials,
-               "bytes_stored": store.bytes_stored(), "total_s": round(time.time() - t_all, 1)}
+               **_accumulated(rd, timings, round(time.time() - t_all, 1)),
+               "n_trials": n_trials, "bytes_stored": store.bytes_stored()}
         import torch
         import transformers
 
