@@ -117,3 +117,23 @@ def test_the_readout_preregistration_is_unchanged() -> None:
                         "n_tests", "alpha", "min_effect", "tests", "intervention",
                         "null_design", "verdict", "prompts"}
     assert pre["intervention"]["positions"] == "decision token"
+
+
+def test_the_screen_predicts_a_rate_of_the_continuing_actions_the_other_way(tmp_path) -> None:
+    """The screen ranks by the readout (P(exit)); for investment choice's rate of the high-risk
+    options (toward the risky group) a feature that raises P(exit) is predicted to lower it."""
+    import pandas as pd
+
+    from featurepath.pipeline import confirm_plan as cp
+
+    cfg = RunConfig.model_validate({"task": "investment_choice",
+                                    "confirm": {"metric": "high_risk_rate"}})
+    m = cp.primary(cfg)
+    assert (m.kind, m.screen_sign, m.actions) == ("rate", -1, ("high", "very_high"))
+    assert cp.primary(RunConfig.model_validate(
+        {"task": "investment_choice", "confirm": {"metric": "exit_rate"}})).screen_sign == 1
+    pd.DataFrame({"feature": ["L1-3"], "context": ["risky"], "intervention": ["up"],
+                  "attribution": [0.4]}).to_parquet(tmp_path / "screen.parquet")
+    cond = ConditionSpec(name="up", context="risky", patch="scale", scale=3.0)
+    assert cp.predicted_sign(tmp_path, "L1-3", cond, m.name, m.screen_sign) == (-1, "screen")
+    assert cp.predicted_sign(tmp_path, "L1-3", cond) == (1, "screen")

@@ -177,7 +177,7 @@ def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=No
         return measure_patch_values(fs, fs, acts)
 
     values = cp.clamp_values(root, cfg, feats, conditions, measure)
-    tests = cp.build_tests(root, feats, conditions, values, metric.name)
+    tests = cp.build_tests(root, feats, conditions, values, metric.name, metric.screen_sign)
     ids = {ctx: [r.prompt_id for r in recs] for ctx, recs in sets.items()
            if ctx in {c.context for c in conditions}}
     prereg = cp.preregistration(cfg, tests, source, ids, held_out, metric)

@@ -67,6 +67,9 @@ class Primary:
     kind: str
     actions: tuple[str, ...] = ()
     trials: int = 1
+    #: how a readout effect's sign maps onto this metric (the screen ranks by the readout):
+    #: +1 same way, -1 opposite (a rate of the continuing actions), 0 unknown (two-sided)
+    screen_sign: int = 1
 
 
 def primary(cfg: RunConfig) -> Primary:
@@ -82,7 +85,9 @@ def primary(cfg: RunConfig) -> Primary:
         return Primary(readout.name, "readout")
     m = specs.get(name)
     if m is not None and m.kind == "rate":
-        return Primary(m.name, "rate", tuple(m.actions), cfg.confirm.trials or cfg.patch.trials)
+        flip = int(np.sign(m.toward_b) * np.sign(readout.toward_b)) if readout is not None else 0
+        return Primary(m.name, "rate", tuple(m.actions), cfg.confirm.trials or cfg.patch.trials,
+                       flip)
     allowed = [x.name for x in task.metrics if x.kind in ("readout", "rate")]
     raise ConfigError(f"confirm.metric {name!r} cannot be a primary metric of task {task.name}; "
                       f"use one of {', '.join(allowed)} (the readout, or a sampled rate)")
@@ -152,13 +157,15 @@ def check_design(cfg: RunConfig) -> None:
                           "last or prompt (a clamp at every position changes the prefix)")
 
 
-def predicted_sign(run_dir: Path, feature: str, cond: ConditionSpec, metric: str = PRIMARY
-                   ) -> tuple[int, str]:
+def predicted_sign(run_dir: Path, feature: str, cond: ConditionSpec, metric: str = PRIMARY,
+                   screen_sign: int = 1) -> tuple[int, str]:
     """The direction an earlier stage (screen half only) predicts for this test: the screen's
-    attribution of the feature in the condition's context, else the first patch round's P(exit)
-    effect under the same condition; ``(0, "none")`` when neither says (two-sided)."""
+    attribution of the feature in the condition's context (a readout effect, times
+    ``screen_sign`` for another metric; 0 there means the screen cannot say), else the first
+    patch round's effect on ``metric`` under the same condition; ``(0, "none")`` when neither
+    says (two-sided)."""
     sp = screen_path(run_dir)
-    if sp.exists():
+    if sp.exists() and screen_sign != 0:
         df = pd.read_parquet(sp)
         df = df[df["feature"].astype(str) == feature]
         if "intervention" in df and (df["intervention"].astype(str) == cond.name).any():
@@ -167,7 +174,7 @@ def predicted_sign(run_dir: Path, feature: str, cond: ConditionSpec, metric: str
             df = df[df["context"].astype(str) == cond.context]
         signs = set(np.sign(df["attribution"].to_numpy(float))) - {0.0}
         if len(signs) == 1 and all(np.isfinite(list(signs))):
-            return int(signs.pop()), "screen"
+            return int(signs.pop()) * screen_sign, "screen"
     ct = RunDir(run_dir).causal_tests
     if ct.exists():
         df = pd.read_parquet(ct)
@@ -207,15 +214,15 @@ def clamp_values(run_dir: Path, cfg: RunConfig, features: list[str],
 
 
 def build_tests(run_dir: Path, features: list[str], conditions: list[ConditionSpec],
-                values: dict[str, dict[str, float]], metric: str = PRIMARY
-                ) -> list[ConfirmTest]:
+                values: dict[str, dict[str, float]], metric: str = PRIMARY,
+                screen_sign: int = 1) -> list[ConfirmTest]:
     tests = []
     for f in features:
         for c in conditions:
             value = values[f][c.patch] if c.patch in ("safe", "risky") else \
                 (float(c.value) if c.patch == "value" else None)
             scale = float(c.scale) if c.patch == "scale" else None
-            sign, source = predicted_sign(run_dir, f, c, metric)
+            sign, source = predicted_sign(run_dir, f, c, metric, screen_sign)
             tests.append(ConfirmTest(f, c.name, c.context, c.patch, value, scale, sign, source))
     return tests
 
@@ -226,8 +233,7 @@ def preregistration(cfg: RunConfig, tests: list[ConfirmTest], source: str,
     """Everything the confirmation will do and decide by, as plain JSON (no timestamps: the
     same design hashes the same). A sampled primary metric adds its kind, trials, actions and
     sampling settings (a readout's pre-registration is as it always was, so its hash holds)."""
-    cc, n = cfg.confirm, len(tests)
-    cap = cc.cap or default_cap(n, cfg.analysis.alpha)
+    cap = cfg.confirm.cap or default_cap(len(tests), cfg.analysis.alpha)
     out = _prereg(cfg, tests, source, prompts, held_out, cap)
     if metric is not None and metric.kind == "rate":
         out.update({
@@ -304,6 +310,6 @@ def write_or_check(run_dir: Path, prereg: dict[str, Any]) -> tuple[str, bool]:
     return sha, False
 
 
-__all__ = ["ConfirmTest", "Primary", "SOURCES", "primary", "top_features", "confirm_conditions", "check_design",
-           "predicted_sign", "clamp_values", "build_tests", "preregistration", "digest",
+__all__ = ["ConfirmTest", "Primary", "SOURCES", "primary", "top_features",
+           "confirm_conditions", "check_design", "predicted_sign", "clamp_values", "build_tests", "preregistration", "digest",
            "write_or_check", "screen_path"]
