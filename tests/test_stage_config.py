@@ -27,7 +27,7 @@ def _n_sig(run: Path, alpha: float) -> int:
 
 
 def test_causal_reads_alpha_from_config_and_flag_overrides(tmp_path: Path, capsys) -> None:
-    from tests.test_causal import make_trials
+    from test_causal import make_trials
 
     make_trials().to_parquet(tmp_path / "trials.parquet")
     _with_alpha(tmp_path, 0.2)
@@ -41,7 +41,7 @@ def test_causal_reads_alpha_from_config_and_flag_overrides(tmp_path: Path, capsy
 
 
 def test_pathways_reads_min_d_from_config_and_flag_overrides(tmp_path: Path) -> None:
-    from tests.test_pathways import write_run
+    from test_pathways import write_run
 
     def n_edges(run: Path) -> int:
         return int(pd.read_parquet(run / "pathways" / "edges.parquet")["edge"].sum())

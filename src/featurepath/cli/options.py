@@ -72,5 +72,50 @@ def csv_list(text: str | None) -> list[str] | None:
 
 def config_for(run_dir: Path, config: Path | None, **overrides: Any) -> RunConfig:
     """The run's config (``--config`` > ``RUN/config.yaml`` > defaults) with the flags given
-    (dotted keys, e.g. ``**{"analysis.alpha": 0.01}``) applied and validated."""
-    return resolve_config(run_dir, config, **overrides)
+    (dotted keys, e.g. ``**{"analysis.alpha": 0.01}``) applied and validated. A ``--config``
+    that leaves out settings in which the run differs from the defaults gets one warning."""
+    cfg = resolve_config(run_dir, config, **overrides)
+    if config is not None:
+        unnamed = unnamed_differences(run_dir, config)
+        if unnamed:
+            import warnings
+
+            shown = "; ".join(unnamed[:4]) + (f"; and {len(unnamed) - 4} more"
+                                               if len(unnamed) > 4 else "")
+            warnings.warn(f"--config {config} replaces {run_dir}/config.yaml, and settings it "
+                          f"does not name take their defaults, unlike the run's: {shown}. Name "
+                          "them in the file, or leave out --config to use the run's own",
+                          stacklevel=2)
+    return cfg
+
+
+def unnamed_differences(run_dir: Path, config: Path) -> list[str]:
+    """Dotted keys the run's ``config.yaml`` sets differently from ``config`` although
+    ``config`` does not name them (``"key: run -> default"``); ``[]`` without a run config.
+
+    Why: ``--config`` replaces the run's config rather than merging into it, so a file holding
+    only the section a user meant to change silently resets every other section."""
+    import yaml
+
+    from featurepath.config import diff_configs, load_config
+
+    run_cfg = Path(run_dir) / "config.yaml"
+    if not run_cfg.exists():
+        return []
+    try:
+        named_raw = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+        run, given = load_config(run_cfg), load_config(config)
+    except (ConfigError, OSError, ValueError, yaml.YAMLError):
+        return []  # the caller's own load says what is wrong with the file
+
+    def keys(d: Any, prefix: str = "") -> set[str]:
+        out = set()
+        for k, v in (d.items() if isinstance(d, dict) else ()):
+            out.add(prefix + str(k))
+            out |= keys(v, f"{prefix}{k}.")
+        return out
+
+    named = keys(named_raw)
+    diffs = diff_configs(run.model_dump(mode="json"), given.model_dump(mode="json"))
+    return [d for d in diffs if d.split(":")[0] not in named
+            and not any(d.startswith(n + ".") for n in named)]
