@@ -97,6 +97,40 @@ def confirm_section(data: RunData, figs: dict[str, Any] | None = None) -> str:
     return _section("confirmation", title, pre + table + fig, note)
 
 
+def _flag(t: pd.DataFrame, col: str, default: pd.Series | None = None) -> pd.Series:
+    if col in t:
+        return t[col].astype("boolean").fillna(False).astype(bool)
+    return default if default is not None else pd.Series(False, index=t.index)
+
+
+def _exploration_lines(data: RunData, t: pd.DataFrame) -> list[str]:
+    """The first patch round in two lines: the feature tests (with a band: baseline and band;
+    without: baseline only), and a transferred behavioural direction (``patch.direction_from``)
+    when there is one — the other game's direction in this one is a question of its own."""
+    from featurepath.analysis.direction_source import read_source, source_text
+
+    arm = t["arm"].astype(str) if "arm" in t else pd.Series("feature", index=t.index)
+    sig = _flag(t, "significant")
+    base = _flag(t, "vs_baseline", sig)
+    beats = _flag(t, "beats_null", sig)
+    banded = pd.to_numeric(t["null_n"], errors="coerce").fillna(0) > 0 \
+        if "null_n" in t else pd.Series(False, index=t.index)
+    f = arm == "feature"
+    out = [esc(f"Exploration (screen-half prompts, not claims): of {int(f.sum())} feature "
+               f"tests, {int((f & banded & base & beats).sum())} of {int((f & banded).sum())} "
+               f"with a null band passed the baseline and the band; "
+               f"{int((f & ~banded & base).sum())} of {int((f & ~banded).sum())} without one "
+               "passed the baseline only.")]
+    origin = source_text(read_source(data.run_dir))
+    d = arm == "direction"
+    if origin and d.any():
+        out.append(esc(f"Behavioural direction {origin}: {int((d & base).sum())} of "
+                       f"{int(d.sum())} tests moved behaviour against the baseline; "
+                       f"{int((d & banded & base & beats).sum())} of {int((d & banded).sum())} "
+                       "with a null band beat it (exploratory)."))
+    return out
+
+
 def summary_section(data: RunData) -> str:
     """One screen at the top: what the run found and what it did not."""
     verdicts, prereg, _ = _read(data.run_dir)
@@ -123,13 +157,7 @@ def summary_section(data: RunData) -> str:
         items.append("No confirmation yet: `featurepath confirm RUN` makes the run's claims.")
     if data.causal_tests.ok and "significant" in data.causal_tests.value:
         t = data.causal_tests.value
-        sig = t["significant"].astype("boolean").fillna(False).astype(bool)
-        banded = pd.to_numeric(t["null_n"], errors="coerce").fillna(0) > 0 \
-            if "null_n" in t else pd.Series(False, index=t.index)
-        items.append(esc(f"Exploration (screen-half prompts, not claims): of {len(t)} causal "
-                         f"tests, {int((sig & banded).sum())} of {int(banded.sum())} with a null "
-                         f"band passed the baseline and the band; {int((sig & ~banded).sum())} "
-                         f"of {int((~banded).sum())} without one passed the baseline only."))
+        items += _exploration_lines(data, t)
     if data.edges.ok and "edge" in data.edges.value:
         n_edges = int(data.edges.value["edge"].astype(bool).sum())
         items.append(esc(f"Pathways: {n_edges} edges among {len(data.edges.value)} pairs "
