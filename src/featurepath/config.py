@@ -302,8 +302,8 @@ class ConfirmSection(_Strict):
 
     top_n: int = Field(8, ge=1, description="candidates taken from the screen, discover or the "
                                             "first patch round when no features are given")
-    features: list[str] = Field(default_factory=list,
-                                description="L{layer}-{id}; empty = the top_n candidates")
+    features: list[str] = Field(default_factory=list, description="L{layer}-{id} or "
+                                "L{layer}~direction; empty = the top_n candidates")
     conditions: list[str] = Field(
         default_factory=list, description="patched conditions to confirm (default: "
         "patch.null_conditions, else every patched condition); tests = features x conditions")
@@ -324,8 +324,9 @@ class ConfirmSection(_Strict):
     @field_validator("features")
     @classmethod
     def _feature_keys(cls, v: list[str]) -> list[str]:
-        for key in v:
-            parse_feature_key(key)
+        for key in v:  # a layer's behavioural direction, or an SAE feature
+            if not (key.startswith("L") and key.endswith("~direction") and key[1:-10].isdigit()):
+                parse_feature_key(key)
         return v
 
 

@@ -38,7 +38,6 @@ from featurepath.rundir import (
     RunDir,
     atomic_write,
     parquet_bytes,
-    parse_feature_key,
     write_table,
 )
 
@@ -115,13 +114,44 @@ def choose_features(run_dir: Path, cfg: RunConfig, features: Sequence[str] | Non
     explicit = list(features or ([] if top else cfg.confirm.features))
     if explicit:
         for f in explicit:
-            parse_feature_key(f)
+            cp.test_key(f)
         return list(dict.fromkeys(explicit)), "explicit"
     names = [c.name for c in cp.confirm_conditions(cfg)]
     return cp.top_features(run_dir, top or cfg.confirm.top_n, names, cfg.confirm.metric)
 
 
-def _interventions(t: cp.ConfirmTest, positions: str, direction=None) -> Intervention:
+def behavioural_for(run_dir: Path, feats: Sequence[str]) -> dict:
+    """``{layer: unit vector}`` of the behavioural directions among ``feats``
+    (``L<layer>~direction``), from the patch round's ``patch/directions.safetensors`` (the
+    run's own, or another run's with ``patch.direction_from``); one clear error when missing."""
+    layers = sorted({cp.test_key(f)[0] for f in feats if cp.test_key(f)[1] < 0})
+    if not layers:
+        return {}
+    path = RunDir(run_dir).directions
+    if not path.exists():
+        raise DataError(f"{', '.join(f'L{x}{cp.DIRECTION}' for x in layers)} needs the patch "
+                        f"round's behavioural directions ({path}); run `featurepath patch` with "
+                        "patch.behavioural_direction or patch.direction_from first")
+    from featurepath.pipeline.controls import load_directions
+
+    have = load_directions(path)
+    missing = [x for x in layers if x not in have]
+    if missing:
+        raise DataError(f"{path} has no direction for layer(s) {missing} (it has "
+                        f"{sorted(have)}): the patch round patched no feature there")
+    return {x: have[x] for x in layers}
+
+
+def _interventions(t: cp.ConfirmTest, positions: str, direction=None,
+                   behavioural: dict | None = None) -> Intervention:
+    """The arm of test ``t`` (``direction`` None) or its null arm along ``direction``. A
+    behavioural-direction test reads ``h · u`` and writes along ``u`` (its null arm writes
+    along ``direction`` instead): a scale clamp moves it as it moves a feature."""
+    if t.is_direction:
+        u = (behavioural or {})[t.layer]
+        return Intervention(t.layer, -1, value=t.value, scale=t.scale, method="delta",
+                            positions=positions, direction=u, readout="projection",
+                            write=direction)
     return Intervention(t.layer, t.feature_id, value=t.value, scale=t.scale, method="delta",
                         positions=positions, direction=direction)
 
@@ -149,7 +179,8 @@ def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=No
     model, tok, saes = ensure_runtime(runtime, cfg, progress=progress)
     from featurepath.pipeline.patch_checks import validate_features
 
-    validate_features(feats, [], saes)
+    validate_features([f for f in feats if cp.test_key(f)[1] >= 0], [], saes)
+    directions = behavioural_for(root, feats)
     if readout is None:
         from featurepath.tasks import get_task
 
@@ -185,7 +216,8 @@ def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=No
     record_split(root, "confirm", sets, "confirm" if held_out else None, held_out)
     say(f"pre-registered {len(tests)} tests ({source}) as {sha[:12]}"
         + (" (resuming)" if resumed else "") + f" -> {RunDir(root).preregistration}")
-    engine = _Engine(root, cfg, model, tok, saes, readout, sets, tests, progress, metric)
+    engine = _Engine(root, cfg, model, tok, saes, readout, sets, tests, progress, metric,
+                     directions)
     pairs = engine.arms()
     nd = prereg["null_design"]
     seq = {t.key: SequentialTest(float(np.mean(pairs[t.key].patched - pairs[t.key].baseline)),
@@ -216,10 +248,12 @@ class _Engine:
     back from ``RUN/confirm/`` when a killed run already wrote it."""
 
     def __init__(self, root: Path, cfg: RunConfig, model, tok, saes, readout, sets,
-                 tests: list[cp.ConfirmTest], progress: bool, metric: cp.Primary | None = None):
+                 tests: list[cp.ConfirmTest], progress: bool, metric: cp.Primary | None = None,
+                 behavioural: dict | None = None):
         self.root, self.cfg, self.model, self.tok, self.saes = root, cfg, model, tok, saes
         self.readout, self.tests = readout, {t.key: t for t in tests}
         self.metric = metric or cp.Primary(cp.PRIMARY, "readout")
+        self.behavioural = behavioural or {}
         self.texts = {ctx: [r.text for r in recs] for ctx, recs in sets.items()}
         self.ids = {ctx: [r.prompt_id for r in recs] for ctx, recs in sets.items()}
         self.parse = {ctx: [r.parse for r in recs] for ctx, recs in sets.items()}
@@ -297,7 +331,8 @@ class _Engine:
             recs = []
             for ctx in sorted({t.context for t in self.tests.values()}):
                 keys = [k for k, t in self.tests.items() if t.context == ctx]
-                arms = [None] + [_interventions(self.tests[k], self.positions) for k in keys]
+                arms = [None] + [_interventions(self.tests[k], self.positions,
+                                                behavioural=self.behavioural) for k in keys]
                 vals = self._read(ctx, arms)
                 for a, key in enumerate([("", "")] + keys):
                     for i, pid in enumerate(self.ids[ctx]):
@@ -337,8 +372,8 @@ class _Engine:
             recs = []
             for ctx in sorted({self.tests[k].context for k in keys}):
                 ks = [k for k in keys if self.tests[k].context == ctx]
-                arms = [_interventions(self.tests[k], self.positions, u) for k in ks
-                        for u in dirs]
+                arms = [_interventions(self.tests[k], self.positions, u, self.behavioural)
+                        for k in ks for u in dirs]
                 vals = self._read(ctx, arms) - self.base[ctx][None, :]
                 eff = vals.mean(1).reshape(len(ks), n)
                 for j, k in enumerate(ks):

@@ -26,6 +26,19 @@ from featurepath.rundir import RunDir, atomic_write, feature_key, parse_feature_
 #: The primary metric when none is named: the config's default (the task's readout metric).
 PRIMARY = ConfirmSection.model_fields["metric"].default
 
+#: A test of the behavioural direction (own or transferred) of a layer: ``L<layer>~direction``.
+DIRECTION = "~direction"
+
+
+def test_key(key: str) -> tuple[int, int]:
+    """``(layer, feature_id)`` of a confirmation test's subject: an SAE feature ``L12-345``, or
+    the behavioural direction ``L12~direction`` (feature_id -1); one clear error otherwise."""
+    text = str(key).strip()
+    if text.endswith(DIRECTION) and text[:-len(DIRECTION)][1:].isdigit() and text[0] == "L":
+        return int(text[1:-len(DIRECTION)]), -1
+    return parse_feature_key(text)
+
+
 #: Where a ``--top N`` ranking comes from, in order of preference.
 SOURCES = ("screen", "discover", "causal")
 
@@ -50,11 +63,16 @@ class ConfirmTest:
 
     @property
     def layer(self) -> int:
-        return parse_feature_key(self.feature)[0]
+        return test_key(self.feature)[0]
 
     @property
     def feature_id(self) -> int:
-        return parse_feature_key(self.feature)[1]
+        return test_key(self.feature)[1]
+
+    @property
+    def is_direction(self) -> bool:
+        """A test of the layer's behavioural direction rather than of an SAE feature."""
+        return self.feature_id < 0
 
 
 @dataclass(frozen=True)
@@ -179,7 +197,7 @@ def predicted_sign(run_dir: Path, feature: str, cond: ConditionSpec, metric: str
     if ct.exists():
         df = pd.read_parquet(ct)
         df = df[(df["feature"] == feature) & (df["condition"] == cond.name)
-                & (df["metric"] == metric) & (df["arm"] == "feature")]
+                & (df["metric"] == metric) & df["arm"].isin(["feature", "direction"])]
         if not df.empty and np.isfinite(df["effect"].iloc[0]) and \
                 abs(float(df["effect"].iloc[0])) > TIE_TOL:
             return int(np.sign(float(df["effect"].iloc[0]))), "patch"
@@ -191,7 +209,8 @@ def clamp_values(run_dir: Path, cfg: RunConfig, features: list[str],
     """``{feature: {"safe": v, "risky": v}}`` for conditions that clamp to a patch value:
     discover's means (screen-half games), else the patch plan's values, else ``measure(feats)``
     (means over the screen half's prompts). Never from the confirm half."""
-    if not any(c.patch in ("safe", "risky") for c in conditions):
+    features = [f for f in features if test_key(f)[1] >= 0]  # directions scale only
+    if not any(c.patch in ("safe", "risky") for c in conditions) or not features:
         return {}
     rd = RunDir(run_dir)
     out: dict[str, dict[str, float]] = {}
@@ -219,6 +238,10 @@ def build_tests(run_dir: Path, features: list[str], conditions: list[ConditionSp
     tests = []
     for f in features:
         for c in conditions:
+            if test_key(f)[1] < 0 and c.patch not in ("scale", "value"):
+                raise ConfigError(f"{f} is a direction, which has no {c.patch} mean to be "
+                                  f"patched to ({c.name}); name scale or value conditions in "
+                                  "confirm.conditions")
             value = values[f][c.patch] if c.patch in ("safe", "risky") else \
                 (float(c.value) if c.patch == "value" else None)
             scale = float(c.scale) if c.patch == "scale" else None
@@ -310,6 +333,7 @@ def write_or_check(run_dir: Path, prereg: dict[str, Any]) -> tuple[str, bool]:
     return sha, False
 
 
-__all__ = ["ConfirmTest", "Primary", "SOURCES", "primary", "top_features",
+__all__ = ["ConfirmTest", "DIRECTION", "Primary", "SOURCES", "primary", "test_key",
+           "top_features",
            "confirm_conditions", "check_design", "predicted_sign", "clamp_values", "build_tests", "preregistration", "digest",
            "write_or_check", "screen_path"]
