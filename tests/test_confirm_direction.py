@@ -8,23 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_confirm_planted import _readout_direction
+from test_confirm_planted import _cfg, _readout_direction
 
 from featurepath.config import ConditionSpec, RunConfig
 from featurepath.errors import ConfigError, DataError
 from featurepath.pipeline.confirm import run_confirm
 from featurepath.pipeline.controls import save_directions
 from featurepath.rundir import RunDir
-
-
-def _cfg(**cond) -> RunConfig:
-    cfg = RunConfig()
-    cfg.patch.prompt_set = "states"
-    cfg.patch.n_prompts = 6
-    cfg.patch.components = "BASE"
-    cfg.patch.conditions = [ConditionSpec(name="risky_baseline", context="risky"),
-                            ConditionSpec(name="risky_up", context="risky", **cond)]
-    return cfg
 
 
 @pytest.fixture(scope="module")
