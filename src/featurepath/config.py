@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from featurepath.choices import METHODS, MODES, POSITIONS, PROMPT_SETS, PROTOCOLS
 from featurepath.errors import ConfigError
-from featurepath.rundir import RunDir, atomic_write, feature_key, parse_feature_key  # noqa: F401
+from featurepath.rundir import RunDir, atomic_write, parse_feature_key, parse_test_key
+from featurepath.rundir import feature_key as feature_key  # re-exported
 
 #: The registry key of the task a config without ``task:`` studies (``featurepath.tasks``'
 #: ``DEFAULT_TASK``, spelled here so that importing the config does not import the tasks).
@@ -311,8 +312,8 @@ class ConfirmSection(_Strict):
         "p_stop", description="the one primary metric: the task's readout at the decision token "
         "(p_stop, or the task's readout metric's name; one row per prompt and draw), or its "
         "sampled rate (a metric of the task of kind rate; trials rows per prompt)")
-    trials: int | None = Field(None, ge=1, description="sampled answers per prompt and arm "
-                                                       "for a sampled metric (default patch.trials)")
+    trials: int | None = Field(None, ge=1, description="sampled answers per prompt and arm for "
+                               "a sampled metric (default patch.trials)")
     h: int = Field(10, ge=1, description="a feature stops drawing null directions after h "
                                          "null effects at least as extreme as its own")
     round_size: int = Field(16, ge=1, description="null directions per round, shared by every "
@@ -324,9 +325,8 @@ class ConfirmSection(_Strict):
     @field_validator("features")
     @classmethod
     def _feature_keys(cls, v: list[str]) -> list[str]:
-        for key in v:  # a layer's behavioural direction, or an SAE feature
-            if not (key.startswith("L") and key.endswith("~direction") and key[1:-10].isdigit()):
-                parse_feature_key(key)
+        for key in v:  # an SAE feature, or a layer's behavioural direction
+            parse_test_key(key)
         return v
 
 

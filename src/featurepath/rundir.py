@@ -66,6 +66,7 @@ from featurepath.errors import ConfigError, StorageError, storage_error
 
 # ------------------------------------------------------------------ feature keys
 _KEY = re.compile(r"[Ll](\d+)-(\d+)")
+_DIRECTION_KEY = re.compile(r"L(\d+)~direction")
 
 
 def feature_key(layer: int, feature_id: int) -> str:
@@ -79,6 +80,14 @@ def parse_feature_key(key: str) -> tuple[int, int]:
     if not m:
         raise ConfigError(f"bad feature {key!r}: write features as L<layer>-<id>, e.g. L12-345")
     return int(m.group(1)), int(m.group(2))
+
+
+def parse_test_key(key: str) -> tuple[int, int]:
+    """What a confirmation may test: a feature ``"L12-345"`` -> ``(12, 345)``, or a layer's
+    behavioural direction ``"L12~direction"`` -> ``(12, -1)``; else :func:`parse_feature_key`'s
+    error."""
+    m = _DIRECTION_KEY.fullmatch(str(key).strip())
+    return (int(m.group(1)), -1) if m else parse_feature_key(key)
 
 
 # ------------------------------------------------------------------ columns

@@ -24,10 +24,10 @@ def confirm_cmd(
     top: int = typer.Option(None, "--top", help="Confirm the N best-ranked candidates (the "
                                                 "screen, else discover, else the first patch "
                                                 "round; confirm.top_n)."),
-    features: str = typer.Option(None, "--features", help="Features to confirm instead, e.g. "
-                                                          "L12-345,L20-7; L13~direction is the "
-                                                          "patch round's behavioural direction "
-                                                          "at layer 13 (scale or value conditions)."),
+    features: str = typer.Option(
+        None, "--features", help="Features to confirm instead, e.g. L12-345,L20-7; "
+        "L13~direction is the patch round's behavioural direction at layer 13 (scale or value "
+        "conditions)."),
     progress: bool = PROGRESS,
 ) -> None:
     """Writes RUN_DIR/confirm/preregistration.json (features, conditions, the primary metric,

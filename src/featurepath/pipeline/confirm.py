@@ -38,6 +38,7 @@ from featurepath.rundir import (
     RunDir,
     atomic_write,
     parquet_bytes,
+    parse_test_key,
     write_table,
 )
 
@@ -114,7 +115,7 @@ def choose_features(run_dir: Path, cfg: RunConfig, features: Sequence[str] | Non
     explicit = list(features or ([] if top else cfg.confirm.features))
     if explicit:
         for f in explicit:
-            cp.test_key(f)
+            parse_test_key(f)
         return list(dict.fromkeys(explicit)), "explicit"
     names = [c.name for c in cp.confirm_conditions(cfg)]
     return cp.top_features(run_dir, top or cfg.confirm.top_n, names, cfg.confirm.metric)
@@ -124,12 +125,12 @@ def behavioural_for(run_dir: Path, feats: Sequence[str]) -> dict:
     """``{layer: unit vector}`` of the behavioural directions among ``feats``
     (``L<layer>~direction``), from the patch round's ``patch/directions.safetensors`` (the
     run's own, or another run's with ``patch.direction_from``); one clear error when missing."""
-    layers = sorted({cp.test_key(f)[0] for f in feats if cp.test_key(f)[1] < 0})
+    layers = sorted({parse_test_key(f)[0] for f in feats if parse_test_key(f)[1] < 0})
     if not layers:
         return {}
     path = RunDir(run_dir).directions
     if not path.exists():
-        raise DataError(f"{', '.join(f'L{x}{cp.DIRECTION}' for x in layers)} needs the patch "
+        raise DataError(f"{', '.join(f'L{x}~direction' for x in layers)} needs the patch "
                         f"round's behavioural directions ({path}); run `featurepath patch` with "
                         "patch.behavioural_direction or patch.direction_from first")
     from featurepath.pipeline.controls import load_directions
@@ -179,7 +180,7 @@ def run_confirm(run_dir: str | Path, cfg: RunConfig | None = None, *, runtime=No
     model, tok, saes = ensure_runtime(runtime, cfg, progress=progress)
     from featurepath.pipeline.patch_checks import validate_features
 
-    validate_features([f for f in feats if cp.test_key(f)[1] >= 0], [], saes)
+    validate_features([f for f in feats if parse_test_key(f)[1] >= 0], [], saes)
     directions = behavioural_for(root, feats)
     if readout is None:
         from featurepath.tasks import get_task

@@ -21,23 +21,10 @@ import pandas as pd
 from featurepath.analysis.confirm import TIE_TOL, default_cap
 from featurepath.config import ConditionSpec, ConfirmSection, RunConfig
 from featurepath.errors import ConfigError
-from featurepath.rundir import RunDir, atomic_write, feature_key, parse_feature_key
+from featurepath.rundir import RunDir, atomic_write, feature_key, parse_test_key
 
 #: The primary metric when none is named: the config's default (the task's readout metric).
 PRIMARY = ConfirmSection.model_fields["metric"].default
-
-#: A test of the behavioural direction (own or transferred) of a layer: ``L<layer>~direction``.
-DIRECTION = "~direction"
-
-
-def test_key(key: str) -> tuple[int, int]:
-    """``(layer, feature_id)`` of a confirmation test's subject: an SAE feature ``L12-345``, or
-    the behavioural direction ``L12~direction`` (feature_id -1); one clear error otherwise."""
-    text = str(key).strip()
-    if text.endswith(DIRECTION) and text[:-len(DIRECTION)][1:].isdigit() and text[0] == "L":
-        return int(text[1:-len(DIRECTION)]), -1
-    return parse_feature_key(text)
-
 
 #: Where a ``--top N`` ranking comes from, in order of preference.
 SOURCES = ("screen", "discover", "causal")
@@ -63,11 +50,11 @@ class ConfirmTest:
 
     @property
     def layer(self) -> int:
-        return test_key(self.feature)[0]
+        return parse_test_key(self.feature)[0]
 
     @property
     def feature_id(self) -> int:
-        return test_key(self.feature)[1]
+        return parse_test_key(self.feature)[1]
 
     @property
     def is_direction(self) -> bool:
@@ -209,7 +196,7 @@ def clamp_values(run_dir: Path, cfg: RunConfig, features: list[str],
     """``{feature: {"safe": v, "risky": v}}`` for conditions that clamp to a patch value:
     discover's means (screen-half games), else the patch plan's values, else ``measure(feats)``
     (means over the screen half's prompts). Never from the confirm half."""
-    features = [f for f in features if test_key(f)[1] >= 0]  # directions scale only
+    features = [f for f in features if parse_test_key(f)[1] >= 0]  # directions scale only
     if not any(c.patch in ("safe", "risky") for c in conditions) or not features:
         return {}
     rd = RunDir(run_dir)
@@ -238,7 +225,7 @@ def build_tests(run_dir: Path, features: list[str], conditions: list[ConditionSp
     tests = []
     for f in features:
         for c in conditions:
-            if test_key(f)[1] < 0 and c.patch not in ("scale", "value"):
+            if parse_test_key(f)[1] < 0 and c.patch not in ("scale", "value"):
                 raise ConfigError(f"{f} is a direction, which has no {c.patch} mean to be "
                                   f"patched to ({c.name}); name scale or value conditions in "
                                   "confirm.conditions")
@@ -333,7 +320,6 @@ def write_or_check(run_dir: Path, prereg: dict[str, Any]) -> tuple[str, bool]:
     return sha, False
 
 
-__all__ = ["ConfirmTest", "DIRECTION", "Primary", "SOURCES", "primary", "test_key",
-           "top_features",
-           "confirm_conditions", "check_design", "predicted_sign", "clamp_values", "build_tests", "preregistration", "digest",
-           "write_or_check", "screen_path"]
+__all__ = ["ConfirmTest", "Primary", "SOURCES", "primary", "top_features",
+           "confirm_conditions", "check_design", "predicted_sign", "clamp_values",
+           "build_tests", "preregistration", "digest", "write_or_check", "screen_path"]
