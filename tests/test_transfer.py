@@ -145,8 +145,10 @@ def test_transfer_features_adds_the_confirmed_ones(source_run, tmp_path) -> None
     src.mkdir()
     (src / "config.yaml").write_text((source_run / "config.yaml").read_text())
     RunDir(src).verdicts.parent.mkdir()
-    pd.DataFrame({"feature": ["L2-5", "L1-9", "L0-1"], "significant": [True, False, True]}
-                 ).to_parquet(RunDir(src).verdicts)
+    # a confirmed behavioural direction is not an SAE feature: it transfers through
+    # direction_from, not as a patched feature
+    pd.DataFrame({"feature": ["L2-5", "L1-9", "L0-1", "L1~direction"],
+                  "significant": [True, False, True, True]}).to_parquet(RunDir(src).verdicts)
     got = choose_candidates(tmp_path / "t", _target_cfg(src, transfer_features=True))
     assert got.features == ["L1-3", "L0-1", "L2-5"]
     assert got.sources == {"L1-3": "user", "L0-1": "transfer", "L2-5": "transfer"}

@@ -26,7 +26,7 @@ import torch
 
 from featurepath.config import RunConfig, load_config
 from featurepath.errors import ConfigError, DataError
-from featurepath.rundir import RunDir, atomic_write, feature_key, parse_feature_key
+from featurepath.rundir import RunDir, atomic_write, feature_key, parse_feature_key, parse_test_key
 
 
 def source_config(source: str | Path) -> tuple[RunDir, RunConfig]:
@@ -92,8 +92,9 @@ def record_source(rd: RunDir, provenance: dict[str, Any]) -> None:
 
 
 def transfer_features(source: str | Path, cfg: RunConfig) -> list[str]:
-    """The other run's confirmed features (``confirm/verdicts.parquet``, ``significant``), in
-    layer order; ``[]`` when it confirmed none."""
+    """The other run's confirmed SAE features (``confirm/verdicts.parquet``, ``significant``;
+    a confirmed behavioural direction transfers through ``direction_from`` itself), in layer
+    order; ``[]`` when it confirmed none."""
     import pandas as pd
 
     src, other = source_config(source)
@@ -102,7 +103,8 @@ def transfer_features(source: str | Path, cfg: RunConfig) -> list[str]:
         raise DataError(f"patch.transfer_features: {src.root} has no confirmation "
                         f"({src.verdicts}); run `featurepath confirm` there first")
     v = pd.read_parquet(src.verdicts)
-    keys = {str(f) for f in v.loc[v["significant"].astype(bool), "feature"]}
+    keys = {str(f) for f in v.loc[v["significant"].astype(bool), "feature"]
+            if parse_test_key(str(f))[1] >= 0}
     return sorted((feature_key(*parse_feature_key(k)) for k in keys), key=parse_feature_key)
 
 
