@@ -37,6 +37,15 @@ def inactive_where_scaled(screen: pd.DataFrame, cfg) -> set[str]:
     return set(sub.loc[sub["active_share"] <= 0, "feature"])
 
 
+def eligible_rank(screen: pd.DataFrame, exclude: set[str] | frozenset[str]) -> pd.Series:
+    """Each row's rank within its context × intervention among the features not in
+    ``exclude`` with an attribution (1 = first; NaN for the others): the order in which
+    candidates take the screen's top N (:func:`featurepath.pipeline.candidates.screen_top`)."""
+    ok = ~screen["feature"].isin(exclude) & screen["attribution"].notna()
+    return screen[ok].groupby(["context", "intervention"])["rank"].rank(method="first") \
+        .reindex(screen.index)
+
+
 def screen_points(trials: pd.DataFrame, screen: pd.DataFrame, top_n: int,
                   exclude: set[str] | frozenset[str] = frozenset()) -> pd.DataFrame:
     """One row per patched feature × intervention the screen scored: its attribution and rank,
@@ -61,8 +70,7 @@ def screen_points(trials: pd.DataFrame, screen: pd.DataFrame, top_n: int,
         eff["source"] = ""
     scr = screen[["feature", "context", "intervention", "attribution", "attribution_se",
                   "rank"]].copy()
-    ok = ~scr["feature"].isin(exclude) & scr["attribution"].notna()
-    scr["_k"] = scr[ok].groupby(["context", "intervention"])["rank"].rank(method="first")
+    scr["_k"] = eligible_rank(screen, exclude)
     out = eff.merge(scr, on=["feature", "context", "intervention"], how="inner")
     out["in_top"] = (out["_k"] <= top_n).fillna(False).astype(bool)
     out["source"] = out["source"].fillna("").astype(str)
@@ -130,4 +138,5 @@ def run_screen_check(run_dir: str | Path, trials: pd.DataFrame, top_n: int, cfg=
     return points, summary
 
 
-__all__ = ["check_line", "inactive_where_scaled", "run_screen_check", "screen_points", "screen_summary"]
+__all__ = ["check_line", "eligible_rank", "inactive_where_scaled", "run_screen_check",
+           "screen_points", "screen_summary"]

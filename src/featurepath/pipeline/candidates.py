@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from featurepath.analysis.screen_check import inactive_where_scaled
+from featurepath.analysis.screen_check import eligible_rank, inactive_where_scaled
 from featurepath.config import RunConfig, feature_key, parse_feature_key
 from featurepath.errors import ConfigError
 from featurepath.pipeline.seeds import derive_seed
@@ -65,9 +65,9 @@ def read_screen(run_dir: Path) -> pd.DataFrame | None:
 def screen_top(screen: pd.DataFrame, top_n: int, exclude: set[str]) -> list[str]:
     """The top ``top_n`` features by |attribution| of each context × intervention, leaving
     out ``exclude``; in rank order, interventions interleaved (rank 1 of each first)."""
-    ok = screen[~screen["feature"].isin(exclude) & screen["attribution"].notna()].copy()
-    ok["k"] = ok.groupby(["context", "intervention"])["rank"].rank(method="first")
-    top = ok[ok["k"] <= top_n].sort_values(["k", "context", "intervention"], kind="stable")
+    ranked = screen.assign(k=eligible_rank(screen, exclude))
+    top = ranked[ranked["k"] <= top_n].sort_values(["k", "context", "intervention"],
+                                                   kind="stable")
     return list(dict.fromkeys(top["feature"]))
 
 

@@ -118,10 +118,10 @@ def confirm_stage(out: Path, cfg, runtime, progress: bool, echo: Echo) -> None:
         return
     feature = planted_feature(cfg, out, runtime, str(v["context"].iloc[0]))
     pc = planted_check(out, cfg, runtime, feature, progress=progress).verdicts.iloc[0]
-    from featurepath.tasks import get_task
+    from featurepath.report.data import MetricView
 
-    readout = next((m.label for m in get_task(cfg.task).metrics if m.kind == "readout"),
-                   "the readout")
+    view = MetricView.of(cfg)  # the task's readout label, as the report spells it
+    readout = view.labels.get(view.readout, "the readout")
     found = f"CONFIRMED: the same code finds a feature that writes {readout}" \
         if pc["significant"] else "not confirmed either: this setup could not have found it"
     echo(f"   planted check: {feature} (the top SAE layer's most active feature) with its "

@@ -277,10 +277,10 @@ def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
     warn_inactive_scale_clamps(feats, conditions, acts)
     if direction_layers:
         from featurepath.pipeline.controls import behavioural_directions, save_directions
+        from featurepath.pipeline.transfer import record_source, transferred_directions
 
+        source = None
         if pc.direction_from:  # cross-task transfer: another run's direction, recorded
-            from featurepath.pipeline.transfer import transferred_directions
-
             directions, source = transferred_directions(pc.direction_from, cfg, model, tok,
                                                         direction_layers, root)
         else:
@@ -288,9 +288,7 @@ def _plan(root: Path, store: RunStore, cfg: RunConfig, model, tok, saes,
                                                 task=get_task(cfg.task))
         rd.patch.mkdir(parents=True, exist_ok=True)
         save_directions(rd.directions, directions)
-        if pc.direction_from:
-            from featurepath.pipeline.transfer import record_source
-
+        if source is not None:
             record_source(rd, source)
     units = plan_units(feats, batch_size=batch, **shape)
     plan = Plan(units, batch, record, _digest(cfg), {

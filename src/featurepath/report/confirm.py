@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from featurepath.report.blocks import _figure, _section, _table
+from featurepath.report.controls import _bool, arms, has_band, vs_baseline
 from featurepath.report.data import RunData
 from featurepath.report.format import esc
 from featurepath.report.plots import BAND_DOT, BEATS, INSIDE, FigureFiles, _save
@@ -97,24 +98,14 @@ def confirm_section(data: RunData, figs: dict[str, Any] | None = None) -> str:
     return _section("confirmation", title, pre + table + fig, note)
 
 
-def _flag(t: pd.DataFrame, col: str, default: pd.Series | None = None) -> pd.Series:
-    if col in t:
-        return t[col].astype("boolean").fillna(False).astype(bool)
-    return default if default is not None else pd.Series(False, index=t.index)
-
-
 def _exploration_lines(data: RunData, t: pd.DataFrame) -> list[str]:
     """The first patch round in two lines: the feature tests (with a band: baseline and band;
     without: baseline only), and a transferred behavioural direction (``patch.direction_from``)
     when there is one — the other game's direction in this one is a question of its own."""
     from featurepath.analysis.direction_source import read_source, source_text
 
-    arm = t["arm"].astype(str) if "arm" in t else pd.Series("feature", index=t.index)
-    sig = _flag(t, "significant")
-    base = _flag(t, "vs_baseline", sig)
-    beats = _flag(t, "beats_null", sig)
-    banded = pd.to_numeric(t["null_n"], errors="coerce").fillna(0) > 0 \
-        if "null_n" in t else pd.Series(False, index=t.index)
+    arm, base, banded = arms(t), vs_baseline(t, data.alpha), has_band(t)
+    beats = _bool(t, "beats_null")
     f = arm == "feature"
     out = [esc(f"Exploration (screen-half prompts, not claims): of {int(f.sum())} feature "
                f"tests, {int((f & banded & base & beats).sum())} of {int((f & banded).sum())} "
